@@ -1,0 +1,193 @@
+"""The model file: safetensors weights plus one JSON metadata record, written atomically.
+
+Loading never unpickles anything: safetensors holds only raw tensors, and the metadata is JSON.
+The metadata stores everything needed to rebuild and use the model (architecture and config,
+normalisation, class names) and to trust it (training recipe, dataset checksums, metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from . import __version__
+from .errors import DigitrecError, ModelFileError
+from .fileio import atomic_write
+from .models import create_model
+from .preprocess import NORMALIZATION, Normalization
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelFile",
+    "save_model",
+    "load_model",
+    "read_metadata",
+    "bundled_models",
+    "resolve_model_path",
+]
+
+FORMAT = "digitrec-model"
+FORMAT_VERSION = 1
+_META_KEY = "digitrec"
+_MAX_MODEL_BYTES = 512 * 1024 * 1024  # refuse absurd files before reading them into memory
+
+
+@dataclass
+class ModelFile:
+    """A loaded model file: the rebuilt module (in eval mode) and its metadata."""
+
+    model: nn.Module
+    arch: str  # registry name
+    model_config: dict[str, Any]  # arguments of the architecture's config class
+    normalization: Normalization  # applied to [0, 1] pixels before the model
+    class_names: list[str]  # label of each output index
+    metadata: dict[str, Any] = field(default_factory=dict)  # everything else stored in the file
+    path: Path | None = None  # where it was loaded from
+
+    @property
+    def temperature(self) -> float:
+        """Softmax temperature for calibrated confidences (1.0 = uncalibrated)."""
+        return float(self.metadata.get("temperature", 1.0))
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    arch: str,
+    model_config: dict[str, Any],
+    *,
+    normalization: Normalization = NORMALIZATION,
+    class_names: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically; returns the path."""
+    meta: dict[str, Any] = dict(extra or {})
+    meta.update(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        digitrec_version=__version__,
+        arch=arch,
+        model_config=dict(model_config),
+        normalization={"mean": normalization.mean, "std": normalization.std},
+        class_names=class_names or [str(i) for i in range(10)],
+    )
+    # clone(): safetensors refuses tensors that share storage; contiguous(): channels_last.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    blob = st_save(tensors, metadata={_META_KEY: json.dumps(meta)})
+    out = Path(path)
+    try:
+        with atomic_write(out) as fh:
+            fh.write(blob)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write model file {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def bundled_models() -> dict[str, Path]:
+    """Models shipped inside the package: name -> path."""
+    weights = resources.files("digitrec") / "weights"
+    found: dict[str, Path] = {}
+    if weights.is_dir():
+        for entry in weights.iterdir():
+            if entry.name.endswith(".safetensors"):
+                found[entry.name.removesuffix(".safetensors")] = Path(str(entry))
+    return found
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A bundled model's name (e.g. ``"seed"``) or a file path -> an existing file path."""
+    text = str(name_or_path)
+    bundled = bundled_models()
+    if text in bundled and not Path(text).exists():
+        return bundled[text]
+    path = Path(text)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    if not path.is_file():
+        hint = f"; bundled models: {', '.join(sorted(bundled))}" if bundled else ""
+        raise ModelFileError(f"{text}: no such model file or bundled model{hint}")
+    return path
+
+
+def _read_blob(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > _MAX_MODEL_BYTES:
+            raise ModelFileError(f"{path}: too large for a digitrec model ({size:,} bytes)")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _parse_metadata(blob: bytes, path: Path) -> dict[str, Any]:
+    # safetensors layout: u64 little-endian header length, then a JSON header.
+    if len(blob) < 8:
+        raise ModelFileError(f"{path}: not a digitrec model file (too short)")
+    n = int.from_bytes(blob[:8], "little")
+    if n <= 0 or 8 + n > len(blob):
+        raise ModelFileError(f"{path}: not a digitrec model file (bad header)")
+    try:
+        header = json.loads(blob[8 : 8 + n])
+        meta = json.loads(header["__metadata__"][_META_KEY])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{path}: not a digitrec model file (no digitrec metadata)") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a digitrec model file")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format {meta['format_version']} is newer than this digitrec "
+            f"supports ({FORMAT_VERSION}); upgrade digitrec"
+        )
+    return meta
+
+
+def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a model file, without building the model."""
+    path = resolve_model_path(name_or_path)
+    return _parse_metadata(_read_blob(path), path)
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str], device: torch.device | str = "cpu"
+) -> ModelFile:
+    """Load a model file (or a bundled model by name) onto ``device``, in eval mode.
+
+    Raises :class:`ModelFileError` with a one-line reason for anything wrong with the file.
+    """
+    path = resolve_model_path(name_or_path)
+    blob = _read_blob(path)
+    meta = _parse_metadata(blob, path)
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model file ({exc})") from exc
+    try:
+        model = create_model(meta["arch"], meta.get("model_config") or {})
+        model.load_state_dict(tensors, strict=True)
+        norm = Normalization(**meta["normalization"])
+    except DigitrecError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
+    except (KeyError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: weights do not match the stored architecture ({first})") from exc
+    model.to(device).eval()
+    return ModelFile(
+        model=model,
+        arch=meta["arch"],
+        model_config=dict(meta.get("model_config") or {}),
+        normalization=norm,
+        class_names=list(meta.get("class_names") or [str(i) for i in range(10)]),
+        metadata=meta,
+        path=path,
+    )

@@ -1,0 +1,25 @@
+"""Exception types: every expected failure is a :class:`DigitrecError` with a one-line message."""
+
+from __future__ import annotations
+
+__all__ = ["DigitrecError", "DatasetError", "ModelFileError", "ImageError", "ConfigError"]
+
+
+class DigitrecError(Exception):
+    """Base class for errors that users can cause and fix (bad files, bad settings)."""
+
+
+class DatasetError(DigitrecError):
+    """A dataset file is missing, malformed, truncated, or fails its checksum."""
+
+
+class ModelFileError(DigitrecError):
+    """A model file is missing, corrupt, or not a digitrec model."""
+
+
+class ImageError(DigitrecError):
+    """An input image cannot be read or has no usable content."""
+
+
+class ConfigError(DigitrecError, ValueError):
+    """A setting has a value outside its allowed range."""

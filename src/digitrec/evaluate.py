@@ -1,0 +1,140 @@
+"""Batched inference and classification metrics: loss, accuracy, per-class P/R/F1, confusion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .preprocess import NORMALIZATION, Normalization, normalize
+from .runtime import autocast
+
+__all__ = ["predict_logits", "EvalResult", "evaluate", "confusion_matrix", "per_class_metrics"]
+
+
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 1000,
+    normalization: Normalization = NORMALIZATION,
+) -> torch.Tensor:
+    """Logits (N, C) in float32 on ``device`` for uint8 or [0, 1] images (N, 28, 28) or (N, 1, 28, 28).
+
+    The model is put in eval mode and restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            for i in range(0, len(images), batch_size):
+                xb = images[i : i + batch_size].to(device, non_blocking=True)
+                if xb.dim() == 3:
+                    xb = xb.unsqueeze(1)  # (B, 1, 28, 28)
+                xb = normalize(xb, normalization).contiguous(memory_format=torch.channels_last)
+                outs.append(model(xb).float())
+    finally:
+        model.train(was_training)
+    if not outs:
+        return torch.empty(0, 10, device=device)
+    return torch.cat(outs)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """(C, C) counts; row = true class, column = predicted class."""
+    flat = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_metrics(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+    tp = np.diag(confusion).astype(np.float64)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of a model on a labelled set, plus the per-image predictions behind them."""
+
+    loss: float  # mean cross-entropy, nats
+    accuracy: float  # fraction correct, 0..1
+    confusion: np.ndarray  # (10, 10) counts, row = true, column = predicted
+    precision: np.ndarray  # (10,) per class
+    recall: np.ndarray  # (10,) per class
+    f1: np.ndarray  # (10,) per class
+    support: np.ndarray  # (10,) true images per class
+    predictions: np.ndarray  # (N,) predicted class per image
+    confidences: np.ndarray  # (N,) softmax probability of the predicted class
+
+    @property
+    def errors(self) -> int:
+        """Number of misclassified images."""
+        return int(self.confusion.sum() - np.trace(self.confusion))
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary (without the per-image arrays)."""
+        return {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "errors": self.errors,
+            "count": int(self.confusion.sum()),
+            "per_class": {
+                str(c): {
+                    "precision": float(self.precision[c]),
+                    "recall": float(self.recall[c]),
+                    "f1": float(self.f1[c]),
+                    "support": int(self.support[c]),
+                }
+                for c in range(len(self.support))
+            },
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+
+def evaluate(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 1000,
+    normalization: Normalization = NORMALIZATION,
+    temperature: float = 1.0,
+) -> EvalResult:
+    """Evaluate ``model`` on uint8 images (N, 28, 28) with integer labels (N,)."""
+    x = torch.as_tensor(images)
+    y = torch.as_tensor(labels, dtype=torch.long).to(device)
+    logits = predict_logits(
+        model, x, device=device, precision=precision, batch_size=batch_size, normalization=normalization
+    ) / temperature
+    loss = float(F.cross_entropy(logits, y).item()) if len(y) else float("nan")
+    probs = logits.softmax(dim=1)
+    conf, pred = probs.max(dim=1)
+    pred_np = pred.cpu().numpy()
+    y_np = y.cpu().numpy()
+    cm = confusion_matrix(y_np, pred_np, num_classes=logits.shape[1])
+    pcm = per_class_metrics(cm)
+    return EvalResult(
+        loss=loss,
+        accuracy=float((pred_np == y_np).mean()) if len(y_np) else float("nan"),
+        confusion=cm,
+        precision=pcm["precision"],
+        recall=pcm["recall"],
+        f1=pcm["f1"],
+        support=pcm["support"],
+        predictions=pred_np,
+        confidences=conf.cpu().numpy(),
+    )

@@ -1,0 +1,201 @@
+"""Model registry and architectures. Every model takes its config and returns logits (B, 10).
+
+Register a new architecture with ``@register_model("name", ConfigClass)``; it then works with
+``--arch name`` everywhere, and checkpoints rebuild it from the stored name and config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .preprocess import IMAGE_SIZE
+
+__all__ = [
+    "ModelSpec",
+    "register_model",
+    "list_models",
+    "get_model_spec",
+    "create_model",
+    "SeedCNNConfig",
+    "SeedCNN",
+    "LayerInfo",
+    "layer_table",
+    "format_summary",
+    "count_parameters",
+]
+
+M = TypeVar("M", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture: its constructor, its config class and a one-line description."""
+
+    name: str
+    builder: Callable[[Any], nn.Module]
+    config_cls: type
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, config_cls: type, description: str = "") -> Callable[[type[M]], type[M]]:
+    """Class decorator that registers an architecture under ``name``."""
+
+    def decorator(cls: type[M]) -> type[M]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        doc = description or (cls.__doc__ or "").strip().splitlines()[0]
+        _REGISTRY[name] = ModelSpec(name=name, builder=cls, config_cls=config_cls, description=doc)
+        return cls
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Names of all registered architectures."""
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registered spec for ``name``; raises :class:`ConfigError` for unknown names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown architecture {name!r}; available: {', '.join(list_models())}"
+        ) from None
+
+
+def create_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
+    """Build architecture ``name`` from a (possibly partial) config dict of its config class."""
+    spec = get_model_spec(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = set(config or {}) - fields
+    if unknown:
+        raise ConfigError(f"unknown config field(s) for {name!r}: {', '.join(sorted(unknown))}")
+    return spec.builder(spec.config_cls(**(config or {})))
+
+
+@dataclass(frozen=True)
+class SeedCNNConfig:
+    """The reference notebook's CNN."""
+
+    in_channels: int = 1  # input image channels (MNIST: grey)
+    image_size: int = IMAGE_SIZE  # input side, pixels
+    conv1_channels: int = 32  # filters in the first 3x3 convolution
+    conv2_channels: int = 64  # filters in the second 3x3 convolution
+    hidden: int = 128  # units in the dense hidden layer
+    num_classes: int = 10  # output classes (digits 0-9)
+
+
+@register_model("seed", SeedCNNConfig, "The notebook CNN: 2x(conv3x3+ReLU+maxpool), dense 128, dense 10")
+class SeedCNN(nn.Module):
+    """Conv(32,3x3)-ReLU-MaxPool-Conv(64,3x3)-ReLU-MaxPool-Flatten-Dense(128)-ReLU-Dense(10)."""
+
+    def __init__(self, config: SeedCNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.features = nn.Sequential(
+            nn.Conv2d(config.in_channels, config.conv1_channels, 3),  # (B, 32, 26, 26)
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 32, 13, 13)
+            nn.Conv2d(config.conv1_channels, config.conv2_channels, 3),  # (B, 64, 11, 11)
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 64, 5, 5)
+            nn.Flatten(),  # (B, 1600)
+        )
+        with torch.no_grad():  # infer the flattened size instead of hard-coding 1600
+            probe = torch.zeros(1, config.in_channels, config.image_size, config.image_size)
+            flat = self.features(probe).shape[1]
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, config.num_classes),  # logits; softmax lives in the loss
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) standardised images -> (B, 10) logits."""
+        return self.classifier(self.features(x))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, non-trainable) parameter counts; buffers such as BN statistics count as non-trainable."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    frozen += sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    return trainable, frozen
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of the summary: a leaf module, its output shape and its own parameter count."""
+
+    name: str  # dotted module path, e.g. "features.0"
+    kind: str  # module class name, e.g. "Conv2d"
+    output_shape: tuple[int, ...]  # without the batch dimension
+    params: int  # parameters owned directly by this layer
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, IMAGE_SIZE, IMAGE_SIZE)) -> list[LayerInfo]:
+    """Run one dummy forward pass and record every leaf module's output shape and parameters."""
+    rows: list[LayerInfo] = []
+    hooks = []
+
+    def make_hook(name: str, module: nn.Module):
+        def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
+            shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(LayerInfo(name, type(module).__name__, shape, params))
+
+        return hook
+
+    for name, module in model.named_modules():
+        if name and not list(module.children()):
+            hooks.append(module.register_forward_hook(make_hook(name, module)))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return rows
+
+
+def format_summary(model: nn.Module, name: str = "") -> str:
+    """A Keras-style text table: layer, output shape (channels first), parameters, totals."""
+    rows = layer_table(model)
+    trainable, frozen = count_parameters(model)
+    total = trainable + frozen
+    header = ("Layer (type)", "Output Shape", "Param #")
+    lines = [(f"{r.name} ({r.kind})", str((None, *r.output_shape)), f"{r.params:,}") for r in rows]
+    w0 = max(len(header[0]), *(len(l[0]) for l in lines)) + 2
+    w1 = max(len(header[1]), *(len(l[1]) for l in lines)) + 2
+    w2 = max(len(header[2]), *(len(l[2]) for l in lines))
+    width = w0 + w1 + w2
+    out = [f'Model: "{name or type(model).__name__}"', "━" * width]
+    out.append(f"{header[0]:<{w0}}{header[1]:<{w1}}{header[2]:>{w2}}")
+    out.append("━" * width)
+    for i, (a, b, c) in enumerate(lines):
+        out.append(f"{a:<{w0}}{b:<{w1}}{c:>{w2}}")
+        out.append("─" * width if i < len(lines) - 1 else "━" * width)
+
+    def kb(n: int) -> str:
+        return f"{n * 4 / 1024:,.2f} KB"  # float32 storage, 4 bytes per parameter
+
+    out.append(f" Total params: {total:,} ({kb(total)})")
+    out.append(f" Trainable params: {trainable:,} ({kb(trainable)})")
+    out.append(f" Non-trainable params: {frozen:,} ({kb(frozen)})")
+    return "\n".join(out)

@@ -1,0 +1,125 @@
+"""The recogniser: a loaded model plus the shared preprocessing, answering typed predictions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import ModelFile, load_model
+from .errors import ImageError
+from .evaluate import predict_logits
+from .preprocess import ImageSource, to_mnist
+from .runtime import resolve_device, resolve_precision
+
+__all__ = ["Prediction", "Recogniser", "load"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one image."""
+
+    digit: int  # most probable class
+    confidence: float  # its softmax probability, 0..1
+    probabilities: tuple[float, ...]  # all ten class probabilities, summing to 1
+    top: tuple[tuple[int, float], ...]  # the three most probable (digit, probability), best first
+    input: np.ndarray = field(repr=False, compare=False)  # the (28, 28) [0, 1] image the model saw
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (without the input image)."""
+        return {
+            "digit": self.digit,
+            "confidence": self.confidence,
+            "top3": [{"digit": d, "probability": p} for d, p in self.top],
+            "probabilities": list(self.probabilities),
+        }
+
+
+class Recogniser:
+    """Recognises handwritten digits with one loaded model.
+
+    >>> rec = digitrec.load("seed")
+    >>> rec.predict("my_digit.png").digit
+    """
+
+    def __init__(self, model_file: ModelFile, device: torch.device, precision: str = "fp32") -> None:
+        self.model_file = model_file
+        self.device = device
+        self.precision = precision
+
+    @property
+    def name(self) -> str:
+        """The model file's name without suffix (bundled models: their name)."""
+        return self.model_file.path.stem if self.model_file.path else self.model_file.arch
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Everything stored in the model file besides the weights."""
+        return self.model_file.metadata
+
+    def prepare(self, image: ImageSource) -> np.ndarray:
+        """The (28, 28) [0, 1] white-on-black image the model will see for ``image``."""
+        return to_mnist(image)
+
+    def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
+        """Predict already-prepared images: float [0, 1] or uint8, shape (N, 28, 28)."""
+        arr = np.asarray(images)
+        if arr.ndim != 3 or arr.shape[1:] != (28, 28):
+            raise ImageError(f"expected prepared images of shape (N, 28, 28), got {arr.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+        if x.dtype != torch.uint8:
+            x = x.float()
+        mf = self.model_file
+        logits = predict_logits(
+            mf.model, x, device=self.device, precision=self.precision,
+            normalization=mf.normalization,
+        )
+        probs = (logits / mf.temperature).softmax(dim=1).cpu().numpy().astype(np.float64)
+        out = []
+        for p, img in zip(probs, arr):
+            order = np.argsort(-p)[:3]
+            out.append(
+                Prediction(
+                    digit=int(order[0]),
+                    confidence=float(p[order[0]]),
+                    probabilities=tuple(float(v) for v in p),
+                    top=tuple((int(i), float(p[i])) for i in order),
+                    input=img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0),
+                )
+            )
+        return out
+
+    def predict(
+        self, image: ImageSource | Sequence[ImageSource]
+    ) -> Prediction | list[Prediction]:
+        """Predict one image, or a list (or (N, H, W) array) of images.
+
+        An image may be a path, bytes, a file object, a PIL image or a NumPy array. A single
+        image returns one :class:`Prediction`; a list or batch array returns a list.
+        """
+        if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] not in (1, 3, 4):
+            return self.predict_arrays(np.stack([to_mnist(a) for a in image]))
+        if isinstance(image, (list, tuple)):
+            if not image:
+                return []
+            return self.predict_arrays(np.stack([to_mnist(i) for i in image]))
+        return self.predict_arrays(to_mnist(image)[None])[0]
+
+
+def load(
+    name_or_path: str | os.PathLike[str] = "seed",
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> Recogniser:
+    """Load a bundled model by name (``"seed"``) or a model file by path into a :class:`Recogniser`.
+
+    Inference defaults to the CPU in fp32, the fastest choice for one image at a time;
+    pass ``device="auto"`` to use CUDA when available.
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev))

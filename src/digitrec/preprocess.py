@@ -1,0 +1,228 @@
+"""Image preprocessing: any picture of a digit -> the model's 28x28 input in the MNIST convention.
+
+MNIST digits are white ink on black, fitted into a 20x20 box with their aspect ratio kept, and
+centred by centre of mass in a 28x28 frame. Each step below is a small pure function so that
+the CLI, the Python API and the server share exactly one pipeline, and so that steps can be
+tested (and improved) one at a time. The normalisation constants live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+__all__ = [
+    "Normalization",
+    "NORMALIZATION",
+    "IMAGE_SIZE",
+    "BOX_SIZE",
+    "MAX_PIXELS",
+    "ImageSource",
+    "normalize",
+    "open_image",
+    "to_grayscale",
+    "to_white_on_black",
+    "crop_to_ink",
+    "fit_in_box",
+    "center_by_mass",
+    "is_mnist_like",
+    "to_mnist",
+]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-pixel standardisation applied after scaling pixels to [0, 1]."""
+
+    mean: float  # mean pixel value of the MNIST training images, in [0, 1] units
+    std: float  # standard deviation of those pixels, same units
+
+
+# Computed over the 60,000 MNIST training images (pixels scaled to [0, 1]).
+NORMALIZATION = Normalization(mean=0.1307, std=0.3081)
+IMAGE_SIZE = 28  # side of the model input, pixels
+BOX_SIZE = 20  # side of the box the ink is fitted into, pixels (MNIST convention)
+MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs), pixels
+_INK_THRESHOLD = 0.2  # grey level (0..1, ink = 1) above which a pixel counts as ink
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+
+
+def normalize(images: torch.Tensor, norm: Normalization = NORMALIZATION) -> torch.Tensor:
+    """Scale uint8 (0..255) or float ([0, 1]) images to the model's standardised float input."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    return (x - norm.mean) / norm.std
+
+
+def open_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Image.Image:
+    """Open and fully decode an image, applying EXIF orientation and taking the first frame.
+
+    Raises :class:`ImageError` for missing, unreadable, truncated or oversized images.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+        name = "<image>"
+    else:
+        name = str(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if path.is_dir():
+                raise ImageError(f"{name}: is a directory, not an image")
+            if not path.exists():
+                raise ImageError(f"{name}: no such file")
+        fp = io.BytesIO(source) if isinstance(source, bytes) else source
+        try:
+            with warnings.catch_warnings():
+                # Pillow warns before it raises on bombs; we check the size ourselves below.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(fp)
+        except UnidentifiedImageError as exc:
+            raise ImageError(f"{name}: not a recognised image format") from exc
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{name}: image is too large") from exc
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot read ({exc})") from exc
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{name}: image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,})"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{name}: image is empty")
+    try:
+        img.seek(0)  # animated GIF/WebP/TIFF: the first frame
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: truncated or corrupt image ({exc})") from exc
+    return img
+
+
+def to_grayscale(img: Image.Image) -> np.ndarray:
+    """Convert any mode to a float32 grey image in [0, 1]; transparency is composited on white."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        # 16-bit and 32-bit modes do not say their range; infer it from the values.
+        top = arr.max()
+        scale = 1.0 if top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def to_white_on_black(gray: np.ndarray) -> np.ndarray:
+    """Invert dark-ink-on-light-paper images so that ink is bright, as in MNIST.
+
+    The background is estimated from the image border, where a framed digit rarely reaches.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return 1.0 - gray if float(np.median(border)) > 0.5 else gray
+
+
+def crop_to_ink(gray: np.ndarray, threshold: float = _INK_THRESHOLD) -> np.ndarray:
+    """Crop to the bounding box of pixels brighter than ``threshold``.
+
+    Raises :class:`ImageError` when nothing is bright enough to be ink.
+    """
+    rows = np.flatnonzero((gray > threshold).any(axis=1))
+    cols = np.flatnonzero((gray > threshold).any(axis=0))
+    if rows.size == 0:
+        raise ImageError("no digit found (the image has no ink)")
+    return gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def fit_in_box(gray: np.ndarray, box: int = BOX_SIZE) -> np.ndarray:
+    """Resize so that the longer side is ``box`` pixels, keeping the aspect ratio."""
+    h, w = gray.shape
+    scale = box / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    img = Image.fromarray(gray.astype(np.float32), mode="F")
+    # Box filtering averages when shrinking (anti-aliasing, like MNIST's own downscaling);
+    # bicubic keeps strokes smooth when a tiny drawing is enlarged.
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+    out = np.asarray(img.resize((new_w, new_h), resample), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def center_by_mass(gray: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Paste into a ``size`` x ``size`` black frame so the centre of mass lands in the middle."""
+    h, w = gray.shape
+    total = float(gray.sum())
+    ys, xs = np.mgrid[0:h, 0:w]
+    cy = float((ys * gray).sum() / total) if total > 0 else (h - 1) / 2
+    cx = float((xs * gray).sum() / total) if total > 0 else (w - 1) / 2
+    top = int(round((size - 1) / 2 - cy))
+    left = int(round((size - 1) / 2 - cx))
+    # Keep the whole glyph inside the frame even if its mass is far off-centre.
+    top = min(max(top, 0), size - h)
+    left = min(max(left, 0), size - w)
+    out = np.zeros((size, size), dtype=np.float32)
+    out[top : top + h, left : left + w] = gray
+    return out
+
+
+def is_mnist_like(gray: np.ndarray) -> bool:
+    """True for a 28x28 image that is already white ink on a black background."""
+    return gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and float(
+        np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))
+    ) < 0.1
+
+
+def _array_to_gray(arr: np.ndarray) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ImageError(f"expected a grey (H, W) or colour (H, W, 3|4) array, got {a.shape}")
+    if a.size == 0:
+        raise ImageError("image is empty")
+    if a.shape[0] * a.shape[1] > MAX_PIXELS:
+        raise ImageError(f"image is too large ({a.shape[1]}x{a.shape[0]} pixels)")
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / 65535.0
+    else:
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ImageError("image contains NaN or infinite values")
+        a = a / 255.0 if a.max() > 1.0 else a
+    a = np.clip(a, 0.0, 1.0)
+    if a.ndim == 3 and a.shape[-1] == 4:  # composite on white, as for RGBA files
+        alpha = a[..., 3]
+        a = a[..., :3].mean(axis=-1) * alpha + (1.0 - alpha)
+    elif a.ndim == 3:
+        a = a.mean(axis=-1)
+    return a
+
+
+def to_mnist(source: ImageSource) -> np.ndarray:
+    """Turn any image into a (28, 28) float32 array in [0, 1], white digit on black.
+
+    Accepts a path, bytes, a binary file object, a PIL image or a NumPy array (uint8 0..255,
+    uint16, or float in [0, 1]; grey (H, W) or colour (H, W, 3|4)). An image that is already
+    MNIST-like (28x28, white on black) passes through unchanged.
+    """
+    if isinstance(source, np.ndarray):
+        gray = _array_to_gray(source)
+    else:
+        gray = to_grayscale(open_image(source))
+    if is_mnist_like(gray):
+        return gray.astype(np.float32)
+    gray = to_white_on_black(gray)
+    return center_by_mass(fit_in_box(crop_to_ink(gray)))
