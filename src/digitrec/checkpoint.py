@@ -144,7 +144,10 @@ def _parse_metadata(blob: bytes, path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: not a digitrec model file (no digitrec metadata)") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a digitrec model file")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{path}: not a digitrec model file (bad format_version {version!r})")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model format {meta['format_version']} is newer than this digitrec "
             f"supports ({FORMAT_VERSION}); upgrade digitrec"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "write_json"]
+__all__ = ["atomic_write"]
 
 
 @contextlib.contextmanager
@@ -24,6 +23,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -35,8 +36,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         raise
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    with atomic_write(path, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it and restore it
+    os.umask(mask)
+    return mask
+

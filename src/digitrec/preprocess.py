@@ -94,20 +94,23 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Im
             raise ImageError(f"{name}: image is too large") from exc
         except OSError as exc:
             raise ImageError(f"{name}: cannot read ({exc})") from exc
-    width, height = img.size
-    if width * height > MAX_PIXELS:
-        raise ImageError(
-            f"{name}: image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,})"
-        )
-    if width == 0 or height == 0:
-        raise ImageError(f"{name}: image is empty")
     try:
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(
+                f"{name}: image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,})"
+            )
+        if width == 0 or height == 0:
+            raise ImageError(f"{name}: image is empty")
         img.seek(0)  # animated GIF/WebP/TIFF: the first frame
         img.load()
-        img = ImageOps.exif_transpose(img)
+        out = ImageOps.exif_transpose(img)  # a copy, detached from the file we close below
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: truncated or corrupt image ({exc})") from exc
-    return img
+    finally:
+        if img is not source:
+            img.close()
+    return out
 
 
 def to_grayscale(img: Image.Image) -> np.ndarray:
@@ -223,6 +226,7 @@ def to_mnist(source: ImageSource) -> np.ndarray:
     else:
         gray = to_grayscale(open_image(source))
     if is_mnist_like(gray):
+        crop_to_ink(gray)  # raises on a blank canvas: no digit, no guess
         return gray.astype(np.float32)
     gray = to_white_on_black(gray)
     return center_by_mass(fit_in_box(crop_to_ink(gray)))

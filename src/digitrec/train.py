@@ -51,6 +51,7 @@ class TrainConfig:
     lr: float = 1e-3  # Adam learning rate
     seed: int = 0  # seeds weights init, validation split and shuffling
     val_size: int = 5000  # images held out of the 60,000 for validation (0 = train on all)
+    limit: int = 0  # use only the first N training images, for quick runs (0 = all)
     precision: str = "auto"  # "auto" (bf16 where native), "fp32" or "bf16"
     eval_batch_size: int = 1000  # images per forward pass when evaluating
 
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
+        if self.limit < 0:
+            raise ConfigError(f"limit must be >= 0, got {self.limit}")
         if self.val_size < 0:
             raise ConfigError(f"validation size must be >= 0, got {self.val_size}")
         if self.eval_batch_size < 1:
@@ -298,7 +301,10 @@ def train(
     config.validate()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     mnist = data if data is not None else load_mnist()
-    tx, ty, vx, vy = split_train_val(mnist.train_images, mnist.train_labels, config.val_size, config.seed)
+    images, labels = mnist.train_images, mnist.train_labels
+    if config.limit:
+        images, labels = images[: config.limit], labels[: config.limit]
+    tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
     result = fit(config, tx, ty, device=dev, val_images=vx, val_labels=vy, callback=callback)
     result.test = evaluate(
         result.model, mnist.test_images, mnist.test_labels, device=dev,

@@ -1,0 +1,516 @@
+"""Command-line interface: parses flags, builds configs, calls the library, prints results.
+
+Every expected failure ends with one line on stderr and a non-zero exit; ``--debug`` shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from . import __version__
+from .errors import ConfigError, DigitrecError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are a single line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _emit_json(obj: Any) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def _err(message: str) -> None:
+    print(f"digitrec: error: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Progress reporting (the library only calls back; drawing bars is the CLI's job)
+
+
+def _download_progress(quiet: bool):
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    def factory(name: str, total: int | None):
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", leave=False)
+        return bar.update
+
+    return factory
+
+
+class _TrainProgress:
+    """Keras-like output: a bar per epoch (on a terminal) and one summary line per epoch."""
+
+    def __init__(self, quiet: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.quiet = quiet
+        self.bar: Any = None
+        self.epochs = 0
+        self.last_step = 0
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs = epochs
+        self.last_step = 0
+        if not self.quiet:
+            self.bar = self._tqdm(
+                total=steps, desc=f"Epoch {epoch}/{epochs}", unit="step", leave=False,
+                disable=None, dynamic_ncols=True,
+            )
+
+    def on_step(self, step: int, loss: float, accuracy: float, images_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.last_step)
+            self.bar.set_postfix_str(f"loss {loss:.4f} - acc {accuracy:.4f} - {images_per_s:,.0f} img/s")
+        self.last_step = step
+
+    def on_epoch_end(self, record: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.quiet:
+            return
+        parts = [f"loss {record.loss:.4f}", f"accuracy {record.accuracy:.4f}"]
+        if record.val_loss is not None:
+            parts += [f"val_loss {record.val_loss:.4f}", f"val_accuracy {record.val_accuracy:.4f}"]
+        parts += [f"{record.seconds:.1f}s", f"{record.images_per_s:,.0f} img/s"]
+        self._tqdm.write(f"Epoch {record.epoch}/{self.epochs}: " + " - ".join(parts), file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import DATA_DIR_ENV, data_status, default_cache_dir, load_mnist
+
+    if args.download:
+        load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+    status = data_status(args.data_dir)
+    if args.json:
+        _emit_json(
+            {"ok": status.ok, "directory": status.directory, "files": status.files,
+             "class_counts": status.class_counts}
+        )
+        return 0 if status.ok else EXIT_ERROR
+    if status.directory is None:
+        _err(
+            f"MNIST not found; set {DATA_DIR_ENV} to a folder with the four IDX files, put them "
+            f"in {default_cache_dir()}, or run 'digitrec data --download'"
+        )
+        return EXIT_ERROR
+    print(f"MNIST in {status.directory}")
+    for base, info in status.files.items():
+        mark = "ok" if info["ok"] else "CHECKSUM MISMATCH"
+        shape = "x".join(str(s) for s in info["shape"])  # type: ignore[union-attr]
+        print(f"  {base:<24} {shape:<12} sha256 {str(info['sha256'])[:16]}...  {mark}")
+    for split, counts in status.class_counts.items():
+        print(f"  {split:<5} {sum(counts):>6,} images; per class: {' '.join(str(c) for c in counts)}")
+    return 0 if status.ok else EXIT_ERROR
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from .data import load_mnist
+    from .plots import plot_samples
+
+    mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+    print(f"train images {mnist.train_images.shape}, test images {mnist.test_images.shape}")
+    print(f"wrote {plot_samples(mnist.train_images, mnist.train_labels, args.out)}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .models import count_parameters, create_model, format_summary, layer_table
+
+    if args.model:
+        from .checkpoint import load_model
+
+        mf = load_model(args.model)
+        model, name = mf.model, f"{args.model} ({mf.arch})"
+    else:
+        model, name = create_model(args.arch), args.arch
+    if args.json:
+        trainable, frozen = count_parameters(model)
+        _emit_json(
+            {
+                "name": name,
+                "layers": [
+                    {"name": r.name, "type": r.kind, "output_shape": list(r.output_shape), "params": r.params}
+                    for r in layer_table(model)
+                ],
+                "total_params": trainable + frozen,
+                "trainable_params": trainable,
+            }
+        )
+    else:
+        print(format_summary(model, name))
+    if args.diagram:
+        from .plots import plot_model_diagram
+
+        path = plot_model_diagram(model, args.diagram, name=name)
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import load_mnist
+    from .runtime import resolve_device
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        val_size=args.val_size,
+        limit=args.limit,
+        precision=args.precision,
+    )
+    config.validate()
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name")
+    device = resolve_device(args.device)
+    mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+    progress = _TrainProgress(args.quiet)
+    try:
+        result = train(config, data=mnist, device=device, callback=progress)
+    finally:
+        progress.close()
+    if not result.history:
+        _err("interrupted before the first epoch completed; nothing saved")
+        return EXIT_INTERRUPTED
+    path = result.save(out)
+    plot = None
+    if not args.no_plot:
+        from .plots import plot_history
+
+        plot = plot_history(result.history, args.history_plot or out.with_name(f"{out.stem}-history.png"))
+    metrics = result.metrics()
+    if args.json:
+        _emit_json(
+            {"model": str(path), "history_plot": str(plot) if plot else None, "device": result.device,
+             "precision": result.precision, "interrupted": result.interrupted, **metrics}
+        )
+    else:
+        if result.interrupted:
+            print(f"interrupted: kept the model of epoch {result.epochs_completed}")
+        print(f"trained {config.arch} on {result.device} ({result.precision}): "
+              f"{result.epochs_completed} epochs in {result.train_seconds:.1f}s")
+        if result.val is not None:
+            print(f"validation: accuracy {result.val.accuracy:.2%}, loss {result.val.loss:.4f}")
+        if result.test is not None:
+            print(f"test:       accuracy {result.test.accuracy:.2%}, loss {result.test.loss:.4f}")
+        print(f"saved model to {path}")
+        if plot:
+            print(f"wrote training curves to {plot}")
+    return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _format_report(result: Any) -> str:
+    lines = [f"{'class':>5} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}"]
+    for c in range(len(result.support)):
+        lines.append(
+            f"{c:>5} {result.precision[c]:>9.4f} {result.recall[c]:>7.4f} {result.f1[c]:>7.4f} "
+            f"{int(result.support[c]):>7}"
+        )
+    lines.append("")
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    lines.append("     " + "".join(f"{c:>6}" for c in range(len(result.support))))
+    for c, row in enumerate(result.confusion):
+        lines.append(f"{c:>5}" + "".join(f"{v:>6}" for v in row))
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data import load_mnist
+    from .evaluate import evaluate
+    from .runtime import resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    mf = load_model(args.model, device)
+    mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+    images, labels = mnist.split(args.split)
+    result = evaluate(
+        mf.model, images, labels, device=device,
+        precision=resolve_precision(args.precision, device),
+        normalization=mf.normalization, temperature=mf.temperature,
+    )
+    written: dict[str, str] = {}
+    if not args.no_plots:
+        from .plots import plot_confusion, plot_misclassified
+
+        written["confusion_plot"] = str(
+            plot_confusion(result.confusion, args.confusion, title=f"{args.model}: {args.split} set")
+        )
+        written["misclassified_plot"] = str(
+            plot_misclassified(images, labels, result.predictions, result.confidences, args.errors)
+        )
+    if args.json:
+        _emit_json({"model": args.model, "split": args.split, **result.to_dict(), **written})
+        return 0
+    print(f"model {args.model} ({mf.arch}) on the MNIST {args.split} set ({len(labels):,} images)")
+    print(f"loss {result.loss:.4f}, accuracy {result.accuracy:.2%} ({result.errors} errors)")
+    print()
+    print(_format_report(result))
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None]]:
+    """(name, image source, true label or None) for each requested input."""
+    inputs: list[tuple[str, Any, int | None]] = [(p, p, None) for p in args.images]
+    if args.mnist_index is not None or args.random:
+        from .data import load_mnist
+
+        mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+        n = len(mnist.test_images)
+        if args.random:
+            index = int(np.random.default_rng(args.seed).integers(n))
+        else:
+            index = args.mnist_index
+            if index >= n:
+                raise ConfigError(f"--mnist-index {index} is out of range (test set has {n} images)")
+        inputs.append((f"mnist:test:{index}", mnist.test_images[index], int(mnist.test_labels[index])))
+    if not inputs:
+        raise ConfigError("give image files, --mnist-index N or --random")
+    return inputs
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import load
+
+    inputs = _predict_inputs(args)
+    if args.show and len(inputs) != 1:
+        raise ConfigError("--show takes exactly one input image")
+    rec = load(args.model, device=args.device)
+    failures = 0
+    for name, source, truth in inputs:
+        try:
+            pred = rec.predict(source)
+        except DigitrecError as exc:
+            failures += 1
+            message = str(exc)
+            _err(message if message.startswith(name) else f"{name}: {message}")
+            if args.json:
+                _emit_json({"path": name, "error": message})
+            continue
+        if args.json:
+            record = {"path": name, **pred.to_dict()}
+            if truth is not None:
+                record["true_label"] = truth
+            _emit_json(record)
+        else:
+            top = ", ".join(f"{d} {p:.1%}" for d, p in pred.top)
+            true_part = f" (true {truth})" if truth is not None else ""
+            print(f"{name}{true_part}: {pred.digit}  confidence {pred.confidence:.1%}  top-3: {top}")
+        if args.show:
+            from .plots import plot_prediction
+
+            shown = source if isinstance(source, np.ndarray) else pred.input
+            path = plot_prediction(shown, pred, args.show, true_label=truth)
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_ERROR if failures else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .checkpoint import bundled_models, read_metadata
+    from .models import count_parameters, create_model, get_model_spec, list_models
+
+    archs = []
+    for name in list_models():
+        trainable, frozen = count_parameters(create_model(name))
+        archs.append({"name": name, "params": trainable + frozen, "description": get_model_spec(name).description})
+    bundled = []
+    for name, path in sorted(bundled_models().items()):
+        meta = read_metadata(path)
+        bundled.append({"name": name, "arch": meta["arch"], "path": str(path),
+                        "test_accuracy": meta.get("metrics", {}).get("test_accuracy")})
+    if args.json:
+        _emit_json({"architectures": archs, "bundled": bundled})
+        return 0
+    print("architectures (--arch):")
+    for a in archs:
+        print(f"  {a['name']:<10} {a['params']:>10,} params  {a['description']}")
+    print("bundled models (--model):")
+    for b in bundled:
+        acc = f"test accuracy {b['test_accuracy']:.2%}" if b["test_accuracy"] is not None else ""
+        print(f"  {b['name']:<10} arch {b['arch']:<8} {acc}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``digitrec`` argument parser with all subcommands."""
+    # SUPPRESS: a subcommand that does not see the flag must not reset what was given before it.
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+    data_opts = _Parser(add_help=False)
+    data_opts.add_argument(
+        "--data-dir", metavar="DIR",
+        help="folder with the four MNIST IDX files (default: $DIGITREC_DATA_DIR, then the user cache; "
+        "downloaded there if missing)",
+    )
+    device_opts = _Parser(add_help=False)
+    device_opts.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
+    device_opts.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"],
+        help="compute precision; auto uses bf16 where the hardware runs it natively",
+    )
+
+    parser = _Parser(
+        prog="digitrec",
+        description="Handwritten-digit recognition: train, evaluate and use MNIST models.",
+    )
+    # Own actions, not the shared parent's: set_defaults would change the shared ones too.
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--version", action="version", version=f"digitrec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("data", parents=[common, data_opts], help="locate, verify and describe MNIST",
+                       description="Report where MNIST is, whether its checksums match, shapes and class counts.")
+    p.add_argument("--download", action="store_true", help="download the files first if missing")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("samples", parents=[common, data_opts], help="draw one training image of each digit",
+                       description="Draw the first training image of each digit 0-9 in a 2x5 grid.")
+    p.add_argument("--out", default="samples.png", help="output image (.png, .svg or .pdf; default: %(default)s)")
+    p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("summary", parents=[common], help="print a model's layer table",
+                       description="Print a Keras-style summary: layers, output shapes, parameters.")
+    p.add_argument("--arch", default="seed", help="registered architecture (default: %(default)s; see 'digitrec models')")
+    p.add_argument("--model", help="summarise a model file or bundled model instead of a fresh architecture")
+    p.add_argument("--diagram", metavar="FILE", help="also draw the layer diagram (.png, .svg or .pdf)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("train", parents=[common, data_opts, device_opts], help="train a model on MNIST",
+                       description="Train on MNIST (default: the notebook recipe, Adam 1e-3, batch 100, "
+                       "10 epochs), evaluate once on the test set, and save one model file.")
+    p.add_argument("--arch", default="seed", help="architecture (default: %(default)s)")
+    p.add_argument("--epochs", type=_int_at_least(1), default=10, help="epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=100, help="batch size (default: %(default)s)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--val-size", type=_int_at_least(0), default=5000,
+                   help="training images held out for validation, 0 for none (default: %(default)s)")
+    p.add_argument("--limit", type=_int_at_least(0), default=0, metavar="N",
+                   help="train on the first N training images only, for quick runs (default: all)")
+    p.add_argument("--out", default="model.safetensors", help="model file to write (default: %(default)s)")
+    p.add_argument("--history-plot", metavar="FILE", help="training curves (default: <out>-history.png)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the training curves")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the final metrics")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", parents=[common, data_opts, device_opts], help="evaluate a model on MNIST",
+                       description="Loss, accuracy, per-class precision/recall/F1 and the confusion matrix; "
+                       "draws the confusion heatmap and a gallery of misclassified images.")
+    p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which MNIST split (default: %(default)s)")
+    p.add_argument("--confusion", default="confusion.png", metavar="FILE", help="heatmap file (default: %(default)s)")
+    p.add_argument("--errors", default="misclassified.png", metavar="FILE",
+                   help="gallery of misclassified images (default: %(default)s)")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the two figures")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", parents=[common, data_opts], help="recognise digits in images",
+                       description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF, WebP; any size "
+                       "and mode), or in an MNIST test image.")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files")
+    p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
+    p.add_argument("--mnist-index", type=_int_at_least(0), metavar="N", help="also predict MNIST test image N")
+    p.add_argument("--random", action="store_true", help="also predict a random MNIST test image")
+    p.add_argument("--seed", type=_int_at_least(0), help="seed for --random (default: unseeded)")
+    p.add_argument("--show", metavar="FILE", help="draw the image titled with true label, prediction and confidence")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", parents=[common], help="list architectures and bundled models",
+                       description="List the registered architectures and the models shipped with digitrec.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DigitrecError as exc:
+        if args.debug:
+            raise
+        _err(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _err(f"{where}{exc.strerror or exc}")
+        return EXIT_ERROR

@@ -1,0 +1,282 @@
+"""The CLI through a subprocess, as users run it: exit codes, one-line errors, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digitrec.checkpoint import bundled_models
+from digitrec.data import find_data_dir
+
+needs_mnist = pytest.mark.skipif(find_data_dir() is None, reason="MNIST not available")
+needs_bundled = pytest.mark.skipif("seed" not in bundled_models(), reason="bundled model missing")
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 180):
+    return subprocess.run(
+        [sys.executable, "-m", "digitrec", *args],
+        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})},
+        timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory) -> Path:
+    """A hand-drawn-looking '1': a dark stroke on white paper, off-centre on a big canvas."""
+    path = tmp_path_factory.mktemp("img") / "one.png"
+    img = Image.new("RGB", (240, 180), "white")
+    ImageDraw.Draw(img).line([(150, 30), (150, 150)], fill="black", width=12)
+    img.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quick_model(tmp_path_factory) -> Path:
+    """A model trained by the CLI in a couple of seconds on 1,200 MNIST images."""
+    if find_data_dir() is None:
+        pytest.skip("MNIST not available")
+    out = tmp_path_factory.mktemp("model") / "quick.safetensors"
+    proc = run("train", "--limit", "1200", "--val-size", "200", "--epochs", "1", "--out", str(out),
+               "--no-plot", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["model"] == str(out) and report["epochs_completed"] == 1
+    assert 0.0 <= report["test_accuracy"] <= 1.0
+    return out
+
+
+@pytest.mark.parametrize("command", ["", "data", "samples", "summary", "train", "evaluate", "predict", "models"])
+def test_help_everywhere(command: str) -> None:
+    proc = run(*([command] if command else []), "--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: digitrec")
+
+
+def test_version() -> None:
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("digitrec ")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--lr", "-1"], "--lr"),
+        (["train", "--batch-size", "x"], "--batch-size"),
+        (["train", "--precision", "fp8"], "--precision"),
+        (["evaluate", "--split", "val"], "--split"),
+        (["predict", "--mnist-index", "-3"], "--mnist-index"),
+        (["nosuchcommand"], "invalid choice"),
+    ],
+)
+def test_bad_flags_are_one_line_usage_errors(args: list[str], needle: str) -> None:
+    assert_one_line_error(run(*args), 2, needle)
+
+
+def test_missing_command_is_an_error() -> None:
+    assert_one_line_error(run(), 2, "required")
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    proc = run("--debug", "predict", "--model", str(tmp_path / "nope.safetensors"), "x.png")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_unknown_arch(tmp_path: Path) -> None:
+    assert_one_line_error(run("summary", "--arch", "nope"), 1, "unknown architecture", "seed")
+
+
+def test_summary_table_and_diagram(tmp_path: Path) -> None:
+    proc = run("summary", "--diagram", str(tmp_path / "model.svg"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Total params: 225,034 (879.04 KB)" in proc.stdout
+    for shape in ("(None, 32, 26, 26)", "(None, 64, 5, 5)", "(None, 1600)", "(None, 10)"):
+        assert shape in proc.stdout
+    assert b"<svg" in (tmp_path / "model.svg").read_bytes()[:2000]
+
+
+def test_summary_json() -> None:
+    proc = run("summary", "--json")
+    report = json.loads(proc.stdout)
+    assert report["total_params"] == 225_034
+    assert [l["output_shape"] for l in report["layers"] if l["params"]] == [[32, 26, 26], [64, 11, 11], [128], [10]]
+
+
+def test_bad_diagram_suffix_leaves_nothing(tmp_path: Path) -> None:
+    assert_one_line_error(run("summary", "--diagram", str(tmp_path / "m.xyz")), 1, ".xyz")
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_mnist
+def test_data_report() -> None:
+    proc = run("data", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True
+    assert report["class_counts"]["test"] == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert report["files"]["train-images-idx3-ubyte"]["shape"] == [60000, 28, 28]
+
+
+def test_data_missing_says_where_to_put_files(tmp_path: Path) -> None:
+    env = {"DIGITREC_DATA_DIR": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert_one_line_error(run("data", env=env), 1, "DIGITREC_DATA_DIR")
+
+
+@needs_mnist
+def test_samples(tmp_path: Path) -> None:
+    out = tmp_path / "samples.png"
+    proc = run("samples", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "(60000, 28, 28)" in proc.stdout
+    assert Image.open(out).size[0] > 200
+
+
+@needs_mnist
+def test_train_writes_model_and_curves(tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    proc = run("train", "--limit", "600", "--val-size", "100", "--epochs", "2", "--out", str(out), "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "Epoch 2/2:" in proc.stderr and "val_accuracy" in proc.stderr
+    assert out.is_file() and (tmp_path / "m-history.png").is_file()
+    assert "test:" in proc.stdout and "saved model to" in proc.stdout
+    assert leftovers(tmp_path) == []
+
+
+def test_train_refuses_directory_as_output(tmp_path: Path) -> None:
+    assert_one_line_error(run("train", "--out", str(tmp_path)), 1, "directory")
+
+
+@needs_mnist
+def test_ctrl_c_keeps_last_completed_epoch(tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitrec", "train", "--limit", "3000", "--val-size", "100", "--epochs", "500",
+         "--out", str(out), "--no-plot", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    try:
+        # Off a terminal there are no bars, only one line per completed epoch: wait for the first.
+        first = proc.stderr.readline()
+        assert first.startswith("Epoch 1/500:"), first
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    report = json.loads(stdout)
+    assert report["interrupted"] is True and 1 <= report["epochs_completed"] < 500
+    from digitrec.checkpoint import read_metadata
+
+    meta = read_metadata(out)
+    assert meta["interrupted"] is True and len(meta["history"]) == report["epochs_completed"]
+    assert leftovers(tmp_path) == []
+
+
+@needs_mnist
+def test_evaluate_json_and_plots(quick_model: Path, tmp_path: Path) -> None:
+    proc = run("evaluate", "--model", str(quick_model), "--json", "--confusion", str(tmp_path / "c.png"),
+               "--errors", str(tmp_path / "e.png"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert 0.5 < report["accuracy"] <= 1.0 and report["loss"] > 0
+    assert np.asarray(report["confusion_matrix"]).sum() == 10_000
+    assert (tmp_path / "c.png").is_file() and (tmp_path / "e.png").is_file()
+
+
+@needs_mnist
+@needs_bundled
+def test_bundled_model_meets_its_claim() -> None:
+    proc = run("evaluate", "--json", "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["accuracy"] >= 0.99
+    text = run("evaluate", "--no-plots").stdout
+    assert "precision" in text and "confusion matrix" in text
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"", "not a digitrec model"), (b"garbage" * 100, "not a digitrec model")],
+)
+def test_corrupt_model_file(tmp_path: Path, digit_png: Path, content: bytes, needle: str) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(content)
+    assert_one_line_error(run("predict", "--model", str(bad), str(digit_png)), 1, needle)
+
+
+def test_missing_model(digit_png: Path) -> None:
+    assert_one_line_error(run("predict", "--model", "nope", str(digit_png)), 1, "nope")
+
+
+@needs_bundled
+def test_predict_image_file(digit_png: Path) -> None:
+    proc = run("predict", str(digit_png), "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["path"] == str(digit_png) and record["digit"] == 1
+    assert 0 < record["confidence"] <= 1 and len(record["top3"]) == 3
+
+
+@needs_bundled
+def test_batch_predict_goes_on_past_bad_files(tmp_path: Path, digit_png: Path) -> None:
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not an image")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(digit_png.read_bytes()[:200])
+    proc = run("predict", str(digit_png), str(tmp_path / "missing.png"), str(tmp_path), str(text_file),
+               str(truncated), str(digit_png), "--json")
+    assert proc.returncode == 1
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [("error" in r) for r in records] == [False, True, True, True, True, False]
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 4 and all(e.startswith("digitrec: error: ") for e in errors)
+    assert "Traceback" not in proc.stderr
+
+
+@needs_mnist
+@needs_bundled
+def test_predict_mnist_index_and_show(tmp_path: Path) -> None:
+    proc = run("predict", "--mnist-index", "0", "--json", "--show", str(tmp_path / "p.png"))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["true_label"] == 7 and record["digit"] == 7 and record["path"] == "mnist:test:0"
+    assert Image.open(tmp_path / "p.png").format == "PNG"
+
+
+@needs_mnist
+@needs_bundled
+def test_predict_random_is_seedable() -> None:
+    a, b = (run("predict", "--random", "--seed", "5", "--json").stdout for _ in range(2))
+    assert a == b and json.loads(a)["path"].startswith("mnist:test:")
+
+
+def test_predict_needs_an_input() -> None:
+    assert_one_line_error(run("predict"), 1, "--mnist-index")
+
+
+def test_models_lists_seed() -> None:
+    proc = run("models", "--json")
+    assert proc.returncode == 0
+    assert "seed" in [a["name"] for a in json.loads(proc.stdout)["architectures"]]

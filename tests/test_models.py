@@ -1,0 +1,213 @@
+"""Tests for digitrec.models: the registry, the model contract and the seed CNN's shape."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from digitrec import models
+from digitrec.errors import ConfigError
+from digitrec.models import (
+    SeedCNN,
+    SeedCNNConfig,
+    count_parameters,
+    create_model,
+    format_summary,
+    get_model_spec,
+    layer_table,
+    list_models,
+    register_model,
+)
+
+SEED_PARAMS = 225_034
+
+
+def seed_param_count(hidden: int = 128, flat: int = 1600) -> int:
+    """Parameters of the seed CNN from its layer sizes (conv weights + biases, dense, dense)."""
+    conv1 = 32 * 1 * 3 * 3 + 32
+    conv2 = 64 * 32 * 3 * 3 + 64
+    return conv1 + conv2 + (flat * hidden + hidden) + (hidden * 10 + 10)
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+def test_registry_lists_seed():
+    assert "seed" in list_models()
+    assert list_models() == sorted(list_models())
+    spec = get_model_spec("seed")
+    assert spec.builder is SeedCNN and spec.config_cls is SeedCNNConfig
+    assert spec.description
+
+
+def test_unknown_model_lists_available():
+    with pytest.raises(ConfigError, match=r"unknown architecture 'resnet'.*available: .*seed"):
+        create_model("resnet")
+
+
+def test_unknown_config_field():
+    with pytest.raises(ConfigError, match=r"unknown config field\(s\) for 'seed': depth, width"):
+        create_model("seed", {"width": 3, "depth": 2, "hidden": 64})
+
+
+def test_register_model_and_duplicate():
+    @dataclasses.dataclass(frozen=True)
+    class TinyConfig:
+        hidden: int = 4
+
+    try:
+
+        @register_model("test-tiny", TinyConfig)
+        class Tiny(nn.Module):
+            """A throwaway model for this test.
+
+            Second paragraph is not part of the description.
+            """
+
+            def __init__(self, config: TinyConfig) -> None:
+                super().__init__()
+                self.config = config
+                self.fc = nn.Linear(28 * 28, 10)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.fc(x.flatten(1))
+
+        assert "test-tiny" in list_models()
+        assert get_model_spec("test-tiny").description == "A throwaway model for this test."
+        model = create_model("test-tiny", {"hidden": 7})
+        assert isinstance(model, Tiny) and model.config.hidden == 7
+        with pytest.raises(ValueError, match="already registered"):
+            register_model("test-tiny", TinyConfig)(Tiny)
+    finally:
+        models._REGISTRY.pop("test-tiny", None)
+    assert "test-tiny" not in list_models()
+
+
+def test_registering_existing_name_fails():
+    with pytest.raises(ValueError, match="'seed' is already registered"):
+        register_model("seed", SeedCNNConfig)(SeedCNN)
+    assert get_model_spec("seed").builder is SeedCNN
+
+
+# --- the contract every registered model meets --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("batch", [1, 7])
+def test_model_contract_forward(name, batch):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(batch, 1, 28, 28))
+    assert out.shape == (batch, 10)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_contract_channels_last(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        got = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_contract_every_parameter_learns(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    x = torch.randn(8, 1, 28, 28)
+    y = torch.arange(8) % 10
+    F.cross_entropy(model(x), y).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} got a zero gradient"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_contract_has_config(name):
+    model = create_model(name)
+    spec = get_model_spec(name)
+    assert isinstance(model.config, spec.config_cls)  # checkpoints store dataclasses.asdict(config)
+    rebuilt = create_model(name, dataclasses.asdict(model.config))
+    assert count_parameters(rebuilt) == count_parameters(model)
+
+
+# --- the seed CNN -------------------------------------------------------------------------------
+
+
+def test_seed_parameter_count():
+    model = create_model("seed")
+    assert seed_param_count() == SEED_PARAMS
+    assert count_parameters(model) == (SEED_PARAMS, 0)
+    assert sum(p.numel() for p in model.parameters()) == SEED_PARAMS
+
+
+def test_seed_layer_table():
+    model = create_model("seed").train()
+    rows = layer_table(model)
+    assert [(r.name, r.kind, r.output_shape, r.params) for r in rows] == [
+        ("features.0", "Conv2d", (32, 26, 26), 320),
+        ("features.1", "ReLU", (32, 26, 26), 0),
+        ("features.2", "MaxPool2d", (32, 13, 13), 0),
+        ("features.3", "Conv2d", (64, 11, 11), 18_496),
+        ("features.4", "ReLU", (64, 11, 11), 0),
+        ("features.5", "MaxPool2d", (64, 5, 5), 0),
+        ("features.6", "Flatten", (1600,), 0),
+        ("classifier.0", "Linear", (128,), 204_928),
+        ("classifier.1", "ReLU", (128,), 0),
+        ("classifier.2", "Linear", (10,), 1_290),
+    ]
+    assert sum(r.params for r in rows) == SEED_PARAMS
+    assert model.training  # the mode is restored after the dummy pass
+    assert not model.features[0]._forward_hooks  # and the hooks are removed
+
+
+def test_seed_format_summary():
+    text = format_summary(create_model("seed"), "seed")
+    lines = text.splitlines()
+    assert lines[0] == 'Model: "seed"'
+    assert "Total params: 225,034 (879.04 KB)" in text
+    assert "Trainable params: 225,034 (879.04 KB)" in text
+    assert "Non-trainable params: 0 (0.00 KB)" in text
+    assert any("features.0 (Conv2d)" in line and "(None, 32, 26, 26)" in line and line.endswith("320")
+               for line in lines)
+    assert any("(None, 1600)" in line for line in lines)
+    assert format_summary(create_model("seed")).splitlines()[0] == 'Model: "SeedCNN"'
+
+
+def test_count_parameters_frozen_and_buffers():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    model[0].weight.requires_grad_(False)
+    # trainable: linear bias 3 + BN weight/bias 6; frozen: linear weight 12 + BN running stats 6.
+    assert count_parameters(model) == (9, 18)
+
+
+@pytest.mark.parametrize("hidden", [64, 200])
+def test_seed_hidden_size_changes_parameter_count(hidden):
+    model = create_model("seed", {"hidden": hidden})
+    assert count_parameters(model)[0] == seed_param_count(hidden=hidden)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_seed_other_image_size_infers_flatten():
+    model = create_model("seed", {"image_size": 32})
+    # 32 -> conv 30 -> pool 15 -> conv 13 -> pool 6: 64 * 6 * 6 = 2304 features.
+    assert count_parameters(model)[0] == seed_param_count(flat=2304)
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    shapes = [r.output_shape for r in layer_table(model, (1, 32, 32))]
+    assert (2304,) in shapes
+
+
+def test_seed_num_classes_and_channels():
+    model = create_model("seed", {"num_classes": 3, "in_channels": 3})
+    assert model(torch.zeros(1, 3, 28, 28)).shape == (1, 3)

@@ -1,0 +1,186 @@
+"""Tests for digitrec.predict: the Recogniser's inputs, outputs and the bundled model."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import digitrec
+from digitrec.checkpoint import bundled_models, save_model
+from digitrec.data import find_data_dir
+from digitrec.errors import ImageError, ModelFileError
+from digitrec.models import create_model
+from digitrec.predict import Prediction, Recogniser, load
+from digitrec.preprocess import to_mnist
+
+requires_mnist = pytest.mark.skipif(
+    find_data_dir() is None, reason="real MNIST not found (set DIGITREC_DATA_DIR)"
+)
+requires_bundled_seed = pytest.mark.skipif(
+    "seed" not in bundled_models(), reason="bundled seed model not added yet"
+)
+
+
+@pytest.fixture
+def rec(tiny_model_file) -> Recogniser:
+    return load(tiny_model_file)
+
+
+def check_prediction(p: Prediction) -> None:
+    assert isinstance(p, Prediction)
+    probs = np.array(p.probabilities)
+    assert probs.shape == (10,)
+    assert (probs >= 0).all()
+    assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert p.digit == int(np.argmax(probs))
+    assert p.confidence == max(p.probabilities)
+    assert len(p.top) == 3
+    assert p.top[0] == (p.digit, p.confidence)
+    assert [q for _, q in p.top] == sorted((q for _, q in p.top), reverse=True)
+    assert [q for _, q in p.top] == sorted(p.probabilities, reverse=True)[:3]
+    assert all(p.probabilities[d] == q for d, q in p.top)
+    assert p.input.shape == (28, 28) and p.input.dtype == np.float32
+
+
+def test_load_gives_recogniser(rec, tiny_model_file):
+    assert isinstance(rec, Recogniser)
+    assert rec.device == torch.device("cpu") and rec.precision == "fp32"
+    assert rec.name == "tiny"
+    assert rec.metadata["arch"] == "seed"
+    assert digitrec.load is load
+
+
+def test_predict_single_inputs_agree(rec, tmp_path, digit_image, digit_png):
+    path = tmp_path / "digit.png"
+    path.write_bytes(digit_png)
+    sources = {
+        "path": path,
+        "str": str(path),
+        "pil": digit_image,
+        "numpy": np.asarray(digit_image),
+        "bytes": digit_png,
+        "file": io.BytesIO(digit_png),
+    }
+    predictions = {kind: rec.predict(source) for kind, source in sources.items()}
+    expected_input = to_mnist(digit_image)
+    for kind, p in predictions.items():
+        check_prediction(p)
+        np.testing.assert_allclose(p.input, expected_input, atol=1e-6, err_msg=kind)
+        np.testing.assert_allclose(p.probabilities, predictions["pil"].probabilities, atol=1e-6,
+                                   err_msg=kind)
+
+
+def test_prepare_is_to_mnist(rec, digit_image):
+    np.testing.assert_array_equal(rec.prepare(digit_image), to_mnist(digit_image))
+
+
+def test_predict_list_returns_list(rec, digit_image, digit_png):
+    out = rec.predict([digit_image, digit_png, np.asarray(digit_image)])
+    assert isinstance(out, list) and len(out) == 3
+    for p in out:
+        check_prediction(p)
+    np.testing.assert_allclose(out[0].probabilities, out[1].probabilities, atol=1e-6)
+    assert rec.predict([]) == []
+    assert isinstance(rec.predict((digit_image,)), list)
+
+
+def test_predict_batch_array_returns_list(rec):
+    rng = np.random.default_rng(0)
+    batch = np.zeros((5, 28, 28), np.uint8)
+    batch[:, 6:22, 10:18] = rng.integers(100, 256, (5, 16, 8), dtype=np.uint8)
+    out = rec.predict(batch)
+    assert isinstance(out, list) and len(out) == 5
+    for p, img in zip(out, batch):
+        check_prediction(p)
+        np.testing.assert_array_equal(p.input, img.astype(np.float32) / 255)  # MNIST-like: as is
+    single = rec.predict(batch[2])
+    np.testing.assert_allclose(single.probabilities, out[2].probabilities, atol=1e-6)
+
+
+def test_predict_colour_array_is_one_image(rec, digit_image):
+    rgb = np.stack([np.asarray(digit_image)] * 3, axis=-1)
+    p = rec.predict(rgb)
+    assert isinstance(p, Prediction)
+    np.testing.assert_allclose(p.probabilities, rec.predict(digit_image).probabilities, atol=1e-6)
+
+
+def test_predict_arrays_uint8_and_float_agree(rec):
+    rng = np.random.default_rng(1)
+    u8 = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    a = rec.predict_arrays(u8)
+    b = rec.predict_arrays(u8.astype(np.float64) / 255.0)
+    for pa, pb in zip(a, b):
+        np.testing.assert_allclose(pa.probabilities, pb.probabilities, atol=1e-6)
+        np.testing.assert_allclose(pa.input, pb.input, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (3, 28, 27), (2, 1, 28, 28)])
+def test_predict_arrays_rejects_bad_shapes(rec, shape):
+    with pytest.raises(ImageError, match=r"expected prepared images of shape \(N, 28, 28\)"):
+        rec.predict_arrays(np.zeros(shape, np.float32))
+
+
+def test_predict_bad_image_is_image_error(rec, tmp_path):
+    with pytest.raises(ImageError):
+        rec.predict(tmp_path / "missing.png")
+    with pytest.raises(ImageError):
+        rec.predict([Image.new("L", (40, 40), 255)])  # blank page inside a list
+
+
+def test_to_dict(rec, digit_image):
+    p = rec.predict(digit_image)
+    d = p.to_dict()
+    assert set(d) == {"digit", "confidence", "top3", "probabilities"}
+    assert d["digit"] == p.digit and d["confidence"] == p.confidence
+    assert d["top3"] == [{"digit": dg, "probability": q} for dg, q in p.top]
+    assert d["probabilities"] == list(p.probabilities)
+    assert json.loads(json.dumps(d)) == d
+
+
+def test_temperature_softens_probabilities(tmp_path, digit_image):
+    torch.manual_seed(0)
+    model = create_model("seed").eval()
+    cold = load(save_model(tmp_path / "t1.safetensors", model, "seed", {}))
+    hot = load(save_model(tmp_path / "t3.safetensors", model, "seed", {}, extra={"temperature": 3.0}))
+    p1, p3 = cold.predict(digit_image), hot.predict(digit_image)
+    assert p1.digit == p3.digit
+    assert p3.confidence < p1.confidence
+    assert sum(p3.probabilities) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_load_errors(tmp_path, tiny_model_file):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load(tmp_path / "missing.safetensors")
+    with pytest.raises(digitrec.ConfigError, match="invalid precision"):
+        load(tiny_model_file, precision="fp8")
+    with pytest.raises(digitrec.ConfigError, match="device"):
+        load(tiny_model_file, device="tpu")
+    assert load(tiny_model_file, precision="bf16").precision == "bf16"
+
+
+@requires_bundled_seed
+def test_bundled_seed_metadata():
+    rec = load("seed")
+    assert rec.name == "seed"
+    assert rec.metadata["arch"] == "seed"
+    assert rec.metadata["metrics"]["test_accuracy"] >= 0.98
+
+
+@requires_bundled_seed
+@requires_mnist
+def test_bundled_seed_on_mnist(real_mnist):
+    rec = digitrec.load("seed")
+    preds = rec.predict(real_mnist.test_images[:100])
+    digits = np.array([p.digit for p in preds])
+    assert (digits == real_mnist.test_labels[:100]).mean() >= 0.97
+    assert preds[0].digit == 7  # the first test image is a 7
+
+
+@requires_bundled_seed
+def test_bundled_seed_reads_a_drawn_digit(digit_image):
+    assert load("seed").predict(digit_image).digit == 7

@@ -1,0 +1,396 @@
+"""Tests for digitrec.preprocess: any picture of a digit -> the 28x28 MNIST-convention input."""
+
+from __future__ import annotations
+
+import gc
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from digitrec.data import find_data_dir
+from digitrec.errors import ImageError
+from digitrec.preprocess import (
+    NORMALIZATION,
+    center_by_mass,
+    crop_to_ink,
+    fit_in_box,
+    normalize,
+    open_image,
+    to_grayscale,
+    to_mnist,
+    to_white_on_black,
+)
+
+requires_mnist = pytest.mark.skipif(
+    find_data_dir() is None, reason="real MNIST not found (set DIGITREC_DATA_DIR)"
+)
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def ink_box(out: np.ndarray, threshold: float = 0.0) -> tuple[int, int]:
+    """(height, width) of the bounding box of pixels above ``threshold``."""
+    ys, xs = np.nonzero(out > threshold)
+    return int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+
+
+def centre_of_mass(out: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
+    total = out.sum()
+    return float((ys * out).sum() / total), float((xs * out).sum() / total)
+
+
+def assert_mnist_like(out: np.ndarray) -> None:
+    assert out.shape == (28, 28)
+    assert out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert out.max() > 0.5  # there is bright ink
+    border = np.concatenate([out[0], out[-1], out[:, 0], out[:, -1]])
+    assert border.max() < 0.05  # on a black background
+
+
+# --- to_grayscale -------------------------------------------------------------------------------
+
+
+def _palette(colours: list[tuple[int, int, int]]) -> list[int]:
+    flat = [c for rgb in colours for c in rgb]
+    return flat + [0] * (768 - len(flat))
+
+
+def _mode_image(mode: str) -> Image.Image:
+    """A 10x10 image of ``mode`` with a light background and one dark "ink" pixel at (2, 3)."""
+    if mode == "RGBA":  # transparent (black!) background, opaque black ink
+        img = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+        img.putpixel((3, 2), (0, 0, 0, 255))
+    elif mode == "LA":
+        img = Image.new("LA", (10, 10), (0, 0))
+        img.putpixel((3, 2), (0, 255))
+    elif mode == "P":  # index 0 = white, 1 = black
+        img = Image.new("P", (10, 10), 0)
+        img.putpalette(_palette([(255, 255, 255), (0, 0, 0)]))
+        img.putpixel((3, 2), 1)
+    elif mode == "P-transparent":  # index 0 = black but transparent, 1 = black
+        img = Image.new("P", (10, 10), 0)
+        img.putpalette(_palette([(0, 0, 0), (0, 0, 0)]))
+        img.info["transparency"] = 0
+        img.putpixel((3, 2), 1)
+    elif mode == "I;16":
+        arr = np.full((10, 10), 65535, dtype=np.uint16)
+        arr[2, 3] = 0
+        img = Image.fromarray(arr)
+    elif mode == "I":
+        arr = np.full((10, 10), 255, dtype=np.int32)
+        arr[2, 3] = 0
+        img = Image.fromarray(arr)
+    elif mode == "F":
+        arr = np.ones((10, 10), dtype=np.float32)
+        arr[2, 3] = 0.0
+        img = Image.fromarray(arr)
+    elif mode == "1":
+        img = Image.new("1", (10, 10), 1)
+        img.putpixel((3, 2), 0)
+    elif mode == "CMYK":
+        img = Image.new("CMYK", (10, 10), (0, 0, 0, 0))
+        img.putpixel((3, 2), (0, 0, 0, 255))
+    else:
+        img = Image.new(mode, (10, 10), 255 if mode == "L" else (255, 255, 255))
+        img.putpixel((3, 2), 0 if mode == "L" else (0, 0, 0))
+    assert img.mode == mode.split("-")[0]
+    return img
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "P-transparent", "I;16", "I", "F", "1", "CMYK", "L", "RGB"])
+def test_to_grayscale_modes(mode):
+    gray = to_grayscale(_mode_image(mode))
+    assert gray.shape == (10, 10)
+    assert gray.dtype == np.float32
+    assert gray[2, 3] == pytest.approx(0.0, abs=1e-6)  # ink stays black
+    background = np.delete(gray.ravel(), 2 * 10 + 3)
+    np.testing.assert_allclose(background, 1.0, atol=1e-6)  # paper (or transparency) is white
+
+
+def test_to_grayscale_rgba_partial_alpha_blends_with_white():
+    img = Image.new("RGBA", (2, 1), (0, 0, 0, 128))
+    assert to_grayscale(img)[0, 0] == pytest.approx(1 - 128 / 255, abs=1 / 255)
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected"),
+    [
+        ([0, 32768, 65535], np.uint16, [0.0, 32768 / 65535, 1.0]),  # 16-bit range
+        ([0, 100, 255], np.int32, [0.0, 100 / 255, 1.0]),  # 8-bit values in an I image
+        ([0.0, 0.25, 1.0], np.float32, [0.0, 0.25, 1.0]),  # F already in [0, 1]
+    ],
+    ids=["I;16", "I", "F"],
+)
+def test_to_grayscale_high_bit_depth_scaling(values, dtype, expected):
+    gray = to_grayscale(Image.fromarray(np.array([values], dtype=dtype)))
+    np.testing.assert_allclose(gray[0], expected, atol=1e-6)
+
+
+# --- the individual steps -----------------------------------------------------------------------
+
+
+def test_to_white_on_black_inverts_only_light_backgrounds():
+    dark_on_light = np.ones((10, 10), np.float32)
+    dark_on_light[4:6, 4:6] = 0.0
+    np.testing.assert_array_equal(to_white_on_black(dark_on_light), 1.0 - dark_on_light)
+    light_on_dark = 1.0 - dark_on_light
+    assert to_white_on_black(light_on_dark) is light_on_dark
+
+
+def test_crop_fit_centre_steps():
+    gray = np.zeros((50, 60), np.float32)
+    gray[10:20, 5:45] = 1.0  # a 10x40 bar
+    cropped = crop_to_ink(gray)
+    assert cropped.shape == (10, 40)
+    fitted = fit_in_box(cropped)
+    assert fitted.shape == (5, 20)  # longer side 20, aspect ratio kept
+    assert fitted.min() >= 0.0 and fitted.max() <= 1.0
+    framed = center_by_mass(fitted)
+    assert framed.shape == (28, 28)
+    cy, cx = centre_of_mass(framed)
+    assert abs(cy - 13.5) <= 0.5 and abs(cx - 13.5) <= 0.5
+    with pytest.raises(ImageError, match="no digit found"):
+        crop_to_ink(np.full((5, 5), 0.1, np.float32))
+
+
+def test_center_by_mass_keeps_off_centre_mass_inside_frame():
+    glyph = np.zeros((20, 20), np.float32)
+    glyph[:, -1] = 1.0  # all mass on the right edge
+    framed = center_by_mass(glyph)
+    assert framed.sum() == pytest.approx(glyph.sum())  # nothing clipped
+
+
+# --- to_mnist on drawn and real digits ----------------------------------------------------------
+
+
+def test_to_mnist_drawn_digit(digit_image):
+    out = to_mnist(digit_image)
+    assert_mnist_like(out)
+    assert max(ink_box(out)) in (19, 20, 21)
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 13.5) <= 1.0 and abs(cx - 13.5) <= 1.0
+
+
+def test_to_mnist_is_position_invariant(digit_image):
+    elsewhere = Image.new("L", (500, 400), 255)
+    elsewhere.paste(digit_image, (180, 190))
+    np.testing.assert_allclose(to_mnist(elsewhere), to_mnist(digit_image), atol=1e-6)
+
+
+def test_to_mnist_white_on_black_input_is_not_inverted(digit_image):
+    inverted = Image.eval(digit_image, lambda v: 255 - v)
+    np.testing.assert_allclose(to_mnist(inverted), to_mnist(digit_image), atol=1e-6)
+
+
+def test_to_mnist_same_for_every_source_kind(tmp_path, digit_image, digit_png):
+    path = tmp_path / "digit.png"
+    path.write_bytes(digit_png)
+    expected = to_mnist(digit_image)
+    for source in (path, str(path), digit_png, io.BytesIO(digit_png), np.asarray(digit_image)):
+        np.testing.assert_allclose(to_mnist(source), expected, atol=1e-6)
+
+
+@requires_mnist
+def test_to_mnist_passes_mnist_image_through_unchanged(real_mnist):
+    img = real_mnist.test_images[0]
+    expected = img.astype(np.float32) / 255.0
+    for source in (img, Image.fromarray(img)):
+        out = to_mnist(source)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_to_mnist_passes_synthetic_mnist_like_image_through():
+    img = np.zeros((28, 28), np.uint8)
+    img[3:9, 2:5] = 255  # deliberately off-centre: a pass-through must not re-centre it
+    np.testing.assert_array_equal(to_mnist(img), img / np.float32(255))
+
+
+@pytest.mark.parametrize(
+    "blank",
+    [
+        Image.new("L", (100, 80), 255),
+        Image.new("L", (100, 80), 0),
+        Image.new("RGBA", (50, 50), (0, 0, 0, 0)),
+        np.full((40, 40), 255, np.uint8),
+    ],
+    ids=["white", "black", "transparent", "white-array"],
+)
+def test_to_mnist_blank_image_is_an_error(blank):
+    with pytest.raises(ImageError, match="no digit found"):
+        to_mnist(blank)
+
+
+@pytest.mark.parametrize("blank", [np.zeros((28, 28), np.uint8), Image.new("L", (28, 28), 0)],
+                         ids=["array", "pil"])
+def test_to_mnist_blank_28x28_black_is_an_error(blank):
+    with pytest.raises(ImageError, match="no digit found"):
+        to_mnist(blank)
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+
+
+def test_to_mnist_rejects_directory(tmp_path):
+    with pytest.raises(ImageError, match="is a directory"):
+        to_mnist(tmp_path)
+
+
+def test_to_mnist_rejects_missing_path(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        to_mnist(tmp_path / "missing.png")
+
+
+def test_to_mnist_rejects_non_image(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is a text file, not a PNG\n")
+    with pytest.raises(ImageError, match="not a recognised image format") as info:
+        to_mnist(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ImageError, match="not a recognised image format"):
+        to_mnist(b"\x00\x01\x02garbage")
+
+
+def test_to_mnist_rejects_truncated_png(tmp_path, digit_png):
+    half = digit_png[: len(digit_png) // 2]
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        to_mnist(half)
+    path = tmp_path / "half.png"
+    path.write_bytes(half)
+    with pytest.raises(ImageError, match="truncated or corrupt") as info:
+        to_mnist(path)
+    assert "\n" not in str(info.value)
+
+
+def test_too_large_image_is_refused(monkeypatch):
+    monkeypatch.setattr("digitrec.preprocess.MAX_PIXELS", 100)
+    img = Image.new("L", (20, 20), 255)
+    with pytest.raises(ImageError, match="too large"):
+        to_mnist(img)
+    with pytest.raises(ImageError, match="too large"):
+        to_mnist(encode(img))
+    with pytest.raises(ImageError, match="too large"):
+        to_mnist(np.zeros((20, 20), np.uint8))
+    assert to_mnist(np.pad(np.full((4, 4), 255, np.uint8), 3)).shape == (28, 28)  # 100 px: fine
+
+
+def test_animated_gif_uses_first_frame():
+    first = Image.new("L", (60, 60), 255)
+    ImageDraw.Draw(first).rectangle([27, 5, 33, 55], fill=0)  # vertical bar
+    second = Image.new("L", (60, 60), 255)
+    ImageDraw.Draw(second).rectangle([5, 27, 55, 33], fill=0)  # horizontal bar
+    gif = encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    assert Image.open(io.BytesIO(gif)).n_frames == 2
+    out = to_mnist(gif)
+    h, w = ink_box(out, 0.2)
+    assert h > 2 * w  # the vertical bar of frame 0
+    np.testing.assert_allclose(out, to_mnist(first), atol=1e-6)
+
+
+def test_exif_orientation_is_honoured():
+    # A horizontal bar with a heavy blob at its left end, stored as a JPEG.
+    img = Image.new("L", (200, 200), 255)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([40, 90, 160, 110], fill=0)
+    draw.ellipse([30, 70, 70, 130], fill=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    plain = to_mnist(encode(img, "JPEG"))
+    rotated = to_mnist(encode(img, "JPEG", exif=exif.tobytes()))
+    h, w = ink_box(plain, 0.2)
+    assert w > 1.5 * h  # stored: wide
+    assert np.argmax((plain > 0.2).sum(axis=0)) < 14  # blob on the left
+    h, w = ink_box(rotated, 0.2)
+    assert h > 1.5 * w  # displayed: tall
+    assert np.argmax((rotated > 0.2).sum(axis=1)) < 14  # left end turned clockwise to the top
+
+
+@pytest.mark.parametrize("kind", ["animated-gif", "truncated-png"])
+def test_open_image_closes_files_it_opens(tmp_path, digit_png, kind):
+    path = tmp_path / f"{kind}.img"
+    if kind == "animated-gif":
+        frames = [Image.new("L", (40, 40), 255), Image.new("L", (40, 40), 0)]
+        ImageDraw.Draw(frames[0]).rectangle([15, 5, 25, 35], fill=0)
+        path.write_bytes(encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    else:
+        path.write_bytes(digit_png[: len(digit_png) // 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            to_mnist(path)
+        except ImageError:
+            pass
+        gc.collect()  # anything left unclosed is finalised (and warns) here at the latest
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_open_image_returns_loaded_first_frame(digit_png):
+    img = open_image(digit_png)
+    assert img.size == (300, 200)
+    assert img.mode == "L"
+
+
+# --- NumPy inputs -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def digit_u8(digit_image) -> np.ndarray:
+    return np.asarray(digit_image, dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda a: a.astype(np.uint16) * np.uint16(257),
+        lambda a: a.astype(np.float32) / 255.0,
+        lambda a: a.astype(np.float64),  # float 0..255 is recognised by its range
+        lambda a: np.stack([a, a, a], axis=-1),
+        lambda a: np.stack([a, a, a, np.full_like(a, 255)], axis=-1),
+        lambda a: a[..., None],
+        # RGBA with a transparent *black* background and opaque black ink: composited on white.
+        lambda a: np.stack([np.zeros_like(a)] * 3 + [255 - a], axis=-1),
+    ],
+    ids=["uint16", "float01", "float255", "rgb", "rgba", "hw1", "rgba-transparent"],
+)
+def test_numpy_inputs_agree(digit_u8, convert):
+    np.testing.assert_allclose(to_mnist(convert(digit_u8)), to_mnist(digit_u8), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_numpy_non_finite_is_an_error(digit_u8, bad):
+    arr = digit_u8.astype(np.float32) / 255.0
+    arr[0, 0] = bad
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        to_mnist(arr)
+
+
+@pytest.mark.parametrize(
+    "shape", [(784,), (28, 28, 2), (28, 28, 5), (2, 28, 28, 1), (0, 10), (0, 10, 3)]
+)
+def test_numpy_bad_shape_is_an_error(shape):
+    with pytest.raises(ImageError):
+        to_mnist(np.zeros(shape, np.uint8))
+
+
+# --- normalize ----------------------------------------------------------------------------------
+
+
+def test_normalize_uint8_and_float_agree():
+    u8 = torch.tensor([[0, 51, 128, 255]], dtype=torch.uint8)
+    a = normalize(u8)
+    b = normalize(u8.float() / 255.0)
+    assert a.dtype == torch.float32
+    torch.testing.assert_close(a, b)
+    expected = (torch.tensor([[0, 51, 128, 255]]) / 255.0 - NORMALIZATION.mean) / NORMALIZATION.std
+    torch.testing.assert_close(a, expected)
+    assert a[0, 0].item() == pytest.approx(-0.1307 / 0.3081)

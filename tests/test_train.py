@@ -1,0 +1,263 @@
+"""Tests for digitrec.train: the recipe's validation, a tiny dry run, determinism and Ctrl-C."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import digitrec
+from digitrec.checkpoint import load_model
+from digitrec.data import MNIST
+from digitrec.errors import ConfigError
+from digitrec.train import EpochRecord, TrainConfig, fit, split_train_val, train
+
+CPU = torch.device("cpu")
+FAST = {"epochs": 2, "batch_size": 64, "val_size": 64, "precision": "fp32"}
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist() -> MNIST:
+    """256 random training and 40 random test images with labels, as an in-memory MNIST."""
+    rng = np.random.default_rng(0)
+    return MNIST(
+        train_images=rng.integers(0, 256, (256, 28, 28), dtype=np.uint8),
+        train_labels=rng.integers(0, 10, 256).astype(np.int64),
+        test_images=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
+        test_labels=rng.integers(0, 10, 40).astype(np.int64),
+        directory=None,  # type: ignore[arg-type]
+        sha256={"train-images-idx3-ubyte": "made-up"},
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_mnist):
+    """One two-epoch training run on the tiny set, shared by the tests that only read it."""
+    return train(data=tiny_mnist, device="cpu", **FAST)
+
+
+def fit_tiny(tiny_mnist, callback=None, **overrides):
+    config = TrainConfig(**{"epochs": 1, "batch_size": 64, "precision": "fp32", **overrides})
+    return fit(config, tiny_mnist.train_images[:192], tiny_mnist.train_labels[:192], device=CPU,
+               callback=callback)
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --- TrainConfig ----------------------------------------------------------------------------------
+
+
+def test_default_recipe_is_the_notebook():
+    config = TrainConfig()
+    assert (config.arch, config.epochs, config.batch_size, config.lr) == ("seed", 10, 100, 1e-3)
+    config.validate()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 0, "epochs must be >= 1"),
+        ("epochs", -3, "epochs must be >= 1"),
+        ("batch_size", 0, "batch size must be >= 1"),
+        ("lr", 0.0, "learning rate must be a positive number"),
+        ("lr", -1e-3, "learning rate must be a positive number"),
+        ("lr", float("nan"), "learning rate must be a positive number"),
+        ("lr", float("inf"), "learning rate must be a positive number"),
+        ("val_size", -1, "validation size must be >= 0"),
+        ("eval_batch_size", 0, "eval batch size must be >= 1"),
+        ("limit", -1, "limit must be >= 0"),
+        ("precision", "fp16", "invalid precision 'fp16'"),
+        ("arch", "vgg", "unknown architecture 'vgg'"),
+    ],
+)
+def test_validate_rejects(field, value, message):
+    config = dataclasses.replace(TrainConfig(), **{field: value})
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+
+
+def test_to_dict_is_json_ready():
+    config = TrainConfig(model_config={"hidden": 64}, epochs=3)
+    d = config.to_dict()
+    assert d["model_config"] == {"hidden": 64} and d["epochs"] == 3
+    assert json.loads(json.dumps(d)) == d
+    assert TrainConfig(**d) == dataclasses.replace(config, model_config={"hidden": 64})
+
+
+def test_split_train_val_is_seeded_and_disjoint():
+    images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1)
+    labels = np.arange(20)
+    tx, ty, vx, vy = split_train_val(images, labels, 5, seed=1)
+    assert len(tx) == 15 and len(vx) == 5
+    assert sorted(np.concatenate([ty, vy]).tolist()) == list(range(20))
+    np.testing.assert_array_equal(tx[:, 0, 0], ty)  # images and labels stay paired
+    again = split_train_val(images, labels, 5, seed=1)
+    np.testing.assert_array_equal(again[3], vy)
+    assert not np.array_equal(split_train_val(images, labels, 5, seed=2)[3], vy)
+    with pytest.raises(ConfigError, match="leaves no training images"):
+        split_train_val(images, labels, 20, seed=0)
+
+
+# --- train() --------------------------------------------------------------------------------------
+
+
+def test_tiny_dry_run(tiny_run, tiny_mnist):
+    result = tiny_run
+    assert len(result.history) == 2 and result.epochs_completed == 2
+    assert [r.epoch for r in result.history] == [1, 2]
+    for record in result.history:
+        assert isinstance(record, EpochRecord)
+        assert math.isfinite(record.loss) and record.loss > 0
+        assert 0.0 <= record.accuracy <= 1.0
+        assert record.val_loss is not None and math.isfinite(record.val_loss)
+        assert record.val_accuracy is not None and 0.0 <= record.val_accuracy <= 1.0
+        assert record.images_per_s > 0 and record.seconds > 0
+    assert not result.interrupted
+    assert result.device == "cpu" and result.precision == "fp32"
+    assert not result.model.training
+    assert result.val is not None and result.val.confusion.sum() == 64
+    assert result.test is not None and result.test.confusion.sum() == 40
+    assert result.dataset == {
+        "name": "mnist", "train_size": 192, "val_size": 64, "test_size": 40,
+        "sha256": {"train-images-idx3-ubyte": "made-up"},
+    }
+    m = result.metrics()
+    assert m["epochs_completed"] == 2
+    assert m["train_loss"] == result.history[-1].loss
+    assert m["val_accuracy"] == result.val.accuracy and m["test_accuracy"] == result.test.accuracy
+
+
+def test_limit_uses_first_images(tiny_mnist):
+    result = train(data=tiny_mnist, device="cpu", epochs=1, batch_size=64, val_size=20, limit=100,
+                   precision="fp32")
+    assert result.dataset["train_size"] == 80 and result.dataset["val_size"] == 20
+
+
+def test_train_unknown_override_is_config_error(tiny_mnist):
+    with pytest.raises(ConfigError, match="learning_rate"):
+        train(data=tiny_mnist, device="cpu", learning_rate=0.1)
+
+
+@pytest.mark.parametrize("overrides", [{"epochs": 0}, {"lr": -1.0}, {"precision": "half"}])
+def test_train_invalid_override_is_config_error(tiny_mnist, overrides):
+    with pytest.raises(ConfigError):
+        train(data=tiny_mnist, device="cpu", **overrides)
+
+
+@pytest.mark.parametrize("val_size", [256, 1000])
+def test_val_size_too_large_is_config_error(tiny_mnist, val_size):
+    with pytest.raises(ConfigError, match="leaves no training images"):
+        train(data=tiny_mnist, device="cpu", val_size=val_size, precision="fp32")
+
+
+def test_train_with_config_object_and_overrides(tiny_mnist):
+    config = TrainConfig(epochs=5, batch_size=64, val_size=0, precision="fp32")
+    result = train(config, data=tiny_mnist, device=CPU, epochs=1)
+    assert result.config.epochs == 1 and config.epochs == 5
+    assert result.val is None and result.history[0].val_loss is None
+    assert result.dataset["train_size"] == 256
+
+
+def test_train_result_save_round_trip(tiny_run, tmp_path):
+    path = tiny_run.save(tmp_path / "run.safetensors")
+    loaded = load_model(path)
+    meta = loaded.metadata
+    assert meta["train_config"] == tiny_run.config.to_dict()
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert meta["history"][0]["loss"] == tiny_run.history[0].loss
+    assert meta["metrics"] == tiny_run.metrics()
+    assert meta["interrupted"] is False
+    assert meta["dataset"]["train_size"] == 192
+    assert meta["trained_on"] == {"device": "cpu", "precision": "fp32"}
+    assert loaded.model_config == dataclasses.asdict(tiny_run.model.config)
+    assert states_equal(loaded.model, tiny_run.model)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():  # close, not equal: the trained model runs channels_last kernels
+        torch.testing.assert_close(loaded.model(x), tiny_run.model(x))
+
+
+# --- determinism ----------------------------------------------------------------------------------
+
+
+def test_same_seed_same_weights_different_seed_different(tiny_mnist):
+    a = fit_tiny(tiny_mnist, seed=3)
+    b = fit_tiny(tiny_mnist, seed=3)
+    c = fit_tiny(tiny_mnist, seed=4)
+    assert states_equal(a.model, b.model)
+    assert a.history[0].loss == b.history[0].loss
+    assert not states_equal(a.model, c.model)
+
+
+def test_fit_with_other_model_config(tiny_mnist):
+    result = fit_tiny(tiny_mnist, model_config={"hidden": 16})
+    assert result.model.classifier[0].out_features == 16
+
+
+def test_bf16_fit_runs(tiny_mnist):
+    result = fit_tiny(tiny_mnist, precision="bf16")
+    assert result.precision == "bf16"
+    assert math.isfinite(result.history[0].loss)
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast only
+
+
+# --- callbacks and Ctrl-C -------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self, interrupt_in_epoch: int | None = None) -> None:
+        self.events: list[tuple] = []
+        self.interrupt_in_epoch = interrupt_in_epoch
+        self.epoch = 0
+
+    def on_epoch_start(self, epoch, epochs, steps):
+        self.epoch = epoch
+        self.events.append(("start", epoch, epochs, steps))
+
+    def on_step(self, step, loss, accuracy, images_per_s):
+        assert math.isfinite(loss) and 0 <= accuracy <= 1 and images_per_s > 0
+        self.events.append(("step", self.epoch, step))
+        if self.epoch == self.interrupt_in_epoch:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, record):
+        self.events.append(("end", record.epoch))
+
+
+def test_callback_sequence(tiny_mnist):
+    rec = Recorder()
+    fit_tiny(tiny_mnist, rec, epochs=2)  # 192 images / 64 = 3 steps, reported at the last
+    assert rec.events == [
+        ("start", 1, 2, 3), ("step", 1, 3), ("end", 1),
+        ("start", 2, 2, 3), ("step", 2, 3), ("end", 2),
+    ]
+
+
+def test_ctrl_c_keeps_last_completed_epoch(tiny_mnist, tmp_path):
+    rec = Recorder(interrupt_in_epoch=2)
+    result = fit_tiny(tiny_mnist, rec, epochs=3, seed=7)
+    assert result.interrupted
+    assert len(result.history) == 1 and result.epochs_completed == 1
+    assert ("end", 2) not in rec.events and ("start", 3, 3, 3) not in rec.events
+    assert not result.model.training
+    # Training is deterministic: the weights must be those of an uninterrupted 1-epoch run
+    # (epoch 2's steps all ran before the interrupt, so they had to be rolled back).
+    one_epoch = fit_tiny(tiny_mnist, epochs=1, seed=7)
+    assert states_equal(result.model, one_epoch.model)
+    saved = load_model(result.save(tmp_path / "interrupted.safetensors"))
+    assert saved.metadata["interrupted"] is True
+    assert saved.metadata["metrics"]["epochs_completed"] == 1
+
+
+def test_ctrl_c_in_first_epoch_returns_initial_weights(tiny_mnist):
+    result = fit_tiny(tiny_mnist, Recorder(interrupt_in_epoch=1), epochs=2, seed=5)
+    assert result.interrupted and result.history == []
+    torch.manual_seed(5)
+    fresh = digitrec.create_model("seed")
+    assert states_equal(result.model, fresh)
