@@ -273,7 +273,7 @@ def test_plot_misclassified_orders_and_titles(
     fig = saved[0]
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["7→1 91%", "2→0 75%"]  # most confident mistakes first, capped at max_images
-    assert fig.get_suptitle() == "Misclassified: 3 of 30 (showing 2)"
+    assert fig.get_suptitle() == "Misclassified: 3 of 30 (showing 2)\ntrue→predicted, confidence"
 
 
 def test_plot_misclassified_without_mistakes(

@@ -184,3 +184,21 @@ def test_bundled_seed_on_mnist(real_mnist):
 @requires_bundled_seed
 def test_bundled_seed_reads_a_drawn_digit(digit_image):
     assert load("seed").predict(digit_image).digit == 7
+
+
+@requires_bundled_seed
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [("PNG", "L"), ("PNG", "RGBA"), ("PNG", "I;16"), ("PNG", "1"), ("JPEG", "RGB"), ("JPEG", "CMYK"),
+     ("BMP", "RGB"), ("GIF", "P"), ("TIFF", "L"), ("TIFF", "I;16"), ("WEBP", "RGB")],
+)
+def test_bundled_seed_reads_every_file_format(tmp_path, digit_image, fmt, mode):
+    """The same drawn 7, saved in each supported format and mode, reads as 7 from a file."""
+    img = digit_image.convert(mode) if mode != "I;16" else Image.fromarray(
+        (np.asarray(digit_image, dtype=np.uint16) * 257).astype(np.uint16)
+    )
+    path = tmp_path / f"seven.{fmt.lower()}"
+    img.save(path, format=fmt)
+    with Image.open(path) as check:
+        assert check.format == fmt
+    assert load("seed").predict(path).digit == 7

@@ -149,7 +149,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"MNIST in {status.directory}")
     for base, info in status.files.items():
         mark = "ok" if info["ok"] else "CHECKSUM MISMATCH"
-        shape = "x".join(str(s) for s in info["shape"])  # type: ignore[union-attr]
+        shape = "x".join(str(s) for s in info["shape"])  # type: ignore[attr-defined]
         print(f"  {base:<24} {shape:<12} sha256 {str(info['sha256'])[:16]}...  {mark}")
     for split, counts in status.class_counts.items():
         print(f"  {split:<5} {sum(counts):>6,} images; per class: {' '.join(str(c) for c in counts)}")
@@ -337,7 +337,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failures = 0
     for name, source, truth in inputs:
         try:
-            pred = rec.predict(source)
+            pred = rec.predict([source])[0]
         except DigitrecError as exc:
             failures += 1
             message = str(exc)

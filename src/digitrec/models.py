@@ -29,6 +29,7 @@ __all__ = [
     "layer_table",
     "format_summary",
     "count_parameters",
+    "model_config_dict",
 ]
 
 M = TypeVar("M", bound=nn.Module)
@@ -127,6 +128,14 @@ class SeedCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+def model_config_dict(model: nn.Module) -> dict[str, Any]:
+    """The config a registered model was built from, as a dict (stored in model files)."""
+    config = getattr(model, "config", None)
+    if config is None or not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise ConfigError(f"{type(model).__name__} has no dataclass 'config' attribute")
+    return dataclasses.asdict(config)
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, non-trainable) parameter counts; buffers such as BN statistics count as non-trainable."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -181,9 +190,8 @@ def format_summary(model: nn.Module, name: str = "") -> str:
     total = trainable + frozen
     header = ("Layer (type)", "Output Shape", "Param #")
     lines = [(f"{r.name} ({r.kind})", str((None, *r.output_shape)), f"{r.params:,}") for r in rows]
-    w0 = max(len(header[0]), *(len(l[0]) for l in lines)) + 2
-    w1 = max(len(header[1]), *(len(l[1]) for l in lines)) + 2
-    w2 = max(len(header[2]), *(len(l[2]) for l in lines))
+    w0, w1, w2 = (max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(3))
+    w0, w1 = w0 + 2, w1 + 2
     width = w0 + w1 + w2
     out = [f'Model: "{name or type(model).__name__}"', "━" * width]
     out.append(f"{header[0]:<{w0}}{header[1]:<{w1}}{header[2]:>{w2}}")

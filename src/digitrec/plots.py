@@ -212,7 +212,8 @@ def plot_misclassified(
     else:
         fig = Figure(figsize=(5, 2), layout="constrained")
         fig.text(0.5, 0.45, "No misclassified images", ha="center", va="center", fontsize=14)
-    fig.suptitle(f"Misclassified: {wrong.size:,} of {len(labels):,} (showing {shown.size})")
+    legend = "\ntrue→predicted, confidence" if shown.size else ""
+    fig.suptitle(f"Misclassified: {wrong.size:,} of {len(labels):,} (showing {shown.size}){legend}")
     return _save(fig, path)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, overload
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .checkpoint import ModelFile, load_model
 from .errors import ImageError
@@ -93,13 +94,21 @@ class Recogniser:
             )
         return out
 
-    def predict(
-        self, image: ImageSource | Sequence[ImageSource]
-    ) -> Prediction | list[Prediction]:
+    @overload
+    def predict(self, image: list[ImageSource] | tuple[ImageSource, ...]) -> list[Prediction]: ...
+
+    @overload
+    def predict(self, image: np.ndarray) -> Prediction | list[Prediction]: ...
+
+    @overload
+    def predict(self, image: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Prediction: ...
+
+    def predict(self, image: ImageSource | Sequence[ImageSource]) -> Prediction | list[Prediction]:
         """Predict one image, or a list (or (N, H, W) array) of images.
 
         An image may be a path, bytes, a file object, a PIL image or a NumPy array. A single
-        image returns one :class:`Prediction`; a list or batch array returns a list.
+        image returns one :class:`Prediction`; a list, a tuple or an (N, H, W) array returns a
+        list. (An (H, W, 3|4) array is one colour image.)
         """
         if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] not in (1, 3, 4):
             return self.predict_arrays(np.stack([to_mnist(a) for a in image]))
@@ -107,7 +116,7 @@ class Recogniser:
             if not image:
                 return []
             return self.predict_arrays(np.stack([to_mnist(i) for i in image]))
-        return self.predict_arrays(to_mnist(image)[None])[0]
+        return self.predict_arrays(to_mnist(image)[None])[0]  # type: ignore[arg-type]
 
 
 def load(

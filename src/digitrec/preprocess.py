@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ BOX_SIZE = 20  # side of the box the ink is fitted into, pixels (MNIST conventio
 MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs), pixels
 _INK_THRESHOLD = 0.2  # grey level (0..1, ink = 1) above which a pixel counts as ink
 
-ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
 
 
 def normalize(images: torch.Tensor, norm: Normalization = NORMALIZATION) -> torch.Tensor:

@@ -23,7 +23,7 @@ from .checkpoint import save_model
 from .data import MNIST, load_mnist
 from .errors import ConfigError
 from .evaluate import EvalResult, evaluate
-from .models import create_model, get_model_spec
+from .models import create_model, get_model_spec, model_config_dict
 from .preprocess import normalize
 from .runtime import autocast, resolve_device, resolve_precision, seed_everything
 
@@ -140,7 +140,7 @@ class TrainResult:
 
     def save(self, path: str | Path) -> Path:
         """Write the model file with the recipe, history, dataset checksums and metrics."""
-        model_config = dataclasses.asdict(self.model.config)  # type: ignore[arg-type]
+        model_config = model_config_dict(self.model)
         extra = {
             "train_config": self.config.to_dict(),
             "trained_on": {"device": self.device, "precision": self.precision},
@@ -196,7 +196,7 @@ def fit(
     precision = resolve_precision(config.precision, device)
     seed_everything(config.seed)
     model = create_model(config.arch, dict(config.model_config)).to(device)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _make_optimizer(model, config.lr, device)
     x = _to_device_tensor(train_images, device)
     y = torch.from_numpy(train_labels.astype(np.int64)).to(device)
