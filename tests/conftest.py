@@ -17,6 +17,11 @@ from digitrec.checkpoint import save_model
 from digitrec.data import MNIST_FILES, find_data_dir, load_mnist
 from digitrec.models import create_model
 
+# Tests that need the real MNIST skip where no copy is found (CI always has one: .ci/run checks).
+requires_mnist = pytest.mark.skipif(
+    find_data_dir() is None, reason="real MNIST not found (set DIGITREC_DATA_DIR)"
+)
+
 # numpy dtype -> IDX type code (third magic byte).
 _IDX_CODES = {
     np.dtype(np.uint8): 0x08,

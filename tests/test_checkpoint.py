@@ -135,7 +135,6 @@ def test_local_file_shadows_bundled_name(tmp_path, monkeypatch, tiny_model_file)
     assert resolve_model_path("seed") == Path("seed")
 
 
-@pytest.mark.skipif("seed" not in bundled_models(), reason="bundled seed model not added yet")
 def test_bundled_seed_resolves_and_loads():
     assert resolve_model_path("seed") == bundled_models()["seed"]
     assert load_model("seed").arch == "seed"

@@ -11,13 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import requires_mnist
 from PIL import Image, ImageDraw
 
-from digitrec.checkpoint import bundled_models
 from digitrec.data import find_data_dir
-
-needs_mnist = pytest.mark.skipif(find_data_dir() is None, reason="MNIST not available")
-needs_bundled = pytest.mark.skipif("seed" not in bundled_models(), reason="bundled model missing")
 
 
 def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 180):
@@ -128,7 +125,7 @@ def test_bad_diagram_suffix_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_mnist
+@requires_mnist
 def test_data_report() -> None:
     proc = run("data", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -143,7 +140,7 @@ def test_data_missing_says_where_to_put_files(tmp_path: Path) -> None:
     assert_one_line_error(run("data", env=env), 1, "DIGITREC_DATA_DIR")
 
 
-@needs_mnist
+@requires_mnist
 def test_samples(tmp_path: Path) -> None:
     out = tmp_path / "samples.png"
     proc = run("samples", "--out", str(out))
@@ -152,7 +149,7 @@ def test_samples(tmp_path: Path) -> None:
     assert Image.open(out).size[0] > 200
 
 
-@needs_mnist
+@requires_mnist
 def test_train_writes_model_and_curves(tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     proc = run("train", "--limit", "600", "--val-size", "100", "--epochs", "2", "--out", str(out), "--seed", "3")
@@ -167,7 +164,7 @@ def test_train_refuses_directory_as_output(tmp_path: Path) -> None:
     assert_one_line_error(run("train", "--out", str(tmp_path)), 1, "directory")
 
 
-@needs_mnist
+@requires_mnist
 def test_ctrl_c_keeps_last_completed_epoch(tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     proc = subprocess.Popen(
@@ -194,7 +191,7 @@ def test_ctrl_c_keeps_last_completed_epoch(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-@needs_mnist
+@requires_mnist
 def test_evaluate_json_and_plots(quick_model: Path, tmp_path: Path) -> None:
     proc = run("evaluate", "--model", str(quick_model), "--json", "--confusion", str(tmp_path / "c.png"),
                "--errors", str(tmp_path / "e.png"))
@@ -205,8 +202,7 @@ def test_evaluate_json_and_plots(quick_model: Path, tmp_path: Path) -> None:
     assert (tmp_path / "c.png").is_file() and (tmp_path / "e.png").is_file()
 
 
-@needs_mnist
-@needs_bundled
+@requires_mnist
 def test_bundled_model_meets_its_claim() -> None:
     proc = run("evaluate", "--json", "--no-plots")
     assert proc.returncode == 0, proc.stderr
@@ -230,7 +226,6 @@ def test_missing_model(digit_png: Path) -> None:
     assert_one_line_error(run("predict", "--model", "nope", str(digit_png)), 1, "nope")
 
 
-@needs_bundled
 def test_predict_image_file(digit_png: Path) -> None:
     proc = run("predict", str(digit_png), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -239,7 +234,6 @@ def test_predict_image_file(digit_png: Path) -> None:
     assert 0 < record["confidence"] <= 1 and len(record["top3"]) == 3
 
 
-@needs_bundled
 def test_batch_predict_goes_on_past_bad_files(tmp_path: Path, digit_png: Path) -> None:
     text_file = tmp_path / "notes.png"
     text_file.write_text("not an image")
@@ -255,8 +249,7 @@ def test_batch_predict_goes_on_past_bad_files(tmp_path: Path, digit_png: Path) -
     assert "Traceback" not in proc.stderr
 
 
-@needs_mnist
-@needs_bundled
+@requires_mnist
 def test_predict_mnist_index_and_show(tmp_path: Path) -> None:
     proc = run("predict", "--mnist-index", "0", "--json", "--show", str(tmp_path / "p.png"))
     assert proc.returncode == 0, proc.stderr
@@ -265,8 +258,7 @@ def test_predict_mnist_index_and_show(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "p.png").format == "PNG"
 
 
-@needs_mnist
-@needs_bundled
+@requires_mnist
 def test_predict_random_is_seedable() -> None:
     a, b = (run("predict", "--random", "--seed", "5", "--json").stdout for _ in range(2))
     assert a == b and json.loads(a)["path"].startswith("mnist:test:")

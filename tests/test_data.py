@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import requires_mnist
 
 from digitrec.data import (
     DATA_DIR_ENV,
@@ -25,10 +26,6 @@ from digitrec.data import (
     read_idx,
 )
 from digitrec.errors import DatasetError
-
-requires_mnist = pytest.mark.skipif(
-    find_data_dir() is None, reason="real MNIST not found (set DIGITREC_DATA_DIR)"
-)
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

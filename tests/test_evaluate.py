@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from digitrec.evaluate import confusion_matrix, evaluate, per_class_metrics, predict_logits
+from digitrec.evaluate import (
+    confusion_matrix,
+    evaluate,
+    per_class_metrics,
+    predict_logits,
+)
 from digitrec.preprocess import NORMALIZATION
 
 CPU = torch.device("cpu")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import requires_mnist
 
 import digitrec
-from digitrec.data import find_data_dir
 from digitrec.evaluate import predict_logits
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(find_data_dir() is None, reason="real MNIST not found (set DIGITREC_DATA_DIR)"),
+    requires_mnist,
 ]
 
 

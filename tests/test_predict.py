@@ -8,22 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import requires_mnist
 from PIL import Image
 
 import digitrec
-from digitrec.checkpoint import bundled_models, save_model
-from digitrec.data import find_data_dir
+from digitrec.checkpoint import save_model
 from digitrec.errors import ImageError, ModelFileError
 from digitrec.models import create_model
 from digitrec.predict import Prediction, Recogniser, load
 from digitrec.preprocess import to_mnist
-
-requires_mnist = pytest.mark.skipif(
-    find_data_dir() is None, reason="real MNIST not found (set DIGITREC_DATA_DIR)"
-)
-requires_bundled_seed = pytest.mark.skipif(
-    "seed" not in bundled_models(), reason="bundled seed model not added yet"
-)
 
 
 @pytest.fixture
@@ -163,7 +156,6 @@ def test_load_errors(tmp_path, tiny_model_file):
     assert load(tiny_model_file, precision="bf16").precision == "bf16"
 
 
-@requires_bundled_seed
 def test_bundled_seed_metadata():
     rec = load("seed")
     assert rec.name == "seed"
@@ -171,7 +163,6 @@ def test_bundled_seed_metadata():
     assert rec.metadata["metrics"]["test_accuracy"] >= 0.98
 
 
-@requires_bundled_seed
 @requires_mnist
 def test_bundled_seed_on_mnist(real_mnist):
     rec = digitrec.load("seed")
@@ -181,12 +172,10 @@ def test_bundled_seed_on_mnist(real_mnist):
     assert preds[0].digit == 7  # the first test image is a 7
 
 
-@requires_bundled_seed
 def test_bundled_seed_reads_a_drawn_digit(digit_image):
     assert load("seed").predict(digit_image).digit == 7
 
 
-@requires_bundled_seed
 @pytest.mark.parametrize(
     ("fmt", "mode"),
     [("PNG", "L"), ("PNG", "RGBA"), ("PNG", "I;16"), ("PNG", "1"), ("JPEG", "RGB"), ("JPEG", "CMYK"),

@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import requires_mnist
 from PIL import Image, ImageDraw
 
-from digitrec.data import find_data_dir
 from digitrec.errors import ImageError
 from digitrec.preprocess import (
     NORMALIZATION,
@@ -23,10 +23,6 @@ from digitrec.preprocess import (
     to_grayscale,
     to_mnist,
     to_white_on_black,
-)
-
-requires_mnist = pytest.mark.skipif(
-    find_data_dir() is None, reason="real MNIST not found (set DIGITREC_DATA_DIR)"
 )
 
 

@@ -10,7 +10,12 @@ import torch
 
 from digitrec import runtime
 from digitrec.errors import ConfigError
-from digitrec.runtime import autocast, resolve_device, resolve_precision, seed_everything
+from digitrec.runtime import (
+    autocast,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 
 CPU = torch.device("cpu")
 
