@@ -272,3 +272,19 @@ def test_models_lists_seed() -> None:
     proc = run("models", "--json")
     assert proc.returncode == 0
     assert "seed" in [a["name"] for a in json.loads(proc.stdout)["architectures"]]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--history-plot", "curves.jpg", "--out", "m.safetensors"],
+        ["evaluate", "--confusion", "c.bmp"],
+        ["samples", "--out", "s.gif"],
+        ["predict", "--mnist-index", "0", "--show", "p.tiff"],
+    ],
+)
+def test_bad_figure_name_fails_before_any_work(tmp_path: Path, args: list[str]) -> None:
+    """A typo in a figure's name must not cost a training run or leave a model behind."""
+    proc = run(*args, cwd=tmp_path, env={"DIGITREC_DATA_DIR": str(tmp_path / "no-data")})
+    assert_one_line_error(proc, 1, "unsupported plot format")
+    assert list(tmp_path.iterdir()) == []

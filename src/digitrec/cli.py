@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -158,8 +159,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_samples(args: argparse.Namespace) -> int:
     from .data import load_mnist
-    from .plots import plot_samples
+    from .plots import check_plot_path, plot_samples
 
+    check_plot_path(args.out)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
     print(f"train images {mnist.train_images.shape}, test images {mnist.test_images.shape}")
     print(f"wrote {plot_samples(mnist.train_images, mnist.train_labels, args.out)}")
@@ -168,7 +170,10 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from .models import count_parameters, create_model, format_summary, layer_table
+    from .plots import check_plot_path
 
+    if args.diagram:
+        check_plot_path(args.diagram)
     if args.model:
         from .checkpoint import load_model
 
@@ -218,6 +223,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file name")
+    history_plot = None
+    if not args.no_plot:
+        from .plots import check_plot_path
+
+        history_plot = check_plot_path(args.history_plot or out.with_name(f"{out.stem}-history.png"))
     device = resolve_device(args.device)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
     progress = _TrainProgress(args.quiet)
@@ -230,10 +240,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     path = result.save(out)
     plot = None
-    if not args.no_plot:
+    if history_plot is not None:
         from .plots import plot_history
 
-        plot = plot_history(result.history, args.history_plot or out.with_name(f"{out.stem}-history.png"))
+        plot = plot_history(result.history, history_plot)
     metrics = result.metrics()
     if args.json:
         _emit_json(
@@ -276,6 +286,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .runtime import resolve_device, resolve_precision
 
+    if not args.no_plots:
+        from .plots import check_plot_path
+
+        check_plot_path(args.confusion)
+        check_plot_path(args.errors)
     device = resolve_device(args.device)
     mf = load_model(args.model, device)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
@@ -330,6 +345,10 @@ def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load
 
+    if args.show:
+        from .plots import check_plot_path
+
+        check_plot_path(args.show)
     inputs = _predict_inputs(args)
     if args.show and len(inputs) != 1:
         raise ConfigError("--show takes exactly one input image")
@@ -508,6 +527,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _err("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`digitrec ... | head`): stop quietly, as Unix tools do, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except OSError as exc:
         if args.debug:
             raise

@@ -31,6 +31,7 @@ from .preprocess import IMAGE_SIZE
 from .train import EpochRecord
 
 __all__ = [
+    "check_plot_path",
     "plot_samples",
     "plot_history",
     "plot_confusion",
@@ -47,10 +48,11 @@ _INK = "#4a4a4a"  # diagram outlines and arrows: softer than black next to the b
 _TEXT_PATH = TextToPath()  # measures text without a renderer, so diagram boxes can be sized first
 
 
-def _checked(path: str | os.PathLike[str]) -> Path:
+def check_plot_path(path: str | os.PathLike[str]) -> Path:
     """``path`` as a Path, or :class:`ConfigError` if its suffix is not a supported format.
 
-    Every public function calls this first, so a bad name fails before any drawing work.
+    Every plotting function calls this first, so a bad name fails before any drawing work;
+    the CLI also calls it before long work (training, evaluation) whose result it would plot.
     """
     target = Path(path)
     if target.suffix.lower() not in _FORMATS:
@@ -61,7 +63,7 @@ def _checked(path: str | os.PathLike[str]) -> Path:
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` to ``path`` in the format its suffix names; atomic, so no partial file remains."""
-    target = _checked(path)
+    target = check_plot_path(path)
     with atomic_write(target) as fh:
         fig.savefig(fh, format=target.suffix[1:].lower(), dpi=_DPI)
     return target
@@ -99,7 +101,7 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike
 
     Raises :class:`ConfigError` if the suffix is unsupported or a digit has no image.
     """
-    _checked(path)
+    check_plot_path(path)
     labels = np.asarray(labels)
     firsts = []
     for digit in range(10):
@@ -117,7 +119,7 @@ def plot_history(history: Sequence[EpochRecord], path: str | os.PathLike[str]) -
 
     Raises :class:`ConfigError` if the suffix is unsupported or ``history`` is empty.
     """
-    _checked(path)
+    check_plot_path(path)
     if not history:
         raise ConfigError("no training history to plot (empty history)")
     fig = Figure(figsize=(10, 4), layout="constrained")
@@ -151,7 +153,7 @@ def plot_confusion(
 
     Raises :class:`ConfigError` if the suffix is unsupported or the matrix is not square.
     """
-    _checked(path)
+    check_plot_path(path)
     confusion = np.asarray(confusion)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] or confusion.size == 0:
         raise ConfigError(f"a confusion matrix must be square, got shape {confusion.shape}")
@@ -193,7 +195,7 @@ def plot_misclassified(
     With no mistakes the figure says so. Raises :class:`ConfigError` if the suffix is unsupported,
     the arrays differ in length, or ``max_images``/``columns`` is below 1.
     """
-    _checked(path)
+    check_plot_path(path)
     if max_images < 1 or columns < 1:
         raise ConfigError(f"max_images and columns must be at least 1, got {max_images} and {columns}")
     labels, predictions, confidences = map(np.asarray, (labels, predictions, confidences))
@@ -224,7 +226,7 @@ def plot_prediction(
 
     The predicted bar is blue; the true class, when given and different, is red.
     """
-    _checked(path)
+    check_plot_path(path)
     probs = np.asarray(prediction.probabilities, dtype=float)
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     ax_img, ax_bar = fig.subplots(1, 2, width_ratios=(1, 1.7))
@@ -264,7 +266,7 @@ def plot_model_diagram(
     Each box shows "name (Kind)", the output shape with a leading ``None`` batch dimension and the
     layer's own parameter count; the title gives the model's total.
     """
-    _checked(path)
+    check_plot_path(path)
     rows = layer_table(model, input_shape)
     trainable, frozen = count_parameters(model)
     boxes = [("input (Input)", f"shape: {(None, *input_shape)}", False)]
