@@ -75,7 +75,13 @@ def _download_progress(quiet: bool):
 
     def factory(name: str, total: int | None):
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", leave=False)
-        return bar.update
+
+        def update(n: int) -> None:
+            bar.update(n)
+            if bar.total is not None and bar.n >= bar.total:
+                bar.close()
+
+        return update
 
     return factory
 
