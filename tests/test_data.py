@@ -468,3 +468,17 @@ def test_download_unreachable_server(tmp_path, no_proxy):
         download_mnist(tmp_path / "t", mirrors=[f"http://127.0.0.1:{port}/"],
                        checksums={"x": "0" * 64}, timeout=2)
     assert not (tmp_path / "t").exists()  # nothing created, not even the directory
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [(gzip.compress(bytes(50_000)), "decompresses to more than 1,000 bytes"), (bytes(5_000), "more than 1,000 bytes")],
+)
+def test_download_refuses_oversized_files(tmp_path, http_server, monkeypatch, body, error):
+    """A mirror cannot make digitrec read or inflate more than the per-file cap (gzip bombs)."""
+    monkeypatch.setattr("digitrec.data._MAX_DOWNLOAD_BYTES", 1_000)
+    port, routes = http_server
+    routes["/m/x.gz"] = body
+    with pytest.raises(DatasetError, match=error):
+        download_mnist(tmp_path / "t", mirrors=[f"http://127.0.0.1:{port}/m/"], checksums={"x": "0" * 64}, timeout=5)
+    assert not (tmp_path / "t").exists()

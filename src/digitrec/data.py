@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import math
 import os
 import urllib.error
@@ -76,6 +77,8 @@ _IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+
+_MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # per file, compressed or not; MNIST's largest is 47 MB raw
 
 Split = Literal["train", "test"]
 ProgressFactory = Callable[[str, int | None], Callable[[int], None]]
@@ -181,15 +184,29 @@ def _download_target(data_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _fetch(url: str, timeout: float, progress: ProgressFactory | None) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (fixed https mirrors)
+    # Plain http is acceptable for a mirror: nothing is kept unless its SHA-256 matches.
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
         total = resp.headers.get("Content-Length")
         update = progress(url.rsplit("/", 1)[-1], int(total) if total else None) if progress else None
         chunks = []
+        received = 0
         while chunk := resp.read(1 << 16):
+            received += len(chunk)
+            if received > _MAX_DOWNLOAD_BYTES:
+                raise ValueError(f"more than {_MAX_DOWNLOAD_BYTES:,} bytes; not an MNIST file")
             chunks.append(chunk)
             if update:
                 update(len(chunk))
         return b"".join(chunks)
+
+
+def _gunzip_capped(payload: bytes) -> bytes:
+    # A hostile mirror could send a small gzip that inflates to gigabytes; stop past the cap.
+    with gzip.GzipFile(fileobj=io.BytesIO(payload)) as fh:
+        content = fh.read(_MAX_DOWNLOAD_BYTES + 1)
+    if len(content) > _MAX_DOWNLOAD_BYTES:
+        raise ValueError(f"decompresses to more than {_MAX_DOWNLOAD_BYTES:,} bytes; not an MNIST file")
+    return content
 
 
 def download_mnist(
@@ -215,7 +232,7 @@ def download_mnist(
             url = f"{mirror}{base}.gz"
             try:
                 payload = _fetch(url, timeout, progress)
-                content = gzip.decompress(payload)
+                content = _gunzip_capped(payload)
             except (urllib.error.URLError, OSError, EOFError, zlib.error, ValueError) as exc:
                 errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
                 continue
