@@ -184,7 +184,8 @@ def load_model(
     except (KeyError, TypeError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path}: weights do not match the stored architecture ({first})") from exc
-    model.to(device).eval()
+    # channels_last: the layout predict_logits feeds; a mismatch makes oneDNN convert every batch.
+    model.to(device).to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     return ModelFile(
         model=model,
         arch=meta["arch"],

@@ -21,7 +21,7 @@ def predict_logits(
     *,
     device: torch.device,
     precision: str = "fp32",
-    batch_size: int = 1000,
+    batch_size: int = 100,
     normalization: Normalization = NORMALIZATION,
 ) -> torch.Tensor:
     """Logits (N, C) in float32 on ``device`` for uint8 or [0, 1] images (N, 28, 28) or (N, 1, 28, 28).
@@ -110,7 +110,7 @@ def evaluate(
     *,
     device: torch.device,
     precision: str = "fp32",
-    batch_size: int = 1000,
+    batch_size: int = 100,
     normalization: Normalization = NORMALIZATION,
     temperature: float = 1.0,
 ) -> EvalResult:

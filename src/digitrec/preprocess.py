@@ -206,11 +206,12 @@ def _array_to_gray(arr: np.ndarray) -> np.ndarray:
             raise ImageError("image contains NaN or infinite values")
         a = a / 255.0 if a.max() > 1.0 else a
     a = np.clip(a, 0.0, 1.0)
-    if a.ndim == 3 and a.shape[-1] == 4:  # composite on white, as for RGBA files
-        alpha = a[..., 3]
-        a = a[..., :3].mean(axis=-1) * alpha + (1.0 - alpha)
-    elif a.ndim == 3:
-        a = a.mean(axis=-1)
+    if a.ndim == 3:
+        # The same ITU-R 601 luma weights Pillow uses for files, so arrays and files agree.
+        grey = a[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if a.shape[-1] == 4:  # composite on white, as for RGBA files
+            grey = grey * a[..., 3] + (1.0 - a[..., 3])
+        a = grey
     return a
 
 

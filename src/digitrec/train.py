@@ -53,7 +53,7 @@ class TrainConfig:
     val_size: int = 5000  # images held out of the 60,000 for validation (0 = train on all)
     limit: int = 0  # use only the first N training images, for quick runs (0 = all)
     precision: str = "auto"  # "auto" (bf16 where native), "fp32" or "bf16"
-    eval_batch_size: int = 1000  # images per forward pass when evaluating
+    eval_batch_size: int = 100  # images per forward pass when evaluating (small batches stay in cache)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for out-of-range values."""
