@@ -205,6 +205,8 @@ def fit(
     shuffle = torch.Generator().manual_seed(config.seed)
     history: list[EpochRecord] = []
     good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    has_val = val_images is not None and val_labels is not None and len(val_images) > 0
+    last_val: EvalResult | None = None  # validation of the weights in good_state
     interrupted = False
     train_seconds = 0.0
     try:
@@ -239,45 +241,40 @@ def fit(
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
             train_seconds += seconds
-            val_loss = val_acc = None
-            if val_images is not None and val_labels is not None and len(val_images):
-                v = evaluate(
-                    model, val_images, val_labels, device=device, precision=precision,
-                    batch_size=config.eval_batch_size,
+            val = None
+            if has_val:
+                val = evaluate(
+                    model, val_images, val_labels, device=device,  # type: ignore[arg-type]
+                    precision=precision, batch_size=config.eval_batch_size,
                 )
-                val_loss, val_acc = v.loss, v.accuracy
             record = EpochRecord(
                 epoch=epoch,
                 loss=loss_sum.item() / n,
                 accuracy=correct.item() / n,
-                val_loss=val_loss,
-                val_accuracy=val_acc,
+                val_loss=val.loss if val else None,
+                val_accuracy=val.accuracy if val else None,
                 seconds=seconds,
                 images_per_s=n / seconds,
             )
             history.append(record)
             good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            last_val = val
             if callback:
                 callback.on_epoch_end(record)
     except KeyboardInterrupt:
         interrupted = True
         model.load_state_dict(good_state)
     model.eval()
-    result = TrainResult(
+    return TrainResult(
         model=model,
         config=config,
         history=history,
         device=str(device),
         precision=precision,
         interrupted=interrupted,
+        val=last_val,
         train_seconds=train_seconds,
     )
-    if val_images is not None and val_labels is not None and len(val_images):
-        result.val = evaluate(
-            model, val_images, val_labels, device=device, precision=precision,
-            batch_size=config.eval_batch_size,
-        )
-    return result
 
 
 def train(
