@@ -173,9 +173,14 @@ def test_ctrl_c_keeps_last_completed_epoch(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     try:
-        # Off a terminal there are no bars, only one line per completed epoch: wait for the first.
-        first = proc.stderr.readline()
-        assert first.startswith("Epoch 1/500:"), first
+        # Off a terminal there are no bars, only one line per completed epoch: wait for the first
+        # (skipping anything else a library might print first).
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("Epoch 1/500:"):
+                break
+        assert seen and seen[-1].startswith("Epoch 1/500:"), seen
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
