@@ -292,3 +292,40 @@ def test_save_into_path_under_a_file_fails_cleanly(tmp_path, tiny_model_file):
 def test_save_creates_parent_directories(tmp_path):
     path = save_model(tmp_path / "a" / "b" / "m.safetensors", seeded_model(), "seed", {})
     assert load_model(path).arch == "seed"
+
+
+def _with_meta(tmp_path: Path, model: torch.nn.Module, config: dict, **meta) -> Path:
+    """A well-formed model file whose metadata fields are overridden by ``meta``."""
+    path = save_model(tmp_path / "m.safetensors", model, "seed", config)
+    header = read_metadata(path)
+    header.update(meta)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path.write_bytes(st_save(tensors, metadata={"digitrec": json.dumps(header)}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("config", "meta", "needle"),
+    [
+        ({"num_classes": 2}, {}, "expected (1, 10)"),
+        ({"image_size": 32}, {}, "does not accept 1x28x28"),
+        ({"in_channels": 3}, {}, "does not accept 1x28x28"),
+        ({}, {"temperature": 0}, "bad temperature"),
+        ({}, {"temperature": "hot"}, "bad temperature"),
+        ({}, {"normalization": {"mean": 0.1, "std": 0.0}}, "bad normalisation"),
+        ({}, {"class_names": 5}, "class_names"),
+        ({}, {"class_names": list("abc")}, "class_names"),
+    ],
+)
+def test_well_formed_but_unusable_model_files_are_refused(tmp_path, config, meta, needle):
+    """Files that parse but would crash or answer NaN later are refused on load, in one line."""
+    path = _with_meta(tmp_path, seeded_model(**config), config, **meta)
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_folder_named_like_a_bundled_model_does_not_shadow_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "seed").mkdir()
+    assert resolve_model_path("seed") == bundled_models()["seed"]

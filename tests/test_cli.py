@@ -293,3 +293,23 @@ def test_bad_figure_name_fails_before_any_work(tmp_path: Path, args: list[str]) 
     proc = run(*args, cwd=tmp_path, env={"DIGITREC_DATA_DIR": str(tmp_path / "no-data")})
     assert_one_line_error(proc, 1, "unsupported plot format")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_file_for_two_outputs_is_refused_before_training(tmp_path: Path) -> None:
+    proc = run("train", "--out", "same.png", "--history-plot", "same.png", cwd=tmp_path,
+               env={"DIGITREC_DATA_DIR": str(tmp_path / "no-data")})
+    assert_one_line_error(proc, 1, "two outputs")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = blocker / "model.safetensors"  # a folder that can never be created
+    proc = run("train", "--out", str(target), env={"DIGITREC_DATA_DIR": str(tmp_path / "no-data")})
+    assert_one_line_error(proc, 1, str(target))  # the user's path, not a temporary name
+
+
+def test_seed_range_and_exclusive_inputs() -> None:
+    assert_one_line_error(run("train", "--seed", str(2**64)), 2, "--seed")
+    assert_one_line_error(run("predict", "--mnist-index", "1", "--random"), 2, "not allowed")

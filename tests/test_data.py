@@ -244,6 +244,7 @@ def test_find_data_dir_falls_back_when_files_missing(tmp_path, monkeypatch, isol
     assert find_data_dir(partial) is None
     make_mnist_dir(isolated_cache, n_train=1, n_test=1)
     assert find_data_dir() == isolated_cache
+    assert find_data_dir(partial) is None  # an explicit folder is authoritative: no fallback
 
 
 def test_find_data_dir_accepts_mixed_raw_and_gz(tmp_path, isolated_cache, make_mnist_dir):
@@ -482,3 +483,13 @@ def test_download_refuses_oversized_files(tmp_path, http_server, monkeypatch, bo
     with pytest.raises(DatasetError, match=error):
         download_mnist(tmp_path / "t", mirrors=[f"http://127.0.0.1:{port}/m/"], checksums={"x": "0" * 64}, timeout=5)
     assert not (tmp_path / "t").exists()
+
+
+def test_data_status_reports_every_file_even_when_one_is_unreadable(tiny_dataset):
+    bad = tiny_dataset.directory / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(b"not gzip at all")
+    status = data_status(tiny_dataset.directory)
+    assert not status.ok
+    assert "cannot read" in status.files["t10k-images-idx3-ubyte"]["error"]
+    assert status.files["train-images-idx3-ubyte"]["shape"] == [50, 28, 28]
+    assert status.class_counts["test"] == [2] * 10

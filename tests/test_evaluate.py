@@ -155,3 +155,17 @@ def test_predict_logits_shapes_and_empty():
     torch.testing.assert_close(out3, out4)
     torch.testing.assert_close(out3, torch.tensor([TABLE[2], TABLE[0]]))
     assert predict_logits(model, images[:0], device=CPU).shape == (0, 10)
+
+
+@pytest.mark.parametrize(
+    ("labels", "needle"),
+    [(np.array([1, 2, 3]), "labels of shape"), (np.array([0, 1, 2, 3, 10]), "digits 0-9"),
+     (np.array([0, 1, 2, 3, -1]), "digits 0-9"), (np.array([0.7, 1, 2, 3, 4]), "integers")],
+)
+def test_evaluate_rejects_bad_labels(labels, needle):
+    from digitrec.errors import DatasetError
+    from digitrec.models import create_model
+
+    images = np.zeros((5, 28, 28), np.uint8)
+    with pytest.raises(DatasetError, match=needle):
+        evaluate(create_model("seed"), images, labels, device=torch.device("cpu"))

@@ -211,3 +211,17 @@ def test_seed_other_image_size_infers_flatten():
 def test_seed_num_classes_and_channels():
     model = create_model("seed", {"num_classes": 3, "in_channels": 3})
     assert model(torch.zeros(1, 3, 28, 28)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("config", [{"hidden": -1}, {"image_size": 4}, {"num_classes": -1}])
+def test_unbuildable_configs_are_config_errors(config):
+    with pytest.raises(ConfigError, match="cannot build 'seed'"):
+        models.create_model("seed", config)
+
+
+def test_check_model_output():
+    models.check_model_output(models.create_model("seed"))
+    with pytest.raises(ConfigError, match=r"expected \(1, 10\)"):
+        models.check_model_output(models.create_model("seed", {"num_classes": 3}))
+    with pytest.raises(ConfigError, match="does not accept"):
+        models.check_model_output(models.create_model("seed", {"image_size": 32}))

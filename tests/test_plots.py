@@ -350,7 +350,7 @@ def test_plot_model_diagram_height_scales_with_layers(tmp_path: Path, saved: lis
 def test_plot_model_diagram_text_fits_its_boxes(tmp_path: Path, saved: list[Figure]) -> None:
     model = create_model("seed")
     model.add_module("a_very_long_layer_name_that_needs_a_wider_box", nn.Identity())
-    model.forward = lambda x: getattr(model, "a_very_long_layer_name_that_needs_a_wider_box")(
+    model.forward = lambda x: model.a_very_long_layer_name_that_needs_a_wider_box(
         model.classifier(model.features(x))
     )
     narrow_width, _ = png_size(plot_model_diagram(tiny_model(), tmp_path / "n.png"))

@@ -191,3 +191,22 @@ def test_bundled_seed_reads_every_file_format(tmp_path, digit_image, fmt, mode):
     with Image.open(path) as check:
         assert check.format == fmt
     assert load("seed").predict(path).digit == 7
+
+
+def test_empty_batches_give_empty_lists(rec):
+    assert rec.predict(np.zeros((0, 28, 28), np.uint8)) == []
+    assert rec.predict_arrays(np.zeros((0, 28, 28), np.float32)) == []
+
+
+def test_non_finite_prepared_images_are_refused(rec):
+    bad = np.zeros((2, 28, 28), np.float32)
+    bad[1, 3, 3] = np.nan
+    with pytest.raises(ImageError, match="finite"):
+        rec.predict_arrays(bad)
+
+
+def test_load_validates_a_torch_device(tiny_model_file):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    with pytest.raises(digitrec.ConfigError, match="CUDA"):
+        load(tiny_model_file, device=torch.device("cuda"))

@@ -390,3 +390,52 @@ def test_normalize_uint8_and_float_agree():
     expected = (torch.tensor([[0, 51, 128, 255]]) / 255.0 - NORMALIZATION.mean) / NORMALIZATION.std
     torch.testing.assert_close(a, expected)
     assert a[0, 0].item() == pytest.approx(-0.1307 / 0.3081)
+
+
+@pytest.mark.parametrize("source", [None, 5, 3.5, object()], ids=["none", "int", "float", "object"])
+def test_unsupported_input_types_are_image_errors(source):
+    with pytest.raises(ImageError, match="unsupported image input"):
+        to_mnist(source)
+
+
+def test_empty_path_is_an_image_error():
+    with pytest.raises(ImageError, match="empty image path"):
+        to_mnist("")
+
+
+def test_bytearray_and_memoryview_work_like_bytes(digit_png):
+    expected = to_mnist(digit_png)
+    np.testing.assert_array_equal(to_mnist(bytearray(digit_png)), expected)
+    np.testing.assert_array_equal(to_mnist(memoryview(digit_png)), expected)
+
+
+def test_text_mode_file_is_an_image_error(tmp_path, digit_png):
+    path = tmp_path / "d.png"
+    path.write_bytes(digit_png)
+    with open(path, encoding="utf-8") as fh, pytest.raises(ImageError, match="cannot read"):
+        to_mnist(fh)
+
+
+@pytest.mark.parametrize("array", [np.array([["a", "b"], ["c", "d"]]), np.ones((4, 4), complex),
+                                   np.full((4, 4), None)], ids=["str", "complex", "object"])
+def test_unsupported_array_dtypes_are_image_errors(array):
+    with pytest.raises(ImageError, match="unsupported array dtype"):
+        to_mnist(array)
+
+
+def test_wide_integer_arrays_infer_their_range(digit_image):
+    """np.asarray of a 16-bit image is int32 in 0..65535; it must not saturate at 255."""
+    as_uint16 = (np.asarray(digit_image, dtype=np.uint16) * 257).astype(np.uint16)
+    np.testing.assert_allclose(to_mnist(as_uint16.astype(np.int32)), to_mnist(as_uint16), atol=1e-6)
+
+
+def test_a_callers_pil_image_keeps_its_frame(tmp_path):
+    frames = [Image.new("L", (40, 40), 255) for _ in range(2)]
+    ImageDraw.Draw(frames[0]).line([(20, 5), (20, 35)], fill=0, width=4)
+    ImageDraw.Draw(frames[1]).line([(5, 20), (35, 20)], fill=0, width=4)
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with Image.open(path) as img:
+        img.seek(1)
+        to_mnist(img)
+        assert img.tell() == 1

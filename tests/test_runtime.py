@@ -98,3 +98,11 @@ def test_seed_everything_accepts_large_seeds():
     first = torch.rand(3)
     seed_everything(2**40 + 5)
     assert torch.equal(torch.rand(3), first)
+
+
+def test_resolve_device_accepts_and_checks_torch_devices():
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        for dev in (torch.device("cuda"), "cuda:5"):
+            with pytest.raises(ConfigError, match="CUDA is not available"):
+                resolve_device(dev)

@@ -70,7 +70,7 @@ def test_default_recipe_is_the_notebook():
         ("lr", -1e-3, "learning rate must be a positive number"),
         ("lr", float("nan"), "learning rate must be a positive number"),
         ("lr", float("inf"), "learning rate must be a positive number"),
-        ("val_size", -1, "validation size must be >= 0"),
+        ("val_size", -1, "val size must be >= 0"),
         ("eval_batch_size", 0, "eval batch size must be >= 1"),
         ("limit", -1, "limit must be >= 0"),
         ("precision", "fp16", "invalid precision 'fp16'"),
@@ -261,3 +261,32 @@ def test_ctrl_c_in_first_epoch_returns_initial_weights(tiny_mnist):
     torch.manual_seed(5)
     fresh = digitrec.create_model("seed")
     assert states_equal(result.model, fresh)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 1.5, "epochs must be an integer"),
+        ("batch_size", 50.0, "batch_size must be an integer"),
+        ("limit", True, "limit must be an integer"),
+        ("seed", -1, "seed must be >= 0"),
+        ("seed", 2**70, "seed must be < 2\\*\\*63"),
+        ("lr", "0.1", "learning rate must be a positive number"),
+        ("model_config", {"num_classes": 2}, r"expected \(1, 10\)"),
+        ("model_config", {"hidden": -1}, "cannot build"),
+    ],
+)
+def test_validate_rejects_wrong_types_and_models(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_callbacks_may_implement_only_some_methods(tiny_mnist):
+    ends = []
+
+    class OnlyEpochEnd:
+        def on_epoch_end(self, record):
+            ends.append(record.epoch)
+
+    fit_tiny(tiny_mnist, callback=OnlyEpochEnd(), epochs=2)
+    assert ends == [1, 2]

@@ -8,6 +8,7 @@ normalisation, class names) and to trust it (training recipe, dataset checksums,
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,7 +24,7 @@ from torch import nn
 from . import __version__
 from .errors import DigitrecError, ModelFileError
 from .fileio import atomic_write
-from .models import create_model
+from .models import check_model_output, create_model
 from .preprocess import NORMALIZATION, Normalization
 
 __all__ = [
@@ -109,7 +110,7 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     """A bundled model's name (e.g. ``"seed"``) or a file path -> an existing file path."""
     text = str(name_or_path)
     bundled = bundled_models()
-    if text in bundled and not Path(text).exists():
+    if text in bundled and not Path(text).is_file():
         return bundled[text]
     path = Path(text)
     if path.is_dir():
@@ -155,6 +156,20 @@ def _parse_metadata(blob: bytes, path: Path) -> dict[str, Any]:
     return meta
 
 
+def _finite_positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _check_numbers(norm: Normalization, temperature: object, class_names: object) -> None:
+    # A zero std or temperature would turn every answer into NaN; refuse the file instead.
+    if not (_finite_positive(norm.std) and isinstance(norm.mean, (int, float)) and math.isfinite(norm.mean)):
+        raise ModelFileError(f"bad normalisation {norm}")
+    if not _finite_positive(temperature):
+        raise ModelFileError(f"bad temperature {temperature!r}")
+    if not (isinstance(class_names, list) and len(class_names) == 10 and all(isinstance(c, str) for c in class_names)):
+        raise ModelFileError("class_names must be a list of ten strings (digits 0-9)")
+
+
 def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata of a model file, without building the model."""
     path = resolve_model_path(name_or_path)
@@ -179,9 +194,13 @@ def load_model(
         model = create_model(meta["arch"], meta.get("model_config") or {})
         model.load_state_dict(tensors, strict=True)
         norm = Normalization(**meta["normalization"])
+        class_names = meta.get("class_names", [str(i) for i in range(10)])
+        temperature = meta.get("temperature", 1.0)
+        _check_numbers(norm, temperature, class_names)
+        check_model_output(model, num_classes=len(class_names))
     except DigitrecError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path}: weights do not match the stored architecture ({first})") from exc
     # channels_last: the layout predict_logits feeds; a mismatch makes oneDNN convert every batch.
@@ -191,7 +210,7 @@ def load_model(
         arch=meta["arch"],
         model_config=dict(meta.get("model_config") or {}),
         normalization=norm,
-        class_names=list(meta.get("class_names") or [str(i) for i in range(10)]),
+        class_names=list(class_names),
         metadata=meta,
         path=path,
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ConfigError, DigitrecError
+from .train import MAX_SEED
 
 __all__ = ["main", "build_parser"]
 
@@ -33,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -41,6 +42,8 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return value
 
     return parse
@@ -62,6 +65,23 @@ def _emit_json(obj: Any) -> None:
 
 def _err(message: str) -> None:
     print(f"digitrec: error: {message}", file=sys.stderr, flush=True)
+
+
+def _outputs(*figures: str | Path | None, model: Path | None = None) -> None:
+    """Check output files before long work: figure formats, writable, no two the same file."""
+    from .fileio import check_writable
+    from .plots import check_plot_path
+
+    checked: list[Path] = []
+    for p in (model, *figures):
+        if p is None:
+            continue
+        target = Path(p)
+        if p is not model:
+            check_plot_path(target)
+        if any(target.resolve() == c.resolve() for c in checked):
+            raise ConfigError(f"{target} is given for two outputs; use different file names")
+        checked.append(check_writable(target))
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,13 +168,19 @@ def cmd_data(args: argparse.Namespace) -> int:
         )
         return 0 if status.ok else EXIT_ERROR
     if status.directory is None:
-        _err(
-            f"MNIST not found; set {DATA_DIR_ENV} to a folder with the four IDX files, put them "
-            f"in {default_cache_dir()}, or run 'digitrec data --download'"
-        )
+        if args.data_dir:
+            _err(f"MNIST not found in {args.data_dir}; put the four IDX files there or add --download")
+        else:
+            _err(
+                f"MNIST not found; set {DATA_DIR_ENV} to a folder with the four IDX files, put them "
+                f"in {default_cache_dir()}, or run 'digitrec data --download'"
+            )
         return EXIT_ERROR
     print(f"MNIST in {status.directory}")
     for base, info in status.files.items():
+        if "error" in info:
+            print(f"  {base:<24} UNREADABLE: {info['error']}")
+            continue
         mark = "ok" if info["ok"] else "CHECKSUM MISMATCH"
         shape = "x".join(str(s) for s in info["shape"])  # type: ignore[attr-defined]
         print(f"  {base:<24} {shape:<12} sha256 {str(info['sha256'])[:16]}...  {mark}")
@@ -165,9 +191,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_samples(args: argparse.Namespace) -> int:
     from .data import load_mnist
-    from .plots import check_plot_path, plot_samples
+    from .plots import plot_samples
 
-    check_plot_path(args.out)
+    _outputs(args.out)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
     print(f"train images {mnist.train_images.shape}, test images {mnist.test_images.shape}")
     print(f"wrote {plot_samples(mnist.train_images, mnist.train_labels, args.out)}")
@@ -176,10 +202,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from .models import count_parameters, create_model, format_summary, layer_table
-    from .plots import check_plot_path
 
-    if args.diagram:
-        check_plot_path(args.diagram)
+    _outputs(args.diagram)
     if args.model:
         from .checkpoint import load_model
 
@@ -229,11 +253,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file name")
-    history_plot = None
-    if not args.no_plot:
-        from .plots import check_plot_path
-
-        history_plot = check_plot_path(args.history_plot or out.with_name(f"{out.stem}-history.png"))
+    history_plot = None if args.no_plot else Path(args.history_plot or out.with_name(f"{out.stem}-history.png"))
+    _outputs(history_plot, model=out)
     device = resolve_device(args.device)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
     progress = _TrainProgress(args.quiet)
@@ -245,29 +266,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         _err("interrupted before the first epoch completed; nothing saved")
         return EXIT_INTERRUPTED
     path = result.save(out)
-    plot = None
-    if history_plot is not None:
-        from .plots import plot_history
-
-        plot = plot_history(result.history, history_plot)
     metrics = result.metrics()
-    if args.json:
-        _emit_json(
-            {"model": str(path), "history_plot": str(plot) if plot else None, "device": result.device,
-             "precision": result.precision, "interrupted": result.interrupted, **metrics}
-        )
-    else:
+    if not args.json:
         if result.interrupted:
             print(f"interrupted: kept the model of epoch {result.epochs_completed}")
+        n = result.epochs_completed
         print(f"trained {config.arch} on {result.device} ({result.precision}): "
-              f"{result.epochs_completed} epochs in {result.train_seconds:.1f}s")
+              f"{n} epoch{'s' if n != 1 else ''} in {result.train_seconds:.1f}s")
         if result.val is not None:
             print(f"validation: accuracy {result.val.accuracy:.2%}, loss {result.val.loss:.4f}")
         if result.test is not None:
             print(f"test:       accuracy {result.test.accuracy:.2%}, loss {result.test.loss:.4f}")
         print(f"saved model to {path}")
-        if plot:
+    plot = None
+    if history_plot is not None:
+        from .plots import plot_history
+
+        plot = plot_history(result.history, history_plot)
+        if not args.json:
             print(f"wrote training curves to {plot}")
+    if args.json:
+        _emit_json(
+            {"model": str(path), "history_plot": str(plot) if plot else None, "device": result.device,
+             "precision": result.precision, "interrupted": result.interrupted, **metrics}
+        )
     return EXIT_INTERRUPTED if result.interrupted else 0
 
 
@@ -293,10 +315,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .runtime import resolve_device, resolve_precision
 
     if not args.no_plots:
-        from .plots import check_plot_path
-
-        check_plot_path(args.confusion)
-        check_plot_path(args.errors)
+        _outputs(args.confusion, args.errors)
     device = resolve_device(args.device)
     mf = load_model(args.model, device)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
@@ -351,10 +370,7 @@ def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load
 
-    if args.show:
-        from .plots import check_plot_path
-
-        check_plot_path(args.show)
+    _outputs(args.show)
     inputs = _predict_inputs(args)
     if args.show and len(inputs) != 1:
         raise ConfigError("--show takes exactly one input image")
@@ -365,8 +381,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             pred = rec.predict([source])[0]
         except DigitrecError as exc:
             failures += 1
-            message = str(exc)
-            _err(message if message.startswith(name) else f"{name}: {message}")
+            message = str(exc) if str(exc).startswith(name) else f"{name}: {exc}"
+            _err(message)
             if args.json:
                 _emit_json({"path": name, "error": message})
             continue
@@ -462,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", parents=[common], help="print a model's layer table",
                        description="Print a Keras-style summary: layers, output shapes, parameters.")
-    p.add_argument("--arch", default="seed", help="registered architecture (default: %(default)s; see 'digitrec models')")
+    p.add_argument("--arch", default="seed", help="architecture (default: %(default)s; see 'digitrec models')")
     p.add_argument("--model", help="summarise a model file or bundled model instead of a fresh architecture")
     p.add_argument("--diagram", metavar="FILE", help="also draw the layer diagram (.png, .svg or .pdf)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -475,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_int_at_least(1), default=10, help="epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=100, help="batch size (default: %(default)s)")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), default=0, help="random seed (default: %(default)s)")
     p.add_argument("--val-size", type=_int_at_least(0), default=5000,
                    help="training images held out for validation, 0 for none (default: %(default)s)")
     p.add_argument("--limit", type=_int_at_least(0), default=0, metavar="N",
@@ -490,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Loss, accuracy, per-class precision/recall/F1 and the confusion matrix; "
                        "draws the confusion heatmap and a gallery of misclassified images.")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
-    p.add_argument("--split", default="test", choices=["test", "train"], help="which MNIST split (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="MNIST split (default: %(default)s)")
     p.add_argument("--confusion", default="confusion.png", metavar="FILE", help="heatmap file (default: %(default)s)")
     p.add_argument("--errors", default="misclassified.png", metavar="FILE",
                    help="gallery of misclassified images (default: %(default)s)")
@@ -503,9 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "and mode), or in an MNIST test image.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
-    p.add_argument("--mnist-index", type=_int_at_least(0), metavar="N", help="also predict MNIST test image N")
-    p.add_argument("--random", action="store_true", help="also predict a random MNIST test image")
-    p.add_argument("--seed", type=_int_at_least(0), help="seed for --random (default: unseeded)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--mnist-index", type=_int_at_least(0), metavar="N", help="also predict MNIST test image N")
+    which.add_argument("--random", action="store_true", help="also predict a random MNIST test image")
+    p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), help="seed for --random (default: unseeded)")
     p.add_argument("--show", metavar="FILE", help="draw the image titled with true label, prediction and confidence")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")

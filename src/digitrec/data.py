@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import platformdirs
 
-from .errors import DatasetError
+from .errors import ConfigError, DatasetError
 from .fileio import atomic_write
 
 __all__ = [
@@ -142,7 +142,7 @@ class MNIST:
             return self.train_images, self.train_labels
         if name == "test":
             return self.test_images, self.test_labels
-        raise ValueError(f"unknown split {name!r}")
+        raise ConfigError(f"unknown split {name!r} (use 'train' or 'test')")
 
 
 def default_cache_dir() -> Path:
@@ -162,11 +162,15 @@ def _has_all(directory: Path) -> bool:
 
 
 def find_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The first directory holding all four files: ``data_dir``, ``$DIGITREC_DATA_DIR``, cache."""
-    candidates: list[Path] = []
+    """The directory holding all four files, or None.
+
+    An explicit ``data_dir`` is the only place looked at (a typo must not silently read
+    another copy); otherwise ``$DIGITREC_DATA_DIR``, then the user cache.
+    """
     if data_dir is not None:
-        candidates.append(Path(data_dir))
-    elif os.environ.get(DATA_DIR_ENV):
+        return Path(data_dir) if _has_all(Path(data_dir)) else None
+    candidates: list[Path] = []
+    if os.environ.get(DATA_DIR_ENV):
         candidates.append(Path(os.environ[DATA_DIR_ENV]))
     candidates.append(default_cache_dir())
     for directory in candidates:
@@ -331,7 +335,11 @@ def data_status(data_dir: str | os.PathLike[str] | None = None) -> DataStatus:
     for (split, kind), base in MNIST_FILES.items():
         path = _file_in(directory, base)
         assert path is not None
-        array, digest = _load_verified(path, base, verify=False)
+        try:
+            array, digest = _load_verified(path, base, verify=False)
+        except DatasetError as exc:  # report every file, not only the first bad one
+            files[base] = {"path": str(path), "sha256": None, "ok": False, "shape": None, "error": str(exc)}
+            continue
         files[base] = {
             "path": str(path),
             "sha256": digest,

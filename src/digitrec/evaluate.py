@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import DatasetError
 from .preprocess import NORMALIZATION, Normalization, normalize
 from .runtime import autocast
 
@@ -115,8 +116,15 @@ def evaluate(
     temperature: float = 1.0,
 ) -> EvalResult:
     """Evaluate ``model`` on uint8 images (N, 28, 28) with integer labels (N,)."""
+    labels_np = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if len(images) != len(labels_np) or labels_np.ndim != 1:
+        raise DatasetError(f"{len(images)} images but labels of shape {labels_np.shape}")
+    if labels_np.dtype.kind not in "iu":
+        raise DatasetError(f"labels must be integers, got {labels_np.dtype}")
+    if len(labels_np) and (labels_np.min() < 0 or labels_np.max() >= 10):
+        raise DatasetError(f"labels must be digits 0-9, found {labels_np.min()}..{labels_np.max()}")
     x = torch.as_tensor(images)
-    y = torch.as_tensor(labels, dtype=torch.long).to(device)
+    y = torch.as_tensor(labels_np, dtype=torch.long).to(device)
     logits = predict_logits(
         model, x, device=device, precision=precision, batch_size=batch_size, normalization=normalization
     ) / temperature

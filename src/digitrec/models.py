@@ -23,6 +23,7 @@ __all__ = [
     "list_models",
     "get_model_spec",
     "create_model",
+    "check_model_output",
     "SeedCNNConfig",
     "SeedCNN",
     "LayerInfo",
@@ -53,7 +54,7 @@ def register_model(name: str, config_cls: type, description: str = "") -> Callab
 
     def decorator(cls: type[M]) -> type[M]:
         if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
+            raise ConfigError(f"model {name!r} is already registered")
         doc = description or (cls.__doc__ or "").strip().splitlines()[0]
         _REGISTRY[name] = ModelSpec(name=name, builder=cls, config_cls=config_cls, description=doc)
         return cls
@@ -77,13 +78,45 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
-    """Build architecture ``name`` from a (possibly partial) config dict of its config class."""
+    """Build architecture ``name`` from a (possibly partial) config dict of its config class.
+
+    Raises :class:`ConfigError` for unknown names or fields and for values the architecture
+    cannot be built with.
+    """
     spec = get_model_spec(name)
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"model config for {name!r} must be a mapping, got {type(config).__name__}")
     fields = {f.name for f in dataclasses.fields(spec.config_cls)}
     unknown = set(config or {}) - fields
     if unknown:
         raise ConfigError(f"unknown config field(s) for {name!r}: {', '.join(sorted(unknown))}")
-    return spec.builder(spec.config_cls(**(config or {})))
+    try:
+        return spec.builder(spec.config_cls(**(config or {})))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot build {name!r} with config {config or {}}: {first}") from exc
+
+
+def check_model_output(model: nn.Module, num_classes: int = 10) -> None:
+    """Raise :class:`ConfigError` unless ``model`` maps a (1, 1, 28, 28) image to (1, num_classes).
+
+    digitrec feeds 28x28 grey images and reads ten digit classes; a model built or stored
+    for anything else is refused up front rather than failing (or answering NaN) later.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            out = model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=device))
+    except (RuntimeError, ValueError, TypeError, StopIteration) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model does not accept 1x{IMAGE_SIZE}x{IMAGE_SIZE} images ({first})") from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model outputs {shape} for one image, expected (1, {num_classes}) logits")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,10 @@ class Recogniser:
         arr = np.asarray(images)
         if arr.ndim != 3 or arr.shape[1:] != (28, 28):
             raise ImageError(f"expected prepared images of shape (N, 28, 28), got {arr.shape}")
+        if arr.dtype != np.uint8 and not (arr.dtype.kind == "f" and np.isfinite(arr).all()):
+            raise ImageError(f"prepared images must be uint8 or finite floats (got {arr.dtype})")
+        if len(arr) == 0:
+            return []
         x = torch.from_numpy(np.ascontiguousarray(arr))
         if x.dtype != torch.uint8:
             x = x.float()
@@ -112,6 +116,8 @@ class Recogniser:
         list. (An (H, W, 3|4) array is one colour image.)
         """
         if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] not in (1, 3, 4):
+            if len(image) == 0:
+                return []
             return self.predict_arrays(np.stack([to_mnist(a) for a in image]))
         if isinstance(image, (list, tuple)):
             if not image:
@@ -131,5 +137,5 @@ def load(
     Inference defaults to the CPU in fp32, the fastest choice for one image at a time;
     pass ``device="auto"`` to use CUDA when available.
     """
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = resolve_device(device)
     return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev))

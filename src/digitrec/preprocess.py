@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -71,18 +71,28 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Im
 
     Raises :class:`ImageError` for missing, unreadable, truncated or oversized images.
     """
+    frame = 0
     if isinstance(source, Image.Image):
         img = source
         name = "<image>"
+        frame = source.tell()  # restored below: the caller's image is left as it was given
     else:
-        name = str(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
         if isinstance(source, (str, os.PathLike)):
+            name = str(source)
+            if not name:
+                raise ImageError("empty image path")
             path = Path(source)
             if path.is_dir():
                 raise ImageError(f"{name}: is a directory, not an image")
             if not path.exists():
                 raise ImageError(f"{name}: no such file")
-        fp = io.BytesIO(source) if isinstance(source, bytes) else source
+            fp: Any = source
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            name, fp = "<bytes>", io.BytesIO(bytes(source))
+        elif hasattr(source, "read"):
+            name, fp = "<file>", source
+        else:
+            raise ImageError(f"unsupported image input of type {type(source).__name__}")
         try:
             with warnings.catch_warnings():
                 # Pillow warns before it raises on bombs; we check the size ourselves below.
@@ -92,8 +102,8 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Im
             raise ImageError(f"{name}: not a recognised image format") from exc
         except Image.DecompressionBombError as exc:
             raise ImageError(f"{name}: image is too large") from exc
-        except OSError as exc:
-            raise ImageError(f"{name}: cannot read ({exc})") from exc
+        except (OSError, ValueError, TypeError) as exc:  # e.g. a file opened in text mode
+            raise ImageError(f"{name}: cannot read ({type(exc).__name__}: {exc})") from exc
     try:
         width, height = img.size
         if width * height > MAX_PIXELS:
@@ -110,6 +120,8 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Im
     finally:
         if img is not source:
             img.close()
+        else:
+            img.seek(frame)
     return out
 
 
@@ -196,10 +208,18 @@ def _array_to_gray(arr: np.ndarray) -> np.ndarray:
         raise ImageError("image is empty")
     if a.shape[0] * a.shape[1] > MAX_PIXELS:
         raise ImageError(f"image is too large ({a.shape[1]}x{a.shape[0]} pixels)")
-    if a.dtype == np.uint8:
-        a = a.astype(np.float32) / 255.0
-    elif a.dtype == np.uint16:
+    if a.dtype.kind not in "biuf":
+        raise ImageError(f"unsupported array dtype {a.dtype} (use uint8, uint16 or float in [0, 1])")
+    if a.dtype == np.uint16:
         a = a.astype(np.float32) / 65535.0
+    elif a.dtype.kind in "iu" and a.dtype.itemsize > 1:
+        # Wider integers (e.g. np.asarray of a 16-bit PIL image gives int32): infer the range
+        # as for 16/32-bit files, not by dtype, so 0..65535 data is not saturated at 255.
+        top = float(a.max())
+        scale = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+        a = a.astype(np.float32) / scale
+    elif a.dtype.kind in "iu":
+        a = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 127.0)
     else:
         a = a.astype(np.float32)
         if not np.isfinite(a).all():

@@ -24,18 +24,21 @@ __all__ = [
 Precision = Literal["auto", "fp32", "bf16"]
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; otherwise the named device, validated."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"invalid device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but CUDA is not available")
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {name!r} (use auto, cpu or cuda)")
+        raise ConfigError(f"unsupported device {str(name)!r} (use auto, cpu or cuda)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {str(device)!r} does not exist ({torch.cuda.device_count()} GPU(s))")
     return device
 
 
@@ -57,7 +60,9 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
     if precision != "auto":
         return precision  # type: ignore[return-value]
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        # Native bf16 tensor cores start with Ampere (compute capability 8.0); older GPUs
+        # emulate it, slower than fp32 (torch's is_bf16_supported() counts emulation).
+        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp32"
     return "bf16" if cpu_supports_bf16() else "fp32"
 
 

@@ -23,7 +23,7 @@ from .checkpoint import save_model
 from .data import MNIST, load_mnist
 from .errors import ConfigError
 from .evaluate import EvalResult, evaluate
-from .models import create_model, get_model_spec, model_config_dict
+from .models import check_model_output, create_model, get_model_spec, model_config_dict
 from .preprocess import normalize
 from .runtime import autocast, resolve_device, resolve_precision, seed_everything
 
@@ -35,8 +35,10 @@ __all__ = [
     "split_train_val",
     "fit",
     "train",
+    "MAX_SEED",
 ]
 
+MAX_SEED = 2**63  # seeds must fit torch's generator (signed 64-bit here)
 _PROGRESS_EVERY = 25  # steps between progress callbacks (each one syncs with the device)
 
 
@@ -56,22 +58,27 @@ class TrainConfig:
     eval_batch_size: int = 100  # images per forward pass when evaluating (small batches stay in cache)
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for out-of-range values."""
+        """Raise :class:`ConfigError` for values of the wrong type or out of range.
+
+        Also builds the architecture once and checks that it maps 28x28 images to ten
+        classes, so a bad ``model_config`` fails before any data is loaded.
+        """
         get_model_spec(self.arch)
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("val_size", 0), ("limit", 0),
+                          ("eval_batch_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if value < low:
+                raise ConfigError(f"{name.replace('_', ' ')} must be >= {low}, got {value}")
+        if self.seed >= MAX_SEED:
+            raise ConfigError(f"seed must be < 2**63, got {self.seed}")
+        if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+                and self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
-        if self.limit < 0:
-            raise ConfigError(f"limit must be >= 0, got {self.limit}")
-        if self.val_size < 0:
-            raise ConfigError(f"validation size must be >= 0, got {self.val_size}")
-        if self.eval_batch_size < 1:
-            raise ConfigError(f"eval batch size must be >= 1, got {self.eval_batch_size}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"invalid precision {self.precision!r} (use auto, fp32 or bf16)")
+        check_model_output(create_model(self.arch, dict(self.model_config)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in the model file)."""
@@ -94,7 +101,7 @@ class EpochRecord:
 
 
 class TrainCallback(Protocol):
-    """Receives progress; the CLI draws bars with it. All methods are optional to act on."""
+    """Receives progress; the CLI draws bars with it. An object may implement any subset."""
 
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
 
@@ -205,14 +212,18 @@ def fit(
     shuffle = torch.Generator().manual_seed(config.seed)
     history: list[EpochRecord] = []
     good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # Callbacks may implement any subset of the three methods.
+    on_epoch_start = getattr(callback, "on_epoch_start", None)
+    on_step = getattr(callback, "on_step", None)
+    on_epoch_end = getattr(callback, "on_epoch_end", None)
     has_val = val_images is not None and val_labels is not None and len(val_images) > 0
     last_val: EvalResult | None = None  # validation of the weights in good_state
     interrupted = False
     train_seconds = 0.0
     try:
         for epoch in range(1, config.epochs + 1):
-            if callback:
-                callback.on_epoch_start(epoch, config.epochs, steps)
+            if on_epoch_start:
+                on_epoch_start(epoch, config.epochs, steps)
             model.train()
             perm = torch.randperm(n, generator=shuffle).to(device)
             loss_sum = torch.zeros((), device=device)
@@ -232,9 +243,9 @@ def fit(
                 loss_sum += loss.detach() * len(idx)
                 correct += (logits.detach().argmax(dim=1) == yb).sum()
                 seen += len(idx)
-                if callback and (step % _PROGRESS_EVERY == 0 or step == steps):
+                if on_step and (step % _PROGRESS_EVERY == 0 or step == steps):
                     elapsed = time.perf_counter() - start
-                    callback.on_step(
+                    on_step(
                         step, loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9)
                     )
             if device.type == "cuda":
@@ -259,8 +270,8 @@ def fit(
             history.append(record)
             good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             last_val = val
-            if callback:
-                callback.on_epoch_end(record)
+            if on_epoch_end:
+                on_epoch_end(record)
     except KeyboardInterrupt:
         interrupted = True
         model.load_state_dict(good_state)
@@ -296,17 +307,20 @@ def train(
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
     config.validate()
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = resolve_device(device)
     mnist = data if data is not None else load_mnist()
     images, labels = mnist.train_images, mnist.train_labels
     if config.limit:
         images, labels = images[: config.limit], labels[: config.limit]
     tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
     result = fit(config, tx, ty, device=dev, val_images=vx, val_labels=vy, callback=callback)
-    result.test = evaluate(
-        result.model, mnist.test_images, mnist.test_labels, device=dev,
-        precision=result.precision, batch_size=config.eval_batch_size,
-    )
+    try:
+        result.test = evaluate(
+            result.model, mnist.test_images, mnist.test_labels, device=dev,
+            precision=result.precision, batch_size=config.eval_batch_size,
+        )
+    except KeyboardInterrupt:  # the trained model is still worth keeping, just untested
+        result.interrupted = True
     result.dataset = {
         "name": "mnist",
         "train_size": len(tx),
