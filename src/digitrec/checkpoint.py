@@ -22,7 +22,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import __version__
-from .errors import DigitrecError, ModelFileError
+from .errors import DigitrecError, ModelFileError, first_line
 from .fileio import atomic_write
 from .models import check_model_output, create_model
 from .preprocess import NORMALIZATION, Normalization
@@ -201,8 +201,7 @@ def load_model(
     except DigitrecError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: weights do not match the stored architecture ({first})") from exc
+        raise ModelFileError(f"{path}: weights do not match the stored architecture ({first_line(exc)})") from exc
     # channels_last: the layout predict_logits feeds; a mismatch makes oneDNN convert every batch.
     model.to(device).to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     return ModelFile(

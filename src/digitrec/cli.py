@@ -73,11 +73,11 @@ def _outputs(*figures: str | Path | None, model: Path | None = None) -> None:
     from .plots import check_plot_path
 
     checked: list[Path] = []
-    for p in (model, *figures):
+    for p, is_figure in [(model, False), *((f, True) for f in figures)]:
         if p is None:
             continue
         target = Path(p)
-        if p is not model:
+        if is_figure:
             check_plot_path(target)
         if any(target.resolve() == c.resolve() for c in checked):
             raise ConfigError(f"{target} is given for two outputs; use different file names")
@@ -251,8 +251,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     config.validate()
     out = Path(args.out)
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file name")
     history_plot = None if args.no_plot else Path(args.history_plot or out.with_name(f"{out.stem}-history.png"))
     _outputs(history_plot, model=out)
     device = resolve_device(args.device)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DigitrecError", "DatasetError", "ModelFileError", "ImageError", "ConfigError"]
+__all__ = ["DigitrecError", "DatasetError", "ModelFileError", "ImageError", "ConfigError", "first_line"]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class DigitrecError(Exception):

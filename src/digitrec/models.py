@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .preprocess import IMAGE_SIZE
 
 __all__ = [
@@ -93,8 +93,7 @@ def create_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
     try:
         return spec.builder(spec.config_cls(**(config or {})))
     except (RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot build {name!r} with config {config or {}}: {first}") from exc
+        raise ConfigError(f"cannot build {name!r} with config {config or {}}: {first_line(exc)}") from exc
 
 
 def check_model_output(model: nn.Module, num_classes: int = 10) -> None:
@@ -110,8 +109,7 @@ def check_model_output(model: nn.Module, num_classes: int = 10) -> None:
         with torch.inference_mode():
             out = model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=device))
     except (RuntimeError, ValueError, TypeError, StopIteration) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model does not accept 1x{IMAGE_SIZE}x{IMAGE_SIZE} images ({first})") from exc
+        raise ConfigError(f"model does not accept 1x{IMAGE_SIZE}x{IMAGE_SIZE} images ({first_line(exc)})") from exc
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):

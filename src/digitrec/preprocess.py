@@ -125,6 +125,12 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Im
     return out
 
 
+def _value_range(values: np.ndarray) -> float:
+    """The full-scale value of grey levels whose range the type does not state (16/32-bit)."""
+    top = float(values.max())
+    return 1.0 if top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+
+
 def to_grayscale(img: Image.Image) -> np.ndarray:
     """Convert any mode to a float32 grey image in [0, 1]; transparency is composited on white."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -133,10 +139,7 @@ def to_grayscale(img: Image.Image) -> np.ndarray:
         img = Image.alpha_composite(white, rgba)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        # 16-bit and 32-bit modes do not say their range; infer it from the values.
-        top = arr.max()
-        scale = 1.0 if top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
-        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+        return np.clip(arr / _value_range(arr), 0.0, 1.0).astype(np.float32)
     return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
 
 
@@ -213,11 +216,9 @@ def _array_to_gray(arr: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint16:
         a = a.astype(np.float32) / 65535.0
     elif a.dtype.kind in "iu" and a.dtype.itemsize > 1:
-        # Wider integers (e.g. np.asarray of a 16-bit PIL image gives int32): infer the range
-        # as for 16/32-bit files, not by dtype, so 0..65535 data is not saturated at 255.
-        top = float(a.max())
-        scale = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
-        a = a.astype(np.float32) / scale
+        # Wider integers (np.asarray of a 16-bit PIL image gives int32) say nothing of their
+        # range either: infer it as for 16/32-bit files, so 0..65535 data is not saturated.
+        a = a.astype(np.float32) / _value_range(a)
     elif a.dtype.kind in "iu":
         a = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 127.0)
     else:
