@@ -249,3 +249,13 @@ def test_check_model_output():
         models.check_model_output(models.create_model("seed", {"num_classes": 3}))
     with pytest.raises(ConfigError, match="does not accept"):
         models.check_model_output(models.create_model("seed", {"image_size": 32}))
+
+
+def test_fast_cnn_shapes_and_size():
+    model = create_model("fast")
+    rows = {r.name: r.output_shape for r in layer_table(model)}
+    assert rows["features.3"] == (16, 12, 12) and rows["features.7"] == (32, 4, 4)
+    assert rows["features.8"] == (512,)
+    trainable, buffers = count_parameters(model)
+    assert trainable == 400 + 32 + 12_800 + 64 + 512 * 128 + 128 + 1_290
+    assert buffers == 2 * (16 + 32)  # BN running mean and variance
