@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", metavar="FILE", help="draw the image titled with true label, prediction and confidence")
     p.add_argument("--show-input", metavar="FILE", help="save the 28x28 image the model saw (PNG)")
     p.add_argument("--min-confidence", type=_fraction, metavar="X",
-                   help="flag answers below this calibrated confidence as unsure (default: %.2f)" % _default_min_conf())
+                   help=f"flag answers below this calibrated confidence as unsure (default: {_default_min_conf():.2f})")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_predict)
@@ -641,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
     p.add_argument("--min-confidence", type=_fraction, metavar="X",
-                   help="flag digits below this calibrated confidence as unsure (default: %.2f)" % _default_min_conf())
+                   help=f"flag digits below this calibrated confidence as unsure (default: {_default_min_conf():.2f})")
     p.add_argument("--show", metavar="FILE", help="draw the image with a labelled box per digit (.png, .svg or .pdf)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")

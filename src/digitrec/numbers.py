@@ -230,7 +230,8 @@ def segment(ink_map: InkMap, confidence: Classifier) -> list[Piece]:
         splits = [_pieces(glyph, cuts) for cuts in options]
         # A digit spans most of the line's height: a split leaving a short stub (the end of
         # a "7"'s bar, a loop's side) is not a reading of touching digits.
-        splits = [sp for k, sp in enumerate(splits) if k == 0 or all(p[3] >= MIN_PIECE_HEIGHT * glyph.shape[0] for p in sp)]
+        tall = MIN_PIECE_HEIGHT * glyph.shape[0]
+        splits = [sp for k, sp in enumerate(splits) if k == 0 or all(p[3] >= tall for p in sp)]
         if len(splits) > 1:
             inputs = [[glyph_to_mnist(p[4]) for p in split] for split in splits]
             scores = confidence(np.stack([x for xs in inputs for x in xs]))

@@ -23,7 +23,7 @@ __all__ = ["DEFAULT_MIN_CONFIDENCE", "Prediction", "Recogniser", "load"]
 # Calibrated confidence below which an answer is flagged unsure. Chosen on the validation
 # split and on letters and scribbles (see the README, "Real-world images and numbers"):
 # it flags few real digits while flagging most non-digits.
-DEFAULT_MIN_CONFIDENCE = 0.5
+DEFAULT_MIN_CONFIDENCE = 0.7
 
 
 @dataclass(frozen=True)

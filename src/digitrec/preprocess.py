@@ -33,7 +33,6 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-
 from scipy import ndimage
 
 from .errors import ImageError
