@@ -492,11 +492,8 @@ def test_limit_size_shrinks_large_pictures():
 
 @requires_mnist
 def test_mnist_test_accuracy_is_unchanged_through_the_pipeline(real_mnist):
-    """Already-MNIST-like input passes through unchanged, so accuracy cannot move.
-
-    The same digits as tiny black-on-white 28x28 scans take the full pipeline; measured 94.8%
-    against 99.2% here (a known gap on very small inputs, see notes/README), guarded below.
-    """
+    """Already-MNIST-like input passes through unchanged, so accuracy cannot move; the same
+    digits as tiny black-on-white 28x28 scans take the full pipeline and lose next to nothing."""
     from digitrec.predict import load
 
     rec = load("seed")
@@ -505,8 +502,7 @@ def test_mnist_test_accuracy_is_unchanged_through_the_pipeline(real_mnist):
     passed = np.stack([to_mnist(im) for im in images])
     np.testing.assert_array_equal(passed, images.astype(np.float32) / 255.0)
     scans = np.array([p.digit for p in rec.predict([255 - im for im in images])])
-    assert (direct == labels).mean() >= 0.98
-    assert (scans == labels).mean() >= 0.93
+    assert (scans == labels).mean() >= (direct == labels).mean() - 0.005
 
 
 def test_cmyk_and_16bit_files_are_read(tmp_path, digit_image):

@@ -229,6 +229,8 @@ def plot_prediction(
     The predicted bar is blue; the true class, when given and different, is red.
     """
     check_plot_path(path)
+    if prediction.digit is None:
+        raise ConfigError("no digit was found in the image: there is no prediction to plot")
     probs = np.asarray(prediction.probabilities, dtype=float)
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     ax_img, ax_bar = fig.subplots(1, 2, width_ratios=(1, 1.7))

@@ -182,7 +182,7 @@ def letter_image(char: str, font: Path | None, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     size = int(rng.integers(40, 120))
     face = ImageFont.truetype(str(font), size) if font is not None else ImageFont.load_default(size)
-    left, top, right, bottom = face.getbbox(char)
+    left, top, right, bottom = (int(v) for v in face.getbbox(char))
     pad = size // 2
     img = Image.new("F", (right - left + 2 * pad, bottom - top + 2 * pad), 0.0)
     ImageDraw.Draw(img).text((pad - left, pad - top), char, fill=1.0, font=face)
