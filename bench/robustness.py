@@ -88,19 +88,22 @@ def main() -> int:
 
     rng = np.random.default_rng(7)
     for name, touching in (("lines_spaced", 0.0), ("lines_some_touching", 0.17)):
-        exact = digits_ok = digits_total = 0
+        exact = count_right = digits_ok = digits_in_count_right = 0
         for i in range(args.lines):
             k = int(rng.integers(2, 7))
             idx = rng.choice(len(tx), k, replace=False)
             truth = "".join(str(int(ty[j])) for j in idx)
             reading = rec.read(digit_line([tx[j] for j in idx], 2_000_000 + i, touching=touching))
             exact += reading.number == truth
-            digits_total += k
             if reading.number is not None and len(reading.number) == k:
+                count_right += 1
+                digits_in_count_right += k
                 digits_ok += sum(a == b for a, b in zip(reading.number, truth))
         results[name] = {"n": args.lines, "exact": exact / args.lines, "touching_gap_fraction": touching,
-                         "digit_accuracy_when_count_right": digits_ok / digits_total}
-        report(f"numbers of 2-6 digits ({name[6:]})", exact / args.lines, args.lines)
+                         "digit_count_right": count_right / args.lines,
+                         "digit_accuracy_where_count_right": digits_ok / max(digits_in_count_right, 1)}
+        report(f"numbers of 2-6 digits ({name[6:]})", exact / args.lines, args.lines,
+               f"  digit count right {count_right / args.lines:.1%}")
 
     try:
         from sklearn.datasets import load_digits
