@@ -7,7 +7,7 @@ used for training or tuning; the unsure-rate is measured on the validation split
 - photographed: test digits photographed on paper (any canvas, off-centre, light, blur, JPEG,
                 both polarities), through the pipeline; plus the naive "resize to 28x28" baseline
 - lines:        numbers of 2-6 test digits, exact-match rate, spaced and with touching digits
-- sklearn 8x8:  scikit-learn's bundled digits from other writers (needs the bench extra)
+- sklearn 8x8:  scikit-learn's bundled digits from other writers (needs the robustness extra)
 - letters, scribbles, blanks: how often each is flagged unsure or "no digit"
 
 Usage:  python bench/robustness.py [--model seed] [--photos 2000] [--lines 500] [--out FILE.json]
@@ -108,7 +108,7 @@ def main() -> int:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        print("sklearn 8x8 digits: skipped (pip install digitrec[bench])")
+        print("sklearn 8x8 digits: skipped (pip install 'digitrec[robustness]')")
     else:
         d = load_digits()
         # (1797, 8, 8) white on black, cropped to the digit's box: give them a margin, as on paper.

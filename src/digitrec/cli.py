@@ -418,7 +418,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--show takes exactly one input image")
     if args.show_input and len(inputs) != 1:
         raise ConfigError("--show-input takes exactly one input image")
-    rec = load(args.model, device=args.device, min_confidence=args.min_confidence)
+    rec = load(args.model, device=args.device, backend=args.backend, min_confidence=args.min_confidence)
     failures = 0
     for name, source, truth in inputs:
         try:
@@ -456,7 +456,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     _outputs(args.show)
     if args.show and len(args.images) != 1:
         raise ConfigError("--show takes exactly one input image")
-    rec = load(args.model, device=args.device, min_confidence=args.min_confidence)
+    rec = load(args.model, device=args.device, backend=args.backend, min_confidence=args.min_confidence)
     failures = 0
     for name in args.images:
         try:
@@ -505,6 +505,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"NLL {report.nll_before:.4f} -> {report.nll_after:.4f}; "
           f"ECE {report.ece_before:.2%} -> {report.ece_after:.2%}")
     print(f"wrote {path} (weights unchanged)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .infer import export_onnx
+
+    if not args.out.lower().endswith(".onnx"):
+        raise ConfigError(f"{args.out}: the output must end in .onnx")
+    _outputs(model=Path(args.out))
+    export_onnx(load_model(args.model), args.out)
+    size = Path(args.out).stat().st_size
+    if args.json:
+        _emit_json({"model": args.model, "format": "onnx", "path": args.out, "bytes": size})
+    else:
+        print(f"wrote {args.out} ({size / 1e6:.1f} MB): input 'images' (N, 28, 28) float32 in [0, 1], "
+              "output 'probabilities' (N, 10)")
     return 0
 
 
@@ -632,6 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=_fraction, metavar="X",
                    help=f"flag answers below this calibrated confidence as unsure (default: {_default_min_conf():.2f})")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="inference backend; auto uses ONNX Runtime when installed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_predict)
 
@@ -644,6 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"flag digits below this calibrated confidence as unsure (default: {_default_min_conf():.2f})")
     p.add_argument("--show", metavar="FILE", help="draw the image with a labelled box per digit (.png, .svg or .pdf)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="inference backend; auto uses ONNX Runtime when installed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_read)
 
@@ -654,6 +675,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write the calibrated model here (default: replace --model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("export", parents=[common], help="export a model for deployment (ONNX)",
+                       description="Write a model as an ONNX graph that takes prepared (N, 28, 28) [0, 1] "
+                       "images and returns class probabilities (normalisation and temperature included). "
+                       "Needs the onnx extra: pip install 'digitrec[onnx]'.")
+    p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write (.onnx)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", parents=[common], help="list architectures and bundled models",
                        description="List the registered architectures and the models shipped with digitrec.")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from .checkpoint import ModelFile, load_model
 from .errors import ConfigError, ImageError
-from .evaluate import predict_logits
+from .infer import InferenceEngine
 from .numbers import DigitReading, NumberReading, segment
 from .preprocess import IMAGE_SIZE, ImageSource, NoDigitError, ink_map, to_mnist
 from .runtime import resolve_device, resolve_precision
@@ -77,14 +77,21 @@ class Recogniser:
         model_file: ModelFile,
         device: torch.device,
         precision: str = "fp32",
+        backend: str = "auto",
         min_confidence: float | None = None,
     ) -> None:
         self.model_file = model_file
         self.device = device
         self.precision = precision
+        self._engine = InferenceEngine(model_file, device, precision, backend)
         self.min_confidence = _check_min_confidence(
             DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
         )
+
+    @property
+    def backend(self) -> str:
+        """The inference backend in use: ``"onnx"`` (ONNX Runtime) or ``"torch"``."""
+        return self._engine.backend
 
     @property
     def name(self) -> str:
@@ -119,15 +126,7 @@ class Recogniser:
         if not has_ink.all():
             answers = iter(self.predict_arrays(arr[has_ink]) if has_ink.any() else [])
             return [next(answers) if ink else _no_digit() for ink in has_ink]
-        x = torch.from_numpy(np.ascontiguousarray(arr))
-        if x.dtype != torch.uint8:
-            x = x.float()
-        mf = self.model_file
-        logits = predict_logits(
-            mf.model, x, device=self.device, precision=self.precision,
-            normalization=mf.normalization,
-        )
-        probs = (logits / mf.temperature).softmax(dim=1)
+        probs = self._engine.probabilities(arr)
         top_p, top_i = probs.topk(3, dim=1)
         # One bulk conversion to Python floats; per-row NumPy work dominated large batches.
         rows, tops_p, tops_i = probs.tolist(), top_p.tolist(), top_i.tolist()
@@ -206,14 +205,17 @@ def load(
     *,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    backend: str = "auto",
     min_confidence: float | None = None,
 ) -> Recogniser:
     """Load a bundled model by name (``"seed"``) or a model file by path into a :class:`Recogniser`.
 
     Inference defaults to the CPU in fp32, the fastest choice for one image at a time;
-    pass ``device="auto"`` to use CUDA when available. Answers whose calibrated confidence is
-    below ``min_confidence`` (default :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure.
+    pass ``device="auto"`` to use CUDA when available. ``backend`` is ``"auto"`` (ONNX Runtime
+    when installed and on the CPU in fp32, else PyTorch), ``"torch"`` or ``"onnx"``. Answers
+    whose calibrated confidence is below ``min_confidence`` (default
+    :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure.
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)
-    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), threshold)
+    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold)
