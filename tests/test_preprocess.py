@@ -492,17 +492,25 @@ def test_limit_size_shrinks_large_pictures():
 
 @requires_mnist
 def test_mnist_test_accuracy_is_unchanged_through_the_pipeline(real_mnist):
-    """Already-MNIST-like input passes through unchanged, so accuracy cannot move; the same
-    digits as tiny black-on-white 28x28 scans take the full pipeline and lose next to nothing."""
-    from digitrec.predict import load
+    """Already-MNIST-like input passes through unchanged, so accuracy cannot move.
 
-    rec = load("seed")
+    The same digits as tiny black-on-white 28x28 scans take the full pipeline (polarity,
+    light, cleaning, re-framing). Re-framing alone (crop, fit 20 px, centre: MNIST's own
+    steps) costs about 0.3 pp on the validation split; the cleaning steps must add nothing.
+    """
+    from digitrec.predict import load
+    from digitrec.preprocess import glyph_to_mnist
+
+    rec = load("seed", backend="torch")
     images, labels = real_mnist.test_images[:1000], real_mnist.test_labels[:1000]
-    direct = np.array([p.digit for p in rec.predict_arrays(images)])
     passed = np.stack([to_mnist(im) for im in images])
     np.testing.assert_array_equal(passed, images.astype(np.float32) / 255.0)
+    direct = np.array([p.digit for p in rec.predict_arrays(images)])
+    assert np.array_equal(direct, [p.digit for p in rec.predict_arrays(passed)])
+    reframed = np.array([p.digit for p in rec.predict_arrays(np.stack([glyph_to_mnist(im / 255.0) for im in images]))])
     scans = np.array([p.digit for p in rec.predict([255 - im for im in images])])
-    assert (scans == labels).mean() >= (direct == labels).mean() - 0.005
+    assert (scans == labels).mean() >= (reframed == labels).mean() - 0.005
+    assert (scans == labels).mean() >= (direct == labels).mean() - 0.015
 
 
 def test_cmyk_and_16bit_files_are_read(tmp_path, digit_image):
