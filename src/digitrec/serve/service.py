@@ -1,0 +1,29 @@
+"""What the routes share: the config, the loaded model, the inference thread and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from ..predict import Recogniser
+from .config import ServeConfig
+from .engine import InferenceEngine
+from .metrics import Metrics
+
+__all__ = ["Service", "get_service"]
+
+
+@dataclass
+class Service:
+    """One app's long-lived state (kept on ``app.state.service``)."""
+
+    config: ServeConfig
+    recogniser: Recogniser
+    engine: InferenceEngine
+    metrics: Metrics
+
+
+def get_service(request: Request) -> Service:
+    """FastAPI dependency: the app's :class:`Service`."""
+    return request.app.state.service  # type: ignore[no-any-return]
