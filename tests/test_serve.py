@@ -456,12 +456,13 @@ def test_undecodable_image_does_not_fail_its_batch_neighbours(rec, seven_png):
     app.state.service.engine.stop()
 
 
-def test_stopped_engine_answers_503(rec, seven_png):
+def test_app_serves_again_after_a_restart(rec, seven_png):
     app = create_app(ServeConfig(), recogniser=rec)
-    with TestClient(app) as c:
-        app.state.service.engine.stop()
-        assert_error(c.get("/healthz"), 503)
-        assert_error(c.post("/v1/predict", content=seven_png, headers={"Content-Type": "image/png"}), 503)
+    for _ in range(2):  # two lifespans: shutdown stops the inference thread, startup brings it back
+        with TestClient(app) as c:
+            r = c.post("/v1/predict", content=seven_png, headers={"Content-Type": "image/png"})
+            assert r.status_code == 200 and r.json()["digit"] == 7
+        assert not app.state.service.engine.running
 
 
 # --------------------------------------------------------------------------------------------

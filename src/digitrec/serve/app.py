@@ -19,7 +19,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..predict import Recogniser, load
 from .config import ServeConfig
-from .engine import EngineStopped, InferenceEngine
+from .engine import InferenceEngine
 from .inputs import prepare
 from .limits import ApiError, BodyLimitMiddleware, TimeoutMiddleware
 from .metrics import Metrics, MetricsMiddleware
@@ -58,9 +58,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         # The client went away mid-upload; nobody reads this answer, but metrics count it (nginx's 499).
         return Response(status_code=499)
 
-    async def stopped(request: Request, exc: Exception) -> JSONResponse:
-        return _error(503, "the server is shutting down")
-
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal server error")
@@ -68,7 +65,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(EngineStopped, stopped)
     app.add_exception_handler(ClientDisconnect, disconnected)
     app.add_exception_handler(Exception, unexpected)
 
@@ -76,7 +72,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | None = None) -> FastAPI:
     """Build the app for ``config``, loading its model unless a ``recogniser`` is given.
 
-    The inference thread starts here and stops when the app shuts down.
+    The inference thread starts with the app (or on the first request) and stops when it shuts down.
     """
     config = config or ServeConfig()
     rec = recogniser if recogniser is not None else load(config.model, device=config.device)
@@ -88,6 +84,7 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
         yield
         engine.stop()
 

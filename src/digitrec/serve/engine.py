@@ -23,12 +23,7 @@ import numpy as np
 from ..errors import ImageError
 from ..predict import Prediction, Recogniser
 
-__all__ = ["InferenceEngine", "EngineStopped"]
-
-
-class EngineStopped(RuntimeError):
-    """The inference thread has been stopped (the server is shutting down)."""
-
+__all__ = ["InferenceEngine"]
 
 @dataclass
 class _Job:
@@ -64,18 +59,24 @@ class InferenceEngine:
         self._prepare = prepare  # raw image -> (28, 28); raises ImageError for unusable images
         self._on_batch = on_batch  # called with (images, seconds) after every forward pass
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="digitrec-inference", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     @property
-    def alive(self) -> bool:
-        """True while the thread accepts work."""
-        return self._thread.is_alive() and not self._stopped
+    def running(self) -> bool:
+        """True while the inference thread is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the inference thread if it is not running (again after :meth:`stop`)."""
+        with self._lock:
+            if not self.running:
+                self._thread = threading.Thread(target=self._run, name="digitrec-inference", daemon=True)
+                self._thread.start()
 
     async def _submit(self, job_kwargs: dict[str, Any]) -> list[Prediction]:
-        if not self.alive:
-            raise EngineStopped("the inference thread is not running")
+        # Started on demand: an app can serve without its lifespan having run (ASGI test clients).
+        self.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Prediction]] = loop.create_future()
         self._queue.put(_Job(future, loop, **job_kwargs))
@@ -92,10 +93,12 @@ class InferenceEngine:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish the queued work and end the thread."""
-        if not self._stopped:
-            self._stopped = True
+        with self._lock:
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                return
             self._queue.put(None)
-        self._thread.join(timeout)
+        thread.join(timeout)
 
     def _take_batch(self, first: _Job) -> tuple[list[_Job], bool]:
         """The first job plus whatever else is already queued, up to max_batch images."""
