@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -17,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .. import __version__
+from ..errors import ConfigError
 from ..predict import Recogniser, load
 from .config import ServeConfig
 from .engine import InferenceEngine
@@ -26,7 +28,7 @@ from .metrics import Metrics, MetricsMiddleware
 from .routers import info, page, predict
 from .service import Service
 
-__all__ = ["create_app", "app_from_env", "run", "CONFIG_ENV"]
+__all__ = ["create_app", "app_from_env", "run", "check_address", "CONFIG_ENV"]
 
 CONFIG_ENV = "DIGITREC_SERVE_CONFIG"  # how `run` hands the config to worker processes
 _log = logging.getLogger("digitrec.serve")
@@ -127,10 +129,23 @@ def app_from_env() -> FastAPI:
     return create_app(config)
 
 
+def check_address(host: str, port: int) -> None:
+    """Fail early, in one line, when the address cannot be listened on (in use, not local...)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def run(config: ServeConfig) -> None:
-    """Serve until interrupted. The model is loaded (and checked) before the port is bound."""
+    """Serve until interrupted. The address and the model are checked before serving starts."""
     import uvicorn
 
+    check_address(config.host, config.port)
     _set_threads(config)
     common = {
         "host": config.host, "port": config.port, "log_level": config.log_level,

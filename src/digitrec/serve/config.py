@@ -66,7 +66,9 @@ class ServeConfig:
             data: Any = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"serve config is not JSON: {exc}") from exc
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            raise ConfigError(f"serve config has unknown keys: {sorted(set(data) - known) if isinstance(data, dict) else data!r}")
+        if not isinstance(data, dict):
+            raise ConfigError("serve config must be a JSON object")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"serve config has unknown keys: {sorted(unknown)}")
         return cls(**data)

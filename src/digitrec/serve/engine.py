@@ -11,6 +11,7 @@ event loop keeps accepting and parsing requests while a pass runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -115,10 +116,9 @@ class InferenceEngine:
         return jobs, False
 
     def _reply(self, job: _Job, result: list[Prediction] | None, error: BaseException | None) -> None:
-        try:
+        # RuntimeError: that event loop has closed, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
             job.loop.call_soon_threadsafe(_settle, job.future, result, error)
-        except RuntimeError:  # that event loop has closed: nobody is waiting any more
-            pass
 
     def _run_batch(self, jobs: list[_Job]) -> None:
         ready: list[tuple[_Job, np.ndarray]] = []

@@ -7,6 +7,7 @@ and copy every request; these only watch the messages go by.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,7 +24,7 @@ class ApiError(Exception):
         self.message = message
 
 
-async def send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+async def send_error(send: Send, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     """Answer an ASGI request with a JSON error directly (for middleware outside the router)."""
     body = json.dumps({"error": message}).encode()
     await send({
@@ -52,11 +53,10 @@ class BodyLimitMiddleware:
             return
         too_big = f"request body exceeds the {_limit_text(self.max_bytes)} limit"
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                # The server (h11/httptools) has already rejected malformed lengths.
-                if value.isdigit() and int(value) > self.max_bytes:
-                    await send_error(send, 413, too_big)
-                    return
+            # The server (h11/httptools) has already rejected malformed lengths.
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await send_error(send, 413, too_big)
+                return
         received = 0
 
         async def limited_receive() -> Message:

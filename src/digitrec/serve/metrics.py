@@ -71,8 +71,9 @@ class MetricsMiddleware:
         for candidate in self.routes():
             match, _ = candidate.matches({"type": "http", "path": scope["path"], "method": scope["method"],
                                           "root_path": scope.get("root_path", "")})
-            if match is Match.FULL and getattr(candidate, "path", None):
-                return str(candidate.path)
+            path = getattr(candidate, "path", None)
+            if match is Match.FULL and path:
+                return str(path)
         # One shared label: raw paths would let clients grow the label set without bound.
         return "other"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -39,7 +40,7 @@ def mount_static(app: FastAPI) -> None:
     openapi_url = app.openapi_url or "/openapi.json"
     if swagger is not None:
         app.mount(_DOCS_ASSETS, StaticFiles(directory=swagger), name="docs-assets")
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "swagger_js_url": f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
             "swagger_css_url": f"{_DOCS_ASSETS}/swagger-ui.css",
             "swagger_favicon_url": f"{_DOCS_ASSETS}/favicon-32x32.png",
