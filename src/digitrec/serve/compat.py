@@ -1,16 +1,23 @@
 """Bridges to recogniser features that land with issue 5 (number reading, the ``unsure`` flag).
 
-TODO(lead, after merging issue 5): ``Prediction.unsure`` and ``Recogniser.read`` exist then;
-replace ``is_unsure(p)`` by ``p.unsure`` and drop ``can_read`` (and this module).
+TODO(lead, after merging issue 5): ``Prediction.unsure``, ``Recogniser.read`` and
+``preprocess.NoDigitError`` exist then; replace ``is_unsure(p)`` by ``p.unsure``, drop
+``can_read``, catch ``NoDigitError`` directly in ``inputs.prepare`` (and drop this module).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .. import preprocess
 from ..predict import Prediction, Recogniser
 
-__all__ = ["is_unsure", "can_read"]
+__all__ = ["is_unsure", "can_read", "NO_DIGIT_ERROR"]
+
+# Issue 5 answers an image without ink with ``digit: null`` (the library raises NoDigitError
+# from to_mnist and predicts an all-black frame as "no digit"); before it, such an image is an
+# ImageError, answered 422.
+NO_DIGIT_ERROR: type[Exception] | None = getattr(preprocess, "NoDigitError", None)
 
 
 def is_unsure(prediction: Prediction) -> bool:

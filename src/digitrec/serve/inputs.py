@@ -17,7 +17,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from ..errors import ImageError, first_line
-from ..preprocess import to_mnist
+from ..preprocess import IMAGE_SIZE, to_mnist
+from .compat import NO_DIGIT_ERROR
 from .limits import ApiError
 
 __all__ = [
@@ -132,7 +133,19 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def prepare(source: bytes | np.ndarray, max_pixels: int) -> np.ndarray:
-    """The model's (28, 28) input for one request image; :class:`ImageError` if unusable."""
+    """The model's (28, 28) input for one request image; :class:`ImageError` if unusable.
+
+    An image without ink gives an all-black frame where the library answers it "no digit".
+    """
+    try:
+        return _prepare(source, max_pixels)
+    except ImageError as exc:
+        if NO_DIGIT_ERROR is not None and isinstance(exc, NO_DIGIT_ERROR):
+            return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+        raise
+
+
+def _prepare(source: bytes | np.ndarray, max_pixels: int) -> np.ndarray:
     if isinstance(source, np.ndarray):
         return to_mnist(source)
     img = open_checked(source, max_pixels)
