@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
@@ -39,6 +40,7 @@ IMAGE_TYPES = frozenset({
     "application/octet-stream",
 })
 JSON_TYPE = "application/json"
+_INLINE_JSON_BYTES = 16 * 1024  # a 28x28 pixel array is ~3-10 kB; bigger bodies are parsed off the loop
 MULTIPART_TYPE = "multipart/form-data"
 
 Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False)]
@@ -80,7 +82,11 @@ async def read_image_source(request: Request, max_pixels: int) -> bytes | np.nda
     """The one image in a request: raw image bytes, multipart field ``file``, or JSON ``pixels``."""
     kind = media_type(request)
     if kind == JSON_TYPE:
-        return _pixels_to_array(await request.body(), max_pixels)
+        body = await request.body()
+        if len(body) <= _INLINE_JSON_BYTES:
+            return _pixels_to_array(body, max_pixels)
+        # Parsing megabytes of JSON takes a while: not on the event loop.
+        return await run_in_threadpool(_pixels_to_array, body, max_pixels)
     if kind == MULTIPART_TYPE:
         files = await read_upload_files(request, "file", max_files=1)
         return files[0][1]
