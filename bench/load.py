@@ -4,7 +4,10 @@ Starts the server (``digitrec serve --no-access-log``), warms it up, then drives
 ``POST /v1/predict`` (one PNG per request) with wrk at 1, 8, 32 and 64 connections, then a
 soak at 32 connections, reading the server's memory (RSS of all its processes) before and
 after the soak. Optionally (``--tuning``) compares worker counts and micro-batching at 32
-connections. Prints a table and writes everything to a JSON file.
+connections. Besides requests/s and latency it reports the server's CPU time per request (all
+its processes, from /proc), which other work on a shared machine hardly changes, so it shows
+what the server costs even when requests/s says more about the neighbours. Prints a table and
+writes everything to a JSON file.
 
 Everything is bounded: wrk runs for fixed durations with a 2 s request timeout, the server is
 stopped at the end (or on any error), and the whole run has a deadline.
@@ -85,31 +88,54 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
-def process_tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its descendants, bytes (Linux /proc)."""
-    total, todo = 0, [pid]
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (Linux /proc)."""
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, bytes."""
+    total = 0
+    for p in process_tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                children = (task / "children").read_text().split()
-                todo.extend(int(c) for c in children)
         except (OSError, ValueError):
             continue
     return total
 
 
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and all its descendants."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """`digitrec serve` in a subprocess on a free loopback port."""
 
-    def __init__(self, workers: int, max_batch: int, model: str) -> None:
+    def __init__(self, workers: int, max_batch: int, model: str, precision: str = "fp32") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [sys.executable, "-m", "digitrec", "serve", "--model", model, "--port", str(self.port),
-                    "--workers", str(workers), "--max-batch", str(max_batch), "--no-access-log", "-q"]
+                    "--workers", str(workers), "--max-batch", str(max_batch), "--precision", precision,
+                    "--no-access-log", "-q"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
@@ -140,6 +166,19 @@ class Server:
         assert self.proc is not None
         return process_tree_rss(self.proc.pid)
 
+    @property
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return process_tree_cpu(self.proc.pid)
+
+    def load(self, image_path: Path, connections: int, seconds: float) -> dict[str, Any]:
+        """A wrk run plus the server's CPU time per request (robust to other load on the machine)."""
+        before = self.cpu
+        r = run_wrk(self.url, image_path, connections, seconds)
+        r["server_cpu_s"] = self.cpu - before
+        r["server_cpu_us_per_request"] = 1e6 * r["server_cpu_s"] / max(1, r["requests"])
+        return r
+
     def predict(self, image: bytes) -> dict[str, Any]:
         req = urllib.request.Request(self.url + "/v1/predict", data=image, headers={"Content-Type": "image/png"})
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -165,7 +204,7 @@ def run_wrk(url: str, image_path: Path, connections: int, seconds: float) -> dic
 def row(label: str, r: dict[str, Any]) -> str:
     lat = r["latency_us"]
     return (f"| {label} | {r['requests_per_s']:,.0f} | {lat['p50'] / 1000:.1f} | {lat['p99'] / 1000:.1f} | "
-            f"{r['requests']:,} | {r['error_total']} |")
+            f"{r['requests']:,} | {r['error_total']} | {r['server_cpu_us_per_request']:,.0f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             results["rss_idle_bytes"] = server.rss
             run_wrk(server.url, image_path, 8, 3)  # warm-up: allocator pools, branch predictors
             for c in LEVELS:
-                r = run_wrk(server.url, image_path, c, args.duration)
+                r = server.load(image_path, c, args.duration)
                 results["levels"].append(r)
                 print(row(f"{c} connections", r), flush=True)
             rss_before = server.rss
-            soak = run_wrk(server.url, image_path, SOAK_CONNECTIONS, args.soak)
+            soak = server.load(image_path, SOAK_CONNECTIONS, args.soak)
             rss_after = server.rss
             soak.update(rss_before_bytes=rss_before, rss_after_bytes=rss_after,
                         rss_change=(rss_after - rss_before) / rss_before)
@@ -216,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             for workers, max_batch in ((1, 1), (1, 64), (2, 1), (2, 64)):
                 with Server(workers, max_batch, args.model) as server:
                     run_wrk(server.url, image_path, 8, 3)
-                    r = run_wrk(server.url, image_path, SOAK_CONNECTIONS, args.duration)
+                    r = server.load(image_path, SOAK_CONNECTIONS, args.duration)
                 r.update(workers=workers, max_batch=max_batch)
                 results["tuning"].append(r)
                 print(row(f"tuning: {workers} worker(s), max batch {max_batch}", r), flush=True)
@@ -229,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at start {results['load_average_start'][0]:.2f}, at end {results['load_average_end'][0]:.2f}")
     print(f"Server: {args.workers} worker(s), max batch {args.max_batch}; body: {args.image} PNG ({len(image)} bytes)")
     print()
-    print("| load | requests/s | p50 ms | p99 ms | requests | errors |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| load | requests/s | p50 ms | p99 ms | requests | errors | server CPU µs/request |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results["levels"]:
         print(row(f"{r['connections']} connections", r))
     print(row(f"soak {args.soak:g} s, {SOAK_CONNECTIONS} connections", results["soak"]))

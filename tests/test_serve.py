@@ -486,7 +486,7 @@ def test_config_defaults_are_safe():
 @pytest.mark.parametrize(
     "kwargs",
     [{"port": 70000}, {"workers": 0}, {"max_body_bytes": 0}, {"timeout_s": 0}, {"timeout_s": float("nan")},
-     {"cors_origin": " "}, {"model": ""}, {"log_level": "loud"}, {"max_batch": True}],
+     {"cors_origin": " "}, {"model": ""}, {"log_level": "loud"}, {"max_batch": True}, {"precision": "fp8"}],
 )
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ConfigError):

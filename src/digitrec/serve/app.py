@@ -77,7 +77,7 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
     The inference thread starts with the app (or on the first request) and stops when it shuts down.
     """
     config = config or ServeConfig()
-    rec = recogniser if recogniser is not None else load(config.model, device=config.device)
+    rec = recogniser if recogniser is not None else load(config.model, device=config.device, precision=config.precision)
     metrics = Metrics()
     engine = InferenceEngine(
         rec, partial(prepare, max_pixels=config.max_pixels), max_batch=config.max_batch,
@@ -154,6 +154,6 @@ def run(config: ServeConfig) -> None:
     if config.workers == 1:
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
         return
-    load(config.model, device=config.device)  # fail here, once, on a bad model, not in every worker
+    load(config.model, device=config.device, precision=config.precision)  # fail here, once, on a bad model, not in every worker
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]
