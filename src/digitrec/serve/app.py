@@ -154,6 +154,7 @@ def run(config: ServeConfig) -> None:
     if config.workers == 1:
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
         return
-    load(config.model, device=config.device, precision=config.precision)  # fail here, once, on a bad model, not in every worker
+    # Fail here, once, on a bad model rather than in every worker.
+    load(config.model, device=config.device, precision=config.precision)
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]
