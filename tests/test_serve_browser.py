@@ -177,3 +177,17 @@ def test_page_fits_a_phone(browser, server_url):
     pg.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     playwright_api.expect(pg.locator("body")).not_to_have_attribute("data-state", "idle", timeout=10_000)
     context.close()
+
+
+def test_api_docs_render_offline(browser, server_url):
+    """/docs draws the operations from local Swagger UI files; nothing is fetched from elsewhere."""
+    context = browser.new_context()
+    pg = context.new_page()
+    foreign: list[str] = []
+    pg.on("request", lambda req: foreign.append(req.url) if not req.url.startswith(server_url) else None)
+    pg.goto(server_url + "/docs")
+    playwright_api.expect(pg.locator(".opblock-summary-path").first).to_be_visible(timeout=15_000)
+    paths = pg.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/v1/predict" in p for p in paths), paths
+    assert foreign == []
+    context.close()
