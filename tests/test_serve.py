@@ -114,6 +114,27 @@ def test_predict_json_pixels_uint8_and_unit_floats(client, rec, real_mnist):
     assert r2.json()["probabilities"] == pytest.approx(r.json()["probabilities"], abs=1e-5)
 
 
+def test_predict_large_image(client, rec):
+    # 1.2 megapixels (in a small, well-compressed PNG): decoded in the threadpool, not inline.
+    big = Image.new("L", (1200, 1000), 255)
+    big.paste(draw_digit(size=(300, 200)), (500, 400))
+    data = png_bytes(big)
+    assert len(data) < 64 * 1024
+    r = client.post("/v1/predict", content=data, headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    assert r.json()["probabilities"] == pytest.approx(list(rec.predict(data).probabilities), abs=1e-6)
+
+
+def test_prepare_refuses_big_images_for_the_inference_thread(seven_png):
+    from digitrec.serve.inputs import NotSmall, prepare
+
+    assert prepare(seven_png, 10**6, small_pixels=300 * 200).shape == (28, 28)
+    with pytest.raises(NotSmall):
+        prepare(seven_png, 10**6, small_pixels=300 * 200 - 1)
+    with pytest.raises(NotSmall):
+        prepare(np.zeros((100, 100)), 10**6, small_pixels=9_999)
+
+
 def test_predict_large_json_pixels(client):
     # ~120 kB of JSON: parsed off the event loop, same answer as the image itself.
     pixels = np.asarray(draw_digit(size=(300, 200)), dtype=np.uint8).tolist()

@@ -31,6 +31,9 @@ from .service import Service
 __all__ = ["create_app", "app_from_env", "run", "check_address", "CONFIG_ENV"]
 
 CONFIG_ENV = "DIGITREC_SERVE_CONFIG"  # how `run` hands the config to worker processes
+# Images up to this many pixels are decoded on the inference thread (a 280x280 canvas is 78,400);
+# bigger ones in the threadpool, so one large photo does not hold up everyone's inference.
+SMALL_IMAGE_PIXELS = 512 * 512
 _log = logging.getLogger("digitrec.serve")
 
 
@@ -80,8 +83,8 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
     rec = recogniser if recogniser is not None else load(config.model, device=config.device, precision=config.precision)
     metrics = Metrics()
     engine = InferenceEngine(
-        rec, partial(prepare, max_pixels=config.max_pixels), max_batch=config.max_batch,
-        on_batch=metrics.observe_batch,
+        rec, partial(prepare, max_pixels=config.max_pixels, small_pixels=SMALL_IMAGE_PIXELS),
+        max_batch=config.max_batch, on_batch=metrics.observe_batch,
     )
 
     @asynccontextmanager

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageError
 from ..predict import Prediction, Recogniser
 
 __all__ = ["InferenceEngine"]
@@ -57,7 +56,7 @@ class InferenceEngine:
     ) -> None:
         self.recogniser = recogniser
         self.max_batch = max_batch
-        self._prepare = prepare  # raw image -> (28, 28); raises ImageError for unusable images
+        self._prepare = prepare  # raw image -> (28, 28); raises for unusable images (or ones to decode elsewhere)
         self._on_batch = on_batch  # called with (images, seconds) after every forward pass
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -128,7 +127,7 @@ class InferenceEngine:
                 continue
             try:
                 ready.append((job, self._prepare(job.source)[None]))
-            except ImageError as exc:
+            except Exception as exc:  # that request's problem alone (usually an ImageError)
                 self._reply(job, None, exc)
         if not ready:
             return

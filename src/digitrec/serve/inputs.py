@@ -30,6 +30,7 @@ __all__ = [
     "read_upload_files",
     "open_checked",
     "prepare",
+    "NotSmall",
     "describe_pixels_schema",
 ]
 
@@ -138,26 +139,36 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
-def prepare(source: bytes | np.ndarray, max_pixels: int) -> np.ndarray:
+class NotSmall(Exception):
+    """The image has more pixels than the caller wants decoded on its thread."""
+
+
+def prepare(source: bytes | np.ndarray, max_pixels: int, small_pixels: int | None = None) -> np.ndarray:
     """The model's (28, 28) input for one request image; :class:`ImageError` if unusable.
 
-    An image without ink gives an all-black frame where the library answers it "no digit".
+    With ``small_pixels``, an image with more pixels than that raises :class:`NotSmall` after
+    reading only its header. An image without ink gives an all-black frame where the library
+    answers it "no digit".
     """
     try:
-        return _prepare(source, max_pixels)
+        return _prepare(source, max_pixels, small_pixels)
     except ImageError as exc:
         if NO_DIGIT_ERROR is not None and isinstance(exc, NO_DIGIT_ERROR):
             return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
         raise
 
 
-def _prepare(source: bytes | np.ndarray, max_pixels: int) -> np.ndarray:
+def _prepare(source: bytes | np.ndarray, max_pixels: int, small_pixels: int | None) -> np.ndarray:
     if isinstance(source, np.ndarray):
+        if small_pixels is not None and source.size > small_pixels:
+            raise NotSmall
         return to_mnist(source)
     img = open_checked(source, max_pixels)
     try:
+        if small_pixels is not None and img.width * img.height > small_pixels:
+            raise NotSmall
         return to_mnist(img)
-    except ImageError:
+    except (ImageError, NotSmall):
         raise
     except Exception as exc:  # a decoder failing mid-file, past the header checks
         raise ImageError(f"cannot decode the image ({first_line(exc)})") from exc

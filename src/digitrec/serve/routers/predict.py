@@ -12,7 +12,14 @@ from starlette.concurrency import run_in_threadpool
 from ...errors import ImageError, first_line
 from ...predict import Prediction
 from ..compat import can_read, is_unsure
-from ..inputs import describe_pixels_schema, open_checked, prepare, read_image_source, read_upload_files
+from ..inputs import (
+    NotSmall,
+    describe_pixels_schema,
+    open_checked,
+    prepare,
+    read_image_source,
+    read_upload_files,
+)
 from ..limits import ApiError
 from ..schemas import BatchOut, ErrorOut, PredictionOut, ReadOut
 from ..service import Service, get_service
@@ -70,22 +77,18 @@ def prediction_dict(pred: Prediction, *, with_input: bool = False) -> dict[str, 
     return out
 
 
-# Raw images up to this size are decoded on the inference thread itself (one thread hop per
-# request); bigger ones go to the threadpool so that they do not hold up everyone's inference.
-INLINE_PREPARE_BYTES = 64 * 1024
-INLINE_PREPARE_PIXELS = 128 * 128
-
-
-def _is_small(source: bytes | np.ndarray) -> bool:
-    return len(source) <= INLINE_PREPARE_BYTES if isinstance(source, bytes) else source.size <= INLINE_PREPARE_PIXELS
-
-
 async def predict_one(service: Service, source: bytes | np.ndarray) -> Prediction:
-    """Prepare and predict one request image off the event loop; 422 if it is unusable."""
+    """Prepare and predict one request image off the event loop; 422 if it is unusable.
+
+    Small images are decoded on the inference thread itself (one thread hop per request);
+    bigger ones (judged from the header) in the threadpool, so that they do not hold up
+    everyone else's inference.
+    """
     try:
-        if _is_small(source):
+        try:
             return await service.engine.predict_source(source)
-        image = await run_in_threadpool(prepare, source, service.config.max_pixels)
+        except NotSmall:
+            image = await run_in_threadpool(prepare, source, service.config.max_pixels)
     except ImageError as exc:
         raise ApiError(422, first_line(exc)) from None
     (pred,) = await service.engine.predict(image[None])
