@@ -47,6 +47,8 @@ HERE = Path(__file__).resolve().parent
 LUA = HERE / "load.lua"
 LEVELS = (1, 8, 32, 64)
 SOAK_CONNECTIONS = 32
+# (workers, max batch, backend) compared by --tuning at 32 connections.
+TUNING = ((1, 1, "torch"), (1, 64, "torch"), (2, 1, "torch"), (2, 64, "torch"), (1, 64, "onnx"), (2, 64, "onnx"))
 
 
 def free_port() -> int:
@@ -130,11 +132,11 @@ def process_tree_cpu(pid: int) -> float:
 class Server:
     """`digitrec serve` in a subprocess on a free loopback port."""
 
-    def __init__(self, workers: int, max_batch: int, model: str, precision: str = "fp32") -> None:
+    def __init__(self, workers: int, max_batch: int, model: str, backend: str = "torch") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [sys.executable, "-m", "digitrec", "serve", "--model", model, "--port", str(self.port),
-                    "--workers", str(workers), "--max-batch", str(max_batch), "--precision", precision,
+                    "--workers", str(workers), "--max-batch", str(max_batch), "--backend", backend,
                     "--no-access-log", "-q"]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -201,6 +203,10 @@ def run_wrk(url: str, image_path: Path, connections: int, seconds: float) -> dic
     return out
 
 
+def _variant(r: dict[str, Any]) -> str:
+    return f"{r['workers']} worker(s), max batch {r['max_batch']}, {r['backend']}"
+
+
 def row(label: str, r: dict[str, Any]) -> str:
     lat = r["latency_us"]
     return (f"| {label} | {r['requests_per_s']:,.0f} | {lat['p50'] / 1000:.1f} | {lat['p99'] / 1000:.1f} | "
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="seed")
     parser.add_argument("--workers", type=int, default=2, help="server processes (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=64, help="micro-batch limit (default: %(default)s)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="model backend")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
     parser.add_argument("--soak", type=float, default=60.0, help="soak seconds at 32 connections")
     parser.add_argument("--image", choices=["mnist28", "canvas280"], default="mnist28",
@@ -227,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results: dict[str, Any] = {
         "machine": machine(), "load_average_start": os.getloadavg(),
-        "config": {"model": args.model, "workers": args.workers, "max_batch": args.max_batch,
+        "config": {"model": args.model, "workers": args.workers, "max_batch": args.max_batch, "backend": args.backend,
                    "duration_s": args.duration, "soak_s": args.soak, "image": args.image,
                    "image_bytes": len(image), "load_generator": "wrk -t1 (same machine)"},
         "levels": [], "soak": None, "tuning": [],
@@ -235,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "image.png"
         image_path.write_bytes(image)
-        with Server(args.workers, args.max_batch, args.model) as server:
+        with Server(args.workers, args.max_batch, args.model, args.backend) as server:
             answer = server.predict(image)
             results["answer"] = {"digit": answer["digit"], "confidence": answer["confidence"]}
             results["rss_idle_bytes"] = server.rss
@@ -252,13 +259,13 @@ def main(argv: list[str] | None = None) -> int:
             results["soak"] = soak
             print(row(f"soak {args.soak:g} s, {SOAK_CONNECTIONS} connections", soak), flush=True)
         if args.tuning:
-            for workers, max_batch in ((1, 1), (1, 64), (2, 1), (2, 64)):
-                with Server(workers, max_batch, args.model) as server:
+            for workers, max_batch, backend in TUNING:
+                with Server(workers, max_batch, args.model, backend) as server:
                     run_wrk(server.url, image_path, 8, 3)
                     r = server.load(image_path, SOAK_CONNECTIONS, args.duration)
-                r.update(workers=workers, max_batch=max_batch)
+                r.update(workers=workers, max_batch=max_batch, backend=backend)
                 results["tuning"].append(r)
-                print(row(f"tuning: {workers} worker(s), max batch {max_batch}", r), flush=True)
+                print(row(f"tuning: {_variant(r)}", r), flush=True)
     results["load_average_end"] = os.getloadavg()
     results["wall_s"] = time.time() - started
 
@@ -266,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}; "
           f"load average at start {results['load_average_start'][0]:.2f}, at end {results['load_average_end'][0]:.2f}")
-    print(f"Server: {args.workers} worker(s), max batch {args.max_batch}; body: {args.image} PNG ({len(image)} bytes)")
+    print(f"Server: {args.workers} worker(s), max batch {args.max_batch}, {args.backend} backend; "
+          f"body: {args.image} PNG ({len(image)} bytes)")
     print()
     print("| load | requests/s | p50 ms | p99 ms | requests | errors | server CPU µs/request |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -274,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(row(f"{r['connections']} connections", r))
     print(row(f"soak {args.soak:g} s, {SOAK_CONNECTIONS} connections", results["soak"]))
     for r in results["tuning"]:
-        print(row(f"{r['workers']} worker(s), max batch {r['max_batch']}, 32 connections", r))
+        print(row(f"{_variant(r)}, 32 connections", r))
     s = results["soak"]
     print()
     print(f"Server RSS (all processes): idle {results['rss_idle_bytes'] / 2**20:.0f} MiB, before soak "

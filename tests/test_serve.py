@@ -495,6 +495,30 @@ def test_app_serves_again_after_a_restart(rec, seven_png):
 
 
 # --------------------------------------------------------------------------------------------
+# The ONNX Runtime backend
+
+
+def test_onnx_backend_gives_the_same_predictions(rec, seven_png, real_mnist):
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+    with make_client(rec, backend="onnx") as c:
+        served = c.app.state.service.recogniser
+        assert type(served.model_file.model).__name__ == "OrtModule"
+        assert type(rec.model_file.model).__name__ != "OrtModule"  # the given recogniser is untouched
+        r = c.post("/v1/predict", content=seven_png, headers={"Content-Type": "image/png"})
+        assert r.status_code == 200
+        assert r.json()["probabilities"] == pytest.approx(list(rec.predict(seven_png).probabilities), abs=1e-5)
+    images = real_mnist.train_images[:64]
+    torch_digits = [p.digit for p in rec.predict_arrays(images)]
+    assert [p.digit for p in served.predict_arrays(images)] == torch_digits
+
+
+def test_onnx_backend_without_the_extra_says_how_to_install(rec, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
+    with pytest.raises(ConfigError, match=r"pip install 'digitrec\[onnx\]'"):
+        create_app(ServeConfig(backend="onnx"), recogniser=rec)
+
+
+# --------------------------------------------------------------------------------------------
 # ServeConfig
 
 
@@ -507,7 +531,8 @@ def test_config_defaults_are_safe():
 @pytest.mark.parametrize(
     "kwargs",
     [{"port": 70000}, {"workers": 0}, {"max_body_bytes": 0}, {"timeout_s": 0}, {"timeout_s": float("nan")},
-     {"cors_origin": " "}, {"model": ""}, {"log_level": "loud"}, {"max_batch": True}, {"precision": "fp8"}],
+     {"cors_origin": " "}, {"model": ""}, {"log_level": "loud"}, {"max_batch": True}, {"precision": "fp8"},
+     {"backend": "tensorrt"}],
 )
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ConfigError):

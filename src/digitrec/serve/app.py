@@ -81,6 +81,10 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
     """
     config = config or ServeConfig()
     rec = recogniser if recogniser is not None else load(config.model, device=config.device, precision=config.precision)
+    if config.backend == "onnx":
+        from .onnx_backend import onnx_recogniser
+
+        rec = onnx_recogniser(rec, threads=config.torch_threads)
     metrics = Metrics()
     engine = InferenceEngine(
         rec, partial(prepare, max_pixels=config.max_pixels, small_pixels=SMALL_IMAGE_PIXELS),
@@ -157,7 +161,11 @@ def run(config: ServeConfig) -> None:
     if config.workers == 1:
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
         return
-    # Fail here, once, on a bad model rather than in every worker.
-    load(config.model, device=config.device, precision=config.precision)
+    # Fail here, once, on a bad model (or a missing backend) rather than in every worker.
+    rec = load(config.model, device=config.device, precision=config.precision)
+    if config.backend == "onnx":
+        from .onnx_backend import onnx_recogniser
+
+        onnx_recogniser(rec)
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ class ServeConfig:
     workers: int = 1  # server processes (each loads the model and runs its own inference thread)
     device: str = "cpu"  # torch device for inference: cpu, cuda, cuda:N or auto
     precision: str = "fp32"  # fp32, bf16 (autocast), or auto (bf16 where the CPU/GPU runs it natively)
+    backend: str = "torch"  # forward pass in PyTorch, or "onnx": ONNX Runtime on the CPU (the onnx extra)
     max_body_bytes: int = 10 * MiB  # largest request body accepted, bytes; larger answers 413
     max_pixels: int = 16_000_000  # largest decoded image accepted (width x height), pixels; larger answers 422
     max_batch_files: int = 64  # most images in one /v1/predict/batch request
@@ -55,6 +56,8 @@ class ServeConfig:
             raise ConfigError("cors_origin must be an origin such as https://example.org")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.backend not in ("torch", "onnx"):
+            raise ConfigError(f"backend must be torch or onnx, got {self.backend!r}")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"unknown log level {self.log_level!r}")
 
