@@ -29,7 +29,7 @@ class PredictionOut(BaseModel):
 
     digit: int | None = Field(description="most probable digit; null when the image has no ink")
     confidence: float = Field(description="its probability, 0..1")
-    probabilities: list[float] = Field(description="probability of each digit 0-9")
+    probabilities: list[float] = Field(description="probability of each digit 0-9 (empty when digit is null)")
     unsure: bool = Field(description="true when the model is not confident enough to be trusted")
     input: list[list[int]] | None = Field(
         default=None, description="the 28x28 image the model saw (grey 0-255, ink bright); only with ?input=true"

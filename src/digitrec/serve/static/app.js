@@ -67,7 +67,8 @@
       ? "No digit found."
       : "Confidence " + (body.confidence * 100).toFixed(1) + "%" + (body.unsure ? " (unsure)" : "");
     resultEl.classList.toggle("unsure", Boolean(body.unsure));
-    probs.forEach((p, d) => setBar(bars[d], p, d === best));
+    // No digit (a blank image) comes with no probabilities: all bars go to zero.
+    bars.forEach((li, d) => setBar(li, probs[d] || 0, d === best));
     if (body.input) drawSeen(body.input);
     statusEl.textContent = "";
     document.body.dataset.state = "done";
