@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import draw_digit
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="needs the serve extra")
@@ -124,7 +125,7 @@ def check_answer(page, digit: int) -> None:
     assert 10 < ink < 400
 
 
-def test_draw_clear_and_upload(page, tmp_path, real_mnist):
+def test_draw_clear_and_upload(page, tmp_path):
     expect = playwright_api.expect
     expect(page.locator("#digit")).to_have_text("\u2013")
 
@@ -144,16 +145,14 @@ def test_draw_clear_and_upload(page, tmp_path, real_mnist):
     draw(page, ONE)
     check_answer(page, 1)
 
-    # Upload a photo-like picture: a training-set "3" as dark ink on a big light canvas.
-    index = int(np.flatnonzero(real_mnist.train_labels == 3)[0])
-    digit = Image.fromarray(255 - real_mnist.train_images[index]).resize((112, 112), Image.Resampling.BICUBIC)
-    paper = Image.new("L", (320, 240), 235)
-    paper.paste(digit, (150, 40))
+    # Upload a photo-like picture: a dark "7" off-centre on a big light-grey canvas (JPEG).
+    paper = Image.new("L", (480, 360), 225)
+    paper.paste(draw_digit(size=(200, 160), offset=(50, 20)).point(lambda v: 225 if v > 128 else 40), (220, 150))
     buf = io.BytesIO()
-    paper.save(buf, format="PNG")
-    assert load("seed").predict(buf.getvalue()).digit == 3  # the image itself is readable
-    page.set_input_files("#file", files=[{"name": "three.png", "mimeType": "image/png", "buffer": buf.getvalue()}])
-    check_answer(page, 3)
+    paper.convert("RGB").save(buf, format="JPEG", quality=85)
+    assert load("seed").predict(buf.getvalue()).digit == 7  # the image itself is readable
+    page.set_input_files("#file", files=[{"name": "seven.jpg", "mimeType": "image/jpeg", "buffer": buf.getvalue()}])
+    check_answer(page, 7)
     page.screenshot(path=str(tmp_path / "upload.png"))
     assert (tmp_path / "upload.png").stat().st_size > 10_000
 
