@@ -551,6 +551,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import MISSING_EXTRA, ServeConfig
+
+    config = ServeConfig(
+        model=args.model, host=args.host, port=args.port, workers=args.workers, device=args.device,
+        precision=args.precision, backend=args.backend,
+        cors_origin=args.cors_origin, timeout_s=args.timeout, max_batch=args.max_batch,
+        torch_threads=args.torch_threads, access_log=not args.no_access_log,
+        log_level="warning" if args.quiet else "info",
+    )
+    try:
+        import uvicorn  # noqa: F401
+
+        from .serve.app import run
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{MISSING_EXTRA} (missing module {exc.name})") from None
+    run(config)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 
@@ -689,6 +709,34 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the registered architectures and the models shipped with digitrec.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("serve", parents=[common], help="serve the HTTP API and the drawing page",
+                       description="Serve the HTTP API (/v1/predict, /v1/predict/batch, /v1/read, /v1/model, "
+                       "/healthz, /metrics, /docs) and the drawing page at /. Needs the serve extra.")
+    p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=_int_at_least(0, 65535), default=8000, help="TCP port (default: %(default)s)")
+    p.add_argument("--workers", type=_int_at_least(1), default=1,
+                   help="server processes, each with its own copy of the model (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
+                   help="inference precision (default: %(default)s); bf16 autocast speeds up batches on CPUs "
+                   "with native bf16")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="inference backend; auto uses ONNX Runtime when installed and the model runs on the CPU "
+                   "in fp32 (less CPU per request), else PyTorch (default: %(default)s)")
+    p.add_argument("--cors-origin", metavar="ORIGIN",
+                   help="allow cross-origin requests from this origin (default: CORS off)")
+    p.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="deadline for a whole request (default: %(default)s)")
+    p.add_argument("--max-batch", type=_int_at_least(1), default=64, metavar="N",
+                   help="most images per forward pass when requests are batched together; 1 turns "
+                   "micro-batching off (default: %(default)s)")
+    p.add_argument("--torch-threads", type=_int_at_least(1), default=1, metavar="N",
+                   help="PyTorch threads per worker (default: %(default)s)")
+    p.add_argument("--no-access-log", action="store_true", help="no log line per request (faster under load)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,180 @@
+"""Turning request bodies into images: raw image bytes, multipart uploads or JSON pixel arrays.
+
+Everything here checks before it spends: the content type first (415), then the decoded size
+from the image header before decoding (422), so a small file cannot unpack into a huge bitmap.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Annotated, Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from ..errors import ImageError, first_line
+from ..preprocess import IMAGE_SIZE, NoDigitError, to_mnist
+from .limits import ApiError
+
+__all__ = [
+    "IMAGE_TYPES",
+    "PixelsBody",
+    "media_type",
+    "read_image_source",
+    "read_upload_files",
+    "open_checked",
+    "prepare",
+    "NotSmall",
+    "describe_pixels_schema",
+]
+
+# Raw-body types Pillow decodes; the bytes are sniffed anyway, the type only has to be plausible.
+IMAGE_TYPES = frozenset({
+    "image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp", "image/x-ms-bmp", "image/webp",
+    "image/tiff", "image/x-portable-graymap", "image/x-portable-pixmap", "image/x-portable-anymap",
+    "application/octet-stream",
+})
+JSON_TYPE = "application/json"
+_INLINE_JSON_BYTES = 16 * 1024  # a 28x28 pixel array is ~3-10 kB; bigger bodies are parsed off the loop
+MULTIPART_TYPE = "multipart/form-data"
+
+Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False)]
+
+
+class PixelsBody(BaseModel):
+    """A grey image as rows of pixel values: 0-255, or 0-1 when no value exceeds 1."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pixels: list[list[Pixel]] = Field(
+        description="rows of grey levels (any size; 28x28 MNIST-style, white on black, is used as is)",
+        min_length=1,
+    )
+
+
+def media_type(request: Request) -> str:
+    """The request's media type without parameters, lower-case ('' when absent)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _pixels_to_array(body: bytes, max_pixels: int) -> np.ndarray:
+    try:
+        parsed = PixelsBody.model_validate_json(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        raise ApiError(422, f"invalid JSON body at {where}: {err.get('msg', 'invalid')}") from None
+    rows = parsed.pixels
+    width = len(rows[0])
+    if width == 0 or any(len(r) != width for r in rows):
+        raise ApiError(422, "pixels must be a non-empty rectangle: every row the same, non-zero length")
+    if width * len(rows) > max_pixels:
+        raise ApiError(422, f"image is too large ({width}x{len(rows)} pixels; limit {max_pixels:,})")
+    return np.asarray(rows, dtype=np.float32)  # (H, W)
+
+
+async def read_image_source(request: Request, max_pixels: int) -> bytes | np.ndarray:
+    """The one image in a request: raw image bytes, multipart field ``file``, or JSON ``pixels``."""
+    kind = media_type(request)
+    if kind == JSON_TYPE:
+        body = await request.body()
+        if len(body) <= _INLINE_JSON_BYTES:
+            return _pixels_to_array(body, max_pixels)
+        # Parsing megabytes of JSON takes a while: not on the event loop.
+        return await run_in_threadpool(_pixels_to_array, body, max_pixels)
+    if kind == MULTIPART_TYPE:
+        files = await read_upload_files(request, "file", max_files=1)
+        return files[0][1]
+    if kind in IMAGE_TYPES:
+        data = await request.body()
+        if not data:
+            raise ApiError(422, "the request body is empty; send the image bytes")
+        return data
+    if not kind:
+        raise ApiError(415, "missing Content-Type; send an image type (image/png, ...), multipart/form-data "
+                       "or application/json")
+    raise ApiError(415, f"unsupported Content-Type {kind!r}; send an image type (image/png, ...), "
+                   "multipart/form-data or application/json")
+
+
+async def read_upload_files(request: Request, field: str, *, max_files: int) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every upload in multipart ``field``; 422 if there is none."""
+    if media_type(request) != MULTIPART_TYPE:
+        raise ApiError(415, f"send the images as multipart/form-data field {field!r}")
+    # Starlette answers malformed bodies and more than max_files files with a 400.
+    async with request.form(max_files=max_files, max_fields=max_files) as form:
+        uploads = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
+        if not uploads:
+            raise ApiError(422, f"no file in multipart field {field!r}")
+        out = []
+        for up in uploads:
+            data = await up.read()
+            if not data:
+                raise ApiError(422, f"file {up.filename or '(unnamed)'!r} is empty")
+            out.append((up.filename or "", data))
+    return out
+
+
+def open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open image bytes, refusing more than ``max_pixels`` before anything is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+    except UnidentifiedImageError:
+        raise ImageError("not a recognised image format") from None
+    # Pillow's format plugins raise many types on hostile headers; all mean "not a usable image".
+    except Exception as exc:
+        raise ImageError(f"cannot decode the image ({first_line(exc)})") from exc
+    if width * height > max_pixels:
+        img.close()
+        raise ImageError(f"image is too large ({width}x{height} pixels; limit {max_pixels:,})")
+    return img
+
+
+class NotSmall(Exception):
+    """The image has more pixels than the caller wants decoded on its thread."""
+
+
+def prepare(source: bytes | np.ndarray, max_pixels: int, small_pixels: int | None = None) -> np.ndarray:
+    """The model's (28, 28) input for one request image; :class:`ImageError` if unusable.
+
+    With ``small_pixels``, an image with more pixels than that raises :class:`NotSmall` after
+    reading only its header. An image without ink gives an all-black frame where the library
+    answers it "no digit".
+    """
+    try:
+        return _prepare(source, max_pixels, small_pixels)
+    except ImageError as exc:
+        if isinstance(exc, NoDigitError):
+            return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+        raise
+
+
+def _prepare(source: bytes | np.ndarray, max_pixels: int, small_pixels: int | None) -> np.ndarray:
+    if isinstance(source, np.ndarray):
+        if small_pixels is not None and source.size > small_pixels:
+            raise NotSmall
+        return to_mnist(source)
+    img = open_checked(source, max_pixels)
+    try:
+        if small_pixels is not None and img.width * img.height > small_pixels:
+            raise NotSmall
+        return to_mnist(img)
+    except (ImageError, NotSmall):
+        raise
+    except Exception as exc:  # a decoder failing mid-file, past the header checks
+        raise ImageError(f"cannot decode the image ({first_line(exc)})") from exc
+    finally:
+        img.close()
+
+
+def describe_pixels_schema() -> dict[str, Any]:
+    """The JSON schema of the pixels body, for the OpenAPI document."""
+    return PixelsBody.model_json_schema()

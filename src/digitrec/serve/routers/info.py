@@ -1,0 +1,53 @@
+"""GET /healthz, /v1/model and /metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from ... import __version__
+from ..metrics import CONTENT_TYPE_LATEST
+from ..schemas import HealthOut, ModelOut
+from ..service import Service, get_service
+
+__all__ = ["router", "model_info"]
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/healthz", response_model=HealthOut, summary="Liveness")
+async def healthz() -> dict[str, str]:
+    # Answering at all is the signal: the event loop runs (inference starts on demand).
+    return {"status": "ok"}
+
+
+def model_info(service: Service) -> dict[str, Any]:
+    """Name, architecture, size and stored metrics of the served model."""
+    rec = service.recogniser
+    mf = rec.model_file
+    return {
+        "name": rec.name,
+        "arch": mf.arch,
+        "parameters": sum(p.numel() for p in mf.model.parameters()),
+        "metrics": dict(rec.metadata.get("metrics", {})),
+        "version": __version__,
+        "device": str(rec.device),
+        "precision": rec.precision,
+        "class_names": list(mf.class_names),
+    }
+
+
+@router.get("/v1/model", response_model=ModelOut, summary="The served model")
+async def model(service: Annotated[Service, Depends(get_service)]) -> dict[str, Any]:
+    return model_info(service)
+
+
+@router.get(
+    "/metrics", summary="Prometheus metrics",
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    response_class=Response,
+)
+async def metrics(service: Annotated[Service, Depends(get_service)]) -> Response:
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,53 @@
+"""The drawing page at / and the API docs at /docs, both working offline."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+__all__ = ["router", "STATIC_DIR", "mount_static"]
+
+STATIC_DIR = Path(str(resources.files("digitrec.serve") / "static"))
+_DOCS_ASSETS = "/docs-assets"
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def index() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+def _swagger_dir() -> Path | None:
+    try:
+        from swagger_ui_bundle import swagger_ui_path  # the `serve` extra ships Swagger UI's files
+    except ImportError:
+        return None
+    path = Path(str(swagger_ui_path))
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+def mount_static(app: FastAPI) -> None:
+    """Serve the page's files, and /docs from local Swagger UI files when they are installed."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    swagger = _swagger_dir()
+    openapi_url = app.openapi_url or "/openapi.json"
+    if swagger is not None:
+        app.mount(_DOCS_ASSETS, StaticFiles(directory=swagger), name="docs-assets")
+        kwargs: dict[str, Any] = {
+            "swagger_js_url": f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
+            "swagger_css_url": f"{_DOCS_ASSETS}/swagger-ui.css",
+            "swagger_favicon_url": f"{_DOCS_ASSETS}/favicon-32x32.png",
+        }
+    else:  # FastAPI's default: the browser fetches Swagger UI from a CDN (needs the internet)
+        kwargs = {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - API docs", **kwargs)
