@@ -33,3 +33,18 @@ def test_one_epoch_default_recipe_end_to_end(tmp_path, real_mnist):
     reloaded = np.array([p.digit for p in rec.predict(images)])
     np.testing.assert_array_equal(reloaded, expected)
     assert (reloaded == real_mnist.test_labels[:1000]).mean() >= 0.97
+
+
+def test_best_preset_runs_and_learns_on_a_subset(tmp_path, real_mnist):
+    # The full `best` recipe (VGG + augmentation + one-cycle + EMA + selection) for two short
+    # epochs on 3,500 images: checks it runs end to end and learns (chance is 10%), not the final accuracy.
+    from digitrec.presets import preset_config
+
+    config = preset_config("best", epochs=2, limit=4000, val_size=500)
+    result = digitrec.train(config, data=real_mnist, checkpoint=tmp_path / "run.ckpt")
+    assert result.best_epoch in (1, 2) and result.epochs_completed == 2
+    assert result.val is not None and result.val.accuracy >= 0.8
+    assert result.test is not None and result.test.accuracy >= 0.8
+    rec = digitrec.load(result.save(tmp_path / "best-short.safetensors"))
+    assert rec.model_file.arch == "vgg"
+    assert rec.metadata["train_config"]["ema_decay"] == config.ema_decay

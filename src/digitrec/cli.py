@@ -365,6 +365,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .ensemble import build_ensemble, save_ensemble
+
+    out = Path(args.out)
+    _outputs(model=out)
+    members = [load_model(m, "cpu") for m in args.models]
+    model = build_ensemble(members)
+    metrics: dict[str, Any] = {}
+    if args.test:
+        # One final measurement for the record; nothing is chosen with it.
+        from .data import load_mnist
+        from .evaluate import evaluate
+        from .runtime import resolve_device, resolve_precision
+
+        device = resolve_device(args.device)
+        mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+        result = evaluate(model.to(device), mnist.test_images, mnist.test_labels, device=device,
+                          precision=resolve_precision(args.precision, device),
+                          normalization=members[0].normalization)
+        metrics = {"test_loss": result.loss, "test_accuracy": result.accuracy}
+    path = save_ensemble(out, model.cpu(), members, metrics=metrics)
+    if args.json:
+        _emit_json({"model": str(path), "members": list(args.models), **metrics})
+        return 0
+    print(f"ensemble of {len(members)} models: {', '.join(args.models)}")
+    if metrics:
+        print(f"test: accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}")
+    print(f"saved model to {path}")
+    return 0
+
+
 def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None]]:
     """(name, image source, true label or None) for each requested input."""
     inputs: list[tuple[str, Any, int | None]] = [(p, p, None) for p in args.images]
@@ -435,12 +467,21 @@ def cmd_models(args: argparse.Namespace) -> int:
         meta = read_metadata(path)
         bundled.append({"name": name, "arch": meta["arch"], "path": str(path),
                         "test_accuracy": meta.get("metrics", {}).get("test_accuracy")})
+    from .presets import PRESETS
+
+    presets: list[dict[str, Any]] = [{"name": n, "overrides": dict(o)} for n, o in PRESETS.items()]
     if args.json:
-        _emit_json({"architectures": archs, "bundled": bundled})
+        _emit_json({"architectures": archs, "presets": presets, "bundled": bundled})
         return 0
     print("architectures (--arch):")
     for a in archs:
         print(f"  {a['name']:<10} {a['params']:>10,} params  {a['description']}")
+    print("training presets (train --preset):")
+    for pr in presets:
+        arch = pr["overrides"].get("arch", "seed")
+        epochs = pr["overrides"].get("epochs", 10)
+        n = len(pr["overrides"])
+        print(f"  {pr['name']:<10} arch {arch:<8} {epochs} epochs, {n} overrides of the notebook recipe")
     print("bundled models (--model):")
     for b in bundled:
         acc = f"test accuracy {b['test_accuracy']:.2%}" if b["test_accuracy"] is not None else ""
@@ -551,6 +592,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("ensemble", parents=[common, data_opts, device_opts],
+                       help="combine models into one ensemble model file",
+                       description="Write one model file that averages the softmax probabilities of the given "
+                       "models; every command accepts it like a single model.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model files or bundled names (at least two)")
+    p.add_argument("--out", required=True, help="ensemble model file to write")
+    p.add_argument("--test", action="store_true",
+                   help="evaluate the ensemble once on the MNIST test set and record the result in the file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_ensemble)
+
     p = sub.add_parser("predict", parents=[common, data_opts], help="recognise digits in images",
                        description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF, WebP; any size "
                        "and mode), or in an MNIST test image.")
@@ -565,8 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("models", parents=[common], help="list architectures and bundled models",
-                       description="List the registered architectures and the models shipped with digitrec.")
+    p = sub.add_parser("models", parents=[common], help="list architectures, training presets and bundled models",
+                       description="List the registered architectures, the training presets and the models "
+                       "shipped with digitrec.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_models)
     return parser

@@ -7,8 +7,9 @@ Register a new architecture with ``@register_model("name", ConfigClass)``; it th
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -28,6 +29,8 @@ __all__ = [
     "SeedCNN",
     "VGGNetConfig",
     "VGGNet",
+    "EnsembleConfig",
+    "Ensemble",
     "LayerInfo",
     "layer_table",
     "format_summary",
@@ -210,6 +213,55 @@ class VGGNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, 28, 28) standardised images -> (B, 10) logits."""
         return self.classifier(self.features(x))
+
+
+def _default_members() -> tuple[dict[str, Any], ...]:
+    return ({"arch": "seed"}, {"arch": "seed"})
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Members of an ensemble; its weights are the members' under ``members.<i>.``."""
+
+    # Each member: {"arch": registered name, "model_config": {...}, "temperature": float}; the
+    # default (two seed CNNs) only serves summaries and tests; `digitrec ensemble` fills it in.
+    members: tuple[dict[str, Any], ...] | list[dict[str, Any]] = field(default_factory=_default_members)
+
+
+@register_model("ensemble", EnsembleConfig,
+                "Several models in one file: the average of the members' softmax probabilities")
+class Ensemble(nn.Module):
+    """Averages the members' class probabilities; returns their log, so softmax gives the average.
+
+    Each member's logits are divided by its own temperature first, so calibrated members stay
+    calibrated inside the ensemble.
+    """
+
+    def __init__(self, config: EnsembleConfig) -> None:
+        super().__init__()
+        members = list(config.members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        modules, temperatures = [], []
+        for i, m in enumerate(members):
+            if not isinstance(m, dict) or not isinstance(m.get("arch"), str) \
+                    or set(m) - {"arch", "model_config", "temperature"}:
+                raise ValueError(f"member {i} must be a mapping with arch, model_config, temperature")
+            t = m.get("temperature", 1.0)
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t > 0 and math.isfinite(t)):
+                raise ValueError(f"member {i} has a bad temperature {t!r}")
+            modules.append(create_model(m["arch"], m.get("model_config") or {}))
+            temperatures.append(float(t))
+        self.config = config
+        self.members = nn.ModuleList(modules)
+        self.temperatures = temperatures
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) -> (B, 10) log of the mean member probability (valid logits)."""
+        logp = torch.stack([
+            (m(x).float() / t).log_softmax(dim=1) for m, t in zip(self.members, self.temperatures)
+        ])  # (M, B, 10)
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
 
 def model_config_dict(model: nn.Module) -> dict[str, Any]:

@@ -262,7 +262,7 @@ def _to_device_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     # One fused (CUDA) or multi-tensor (CPU) kernel per step instead of one per parameter.
-    kernel: dict[str, bool] = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    kernel: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
     params = model.parameters()
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **kernel)
