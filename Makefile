@@ -7,14 +7,14 @@ STAMP := $(VENV)/.installed
 DEMO ?= demo
 MODEL := $(DEMO)/cnn_digit_recognition.safetensors
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
 # constraints.txt pins torch to the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,onnx]'
 	touch $@
 
 demo: install
@@ -28,6 +28,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Speed against the notebook's Keras/TensorFlow stack (installs TensorFlow into .venv; ~10 min).
+bench: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python bench/speed.py --fast-seeds 5
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

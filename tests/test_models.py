@@ -157,11 +157,11 @@ def test_seed_layer_table():
     rows = layer_table(model)
     assert [(r.name, r.kind, r.output_shape, r.params) for r in rows] == [
         ("features.0", "Conv2d", (32, 26, 26), 320),
-        ("features.1", "ReLU", (32, 26, 26), 0),
-        ("features.2", "MaxPool2d", (32, 13, 13), 0),
+        ("features.1", "MaxPool2d", (32, 13, 13), 0),
+        ("features.2", "ReLU", (32, 13, 13), 0),
         ("features.3", "Conv2d", (64, 11, 11), 18_496),
-        ("features.4", "ReLU", (64, 11, 11), 0),
-        ("features.5", "MaxPool2d", (64, 5, 5), 0),
+        ("features.4", "MaxPool2d", (64, 5, 5), 0),
+        ("features.5", "ReLU", (64, 5, 5), 0),
         ("features.6", "Flatten", (1600,), 0),
         ("classifier.0", "Linear", (128,), 204_928),
         ("classifier.1", "ReLU", (128,), 0),
@@ -170,6 +170,30 @@ def test_seed_layer_table():
     assert sum(r.params for r in rows) == SEED_PARAMS
     assert model.training  # the mode is restored after the dummy pass
     assert not model.features[0]._forward_hooks  # and the hooks are removed
+
+
+def test_seed_pool_before_relu_is_the_notebook_function():
+    # The notebook applies ReLU then pooling; digitrec pools first (cheaper). Same outputs and
+    # the same gradients, so models trained either way are interchangeable.
+    torch.manual_seed(0)
+    model = create_model("seed").train()
+    f = model.features
+    x = torch.randn(8, 1, 28, 28)
+    y = torch.randint(0, 10, (8,))
+
+    def notebook(inp: torch.Tensor) -> torch.Tensor:
+        h = torch.max_pool2d(torch.relu(f[0](inp)), 2)
+        h = torch.max_pool2d(torch.relu(f[3](h)), 2)
+        return model.classifier(h.flatten(1))
+
+    grads = []
+    for forward in (model, notebook):
+        model.zero_grad()
+        out = forward(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][1], grads[1][1]))
 
 
 def test_seed_format_summary():

@@ -424,7 +424,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = _predict_inputs(args)
     if args.show and len(inputs) != 1:
         raise ConfigError("--show takes exactly one input image")
-    rec = load(args.model, device=args.device)
+    rec = load(args.model, device=args.device, backend=args.backend)
     failures = 0
     for name, source, truth in inputs:
         try:
@@ -452,6 +452,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
             path = plot_prediction(shown, pred, args.show, true_label=truth)
             print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_ERROR if failures else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .infer import export_onnx
+
+    if not args.out.lower().endswith(".onnx"):
+        raise ConfigError(f"{args.out}: the output must end in .onnx")
+    _outputs(model=Path(args.out))
+    export_onnx(load_model(args.model), args.out)
+    size = Path(args.out).stat().st_size
+    if args.json:
+        _emit_json({"model": args.model, "format": "onnx", "path": args.out, "bytes": size})
+    else:
+        print(f"wrote {args.out} ({size / 1e6:.1f} MB): input 'images' (N, 28, 28) float32 in [0, 1], "
+              "output 'probabilities' (N, 10)")
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -614,8 +631,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), help="seed for --random (default: unseeded)")
     p.add_argument("--show", metavar="FILE", help="draw the image titled with true label, prediction and confidence")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="inference backend; auto uses ONNX Runtime when installed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", parents=[common], help="export a model for deployment (ONNX)",
+                       description="Write a model as an ONNX graph that takes prepared (N, 28, 28) [0, 1] "
+                       "images and returns class probabilities (normalisation and temperature included). "
+                       "Needs the onnx extra: pip install 'digitrec[onnx]'.")
+    p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write (.onnx)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", parents=[common], help="list architectures, training presets and bundled models",
                        description="List the registered architectures, the training presets and the models "

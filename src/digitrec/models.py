@@ -136,18 +136,24 @@ class SeedCNNConfig:
 
 @register_model("seed", SeedCNNConfig, "The notebook CNN: 2x(conv3x3+ReLU+maxpool), dense 128, dense 10")
 class SeedCNN(nn.Module):
-    """Conv(32,3x3)-ReLU-MaxPool-Conv(64,3x3)-ReLU-MaxPool-Flatten-Dense(128)-ReLU-Dense(10)."""
+    """Conv(32,3x3)-ReLU-MaxPool-Conv(64,3x3)-ReLU-MaxPool-Flatten-Dense(128)-ReLU-Dense(10).
+
+    Pooling runs before each ReLU: the same function, computed faster.
+    """
 
     def __init__(self, config: SeedCNNConfig) -> None:
         super().__init__()
         self.config = config
+        # Pooling before ReLU computes exactly the notebook's relu-then-pool (ReLU is monotonic,
+        # so max and ReLU commute, gradients included) with ReLU on 4x fewer values; training
+        # gives bit-identical weights and runs faster. Parameter names are unchanged.
         self.features = nn.Sequential(
             nn.Conv2d(config.in_channels, config.conv1_channels, 3),  # (B, 32, 26, 26)
-            nn.ReLU(),
             nn.MaxPool2d(2),  # (B, 32, 13, 13)
-            nn.Conv2d(config.conv1_channels, config.conv2_channels, 3),  # (B, 64, 11, 11)
             nn.ReLU(),
+            nn.Conv2d(config.conv1_channels, config.conv2_channels, 3),  # (B, 64, 11, 11)
             nn.MaxPool2d(2),  # (B, 64, 5, 5)
+            nn.ReLU(),
             nn.Flatten(),  # (B, 1600)
         )
         with torch.no_grad():  # infer the flattened size instead of hard-coding 1600

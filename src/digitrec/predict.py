@@ -13,7 +13,7 @@ from PIL import Image
 
 from .checkpoint import ModelFile, load_model
 from .errors import ImageError
-from .evaluate import predict_logits
+from .infer import InferenceEngine
 from .preprocess import ImageSource, to_mnist
 from .runtime import resolve_device, resolve_precision
 
@@ -47,10 +47,18 @@ class Recogniser:
     >>> rec.predict("my_digit.png").digit
     """
 
-    def __init__(self, model_file: ModelFile, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(
+        self, model_file: ModelFile, device: torch.device, precision: str = "fp32", backend: str = "auto"
+    ) -> None:
         self.model_file = model_file
         self.device = device
         self.precision = precision
+        self._engine = InferenceEngine(model_file, device, precision, backend)
+
+    @property
+    def backend(self) -> str:
+        """The inference backend in use: ``"onnx"`` (ONNX Runtime) or ``"torch"``."""
+        return self._engine.backend
 
     @property
     def name(self) -> str:
@@ -75,15 +83,7 @@ class Recogniser:
             raise ImageError(f"prepared images must be uint8 or finite floats (got {arr.dtype})")
         if len(arr) == 0:
             return []
-        x = torch.from_numpy(np.ascontiguousarray(arr))
-        if x.dtype != torch.uint8:
-            x = x.float()
-        mf = self.model_file
-        logits = predict_logits(
-            mf.model, x, device=self.device, precision=self.precision,
-            normalization=mf.normalization,
-        )
-        probs = (logits / mf.temperature).softmax(dim=1)
+        probs = self._engine.probabilities(arr)
         top_p, top_i = probs.topk(3, dim=1)
         # One bulk conversion to Python floats; per-row NumPy work dominated large batches.
         rows, tops_p, tops_i = probs.tolist(), top_p.tolist(), top_i.tolist()
@@ -131,11 +131,13 @@ def load(
     *,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    backend: str = "auto",
 ) -> Recogniser:
     """Load a bundled model by name (``"seed"``) or a model file by path into a :class:`Recogniser`.
 
     Inference defaults to the CPU in fp32, the fastest choice for one image at a time;
-    pass ``device="auto"`` to use CUDA when available.
+    pass ``device="auto"`` to use CUDA when available. ``backend`` is ``"auto"`` (ONNX Runtime
+    when installed and on the CPU in fp32, else PyTorch), ``"torch"`` or ``"onnx"``.
     """
     dev = resolve_device(device)
-    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev))
+    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend)
