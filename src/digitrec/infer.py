@@ -86,7 +86,8 @@ def _onnx_bytes(model_file: ModelFile) -> bytes:
             # The TorchScript-based exporter needs no extra packages; torch flags it as legacy.
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapper, (example,), buf,  # type: ignore[arg-type]  # file objects work too input_names=["images"], output_names=["probabilities"],
+                wrapper, (example,), buf,  # type: ignore[arg-type]  # file objects work too
+                input_names=["images"], output_names=["probabilities"],
                 dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
                 opset_version=_ONNX_OPSET, dynamo=False,
             )
