@@ -121,3 +121,16 @@ def test_cli_ensemble_test_flag_records_accuracy(members: list[Path], tmp_path: 
     report = json.loads(proc.stdout)
     assert read_metadata(out)["metrics"]["test_accuracy"] == report["test_accuracy"]
     assert 0.0 <= report["test_accuracy"] <= 1.0
+
+
+def test_ensemble_runs_on_every_inference_backend(members: list[Path], tmp_path: Path):
+    from digitrec.infer import onnxruntime_available
+
+    out = ensemble_files([str(m) for m in members], tmp_path / "ens.safetensors")
+    x = images(5)
+    reference = np.array([p.probabilities for p in digitrec.load(out, backend="torch").predict_arrays(x)])
+    if not onnxruntime_available():
+        pytest.skip("needs the onnx extra (onnxruntime)")
+    rec = digitrec.load(out, backend="onnx")
+    got = np.array([p.probabilities for p in rec.predict_arrays(x)])
+    np.testing.assert_allclose(got, reference, atol=1e-5)
