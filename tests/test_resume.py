@@ -148,3 +148,16 @@ def test_not_a_checkpoint_is_model_file_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(ModelFileError, match="not a digitrec training checkpoint"):
         load_train_state(bad)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "digitrec", *args])
+
+
+def test_cli_checkpoint_flags_are_checked_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    proc = cli("train", "--resume", "--out", str(out))
+    assert proc.returncode == 1 and "--resume needs --checkpoint FILE" in proc.stderr
+    proc = cli("train", "--checkpoint", str(out), "--out", str(out), "--no-plot")
+    assert proc.returncode == 1 and "given for two outputs" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()

@@ -266,13 +266,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     history_plot = None if args.no_plot else Path(args.history_plot or out.with_name(f"{out.stem}-history.png"))
     _outputs(history_plot, model=out)
+    if args.checkpoint:
+        _outputs(model=Path(args.checkpoint))
+        if Path(args.checkpoint).resolve() in (out.resolve(), history_plot and history_plot.resolve()):
+            raise ConfigError(f"{args.checkpoint} is given for two outputs; use different file names")
     device = resolve_device(args.device)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
     progress = _TrainProgress(args.quiet)
-    if args.checkpoint:
-        _outputs(model=Path(args.checkpoint))
-        if args.resume and Path(args.checkpoint).is_file() and not args.json:
-            print(f"resuming from {args.checkpoint}", file=sys.stderr, flush=True)
+    if args.resume and Path(args.checkpoint).is_file() and not args.json:
+        print(f"resuming from {args.checkpoint}", file=sys.stderr, flush=True)
     try:
         result = train(config, data=mnist, device=device, callback=progress,
                        checkpoint=args.checkpoint, resume=args.resume)
