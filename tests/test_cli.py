@@ -331,3 +331,74 @@ def test_unwritable_output_fails_before_any_work(tmp_path: Path) -> None:
 def test_seed_range_and_exclusive_inputs() -> None:
     assert_one_line_error(run("train", "--seed", str(2**64)), 2, "--seed")
     assert_one_line_error(run("predict", "--mnist-index", "1", "--random"), 2, "not allowed")
+
+
+# --- real-world input (issue 5) -----------------------------------------------------------------
+
+
+def _number_png(tmp_path: Path) -> Path:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (400, 160), 235)
+    d = ImageDraw.Draw(img)
+    d.line([(50, 30), (50, 120)], fill=20, width=8)
+    d.ellipse([100, 30, 170, 120], outline=20, width=8)
+    d.line([(220, 30), (290, 30), (250, 120)], fill=20, width=8)
+    path = tmp_path / "number.png"
+    img.save(path)
+    return path
+
+
+def test_read_json_and_show(tmp_path: Path) -> None:
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("L", (80, 60), 255).save(blank)
+    number = _number_png(tmp_path)
+    r = run("read", str(number), str(blank), "--json")
+    assert r.returncode == 0, r.stderr
+    first, second = (json.loads(line) for line in r.stdout.splitlines())
+    assert first["path"] == str(number) and first["number"] == "107" and len(first["digits"]) == 3
+    assert second == {"path": str(blank), "number": None, "confidence": 0.0, "unsure": True, "digits": []}
+    shown = tmp_path / "read.png"
+    r = run("read", str(number), "--show", str(shown), "--min-confidence", "1")
+    assert r.returncode == 0 and "107" in r.stdout and "UNSURE" in r.stdout and shown.stat().st_size > 0
+
+
+def test_read_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    r = run("read", str(bad), str(_number_png(tmp_path)))
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "107" in r.stdout
+    r = run("read", str(bad), "--min-confidence", "2")
+    assert r.returncode == 2 and "from 0 to 1" in r.stderr
+
+
+def test_predict_blank_is_no_digit_and_show_input(tmp_path: Path) -> None:
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("L", (80, 60), 255).save(blank)
+    r = run("predict", str(blank), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["digit"] is None
+    seen = tmp_path / "seen.png"
+    r = run("predict", str(_number_png(tmp_path)), "--show-input", str(seen))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(seen).size == (28, 28)
+
+
+@requires_mnist
+def test_calibrate_keeps_weights(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from digitrec.checkpoint import bundled_models, read_metadata
+
+    out = tmp_path / "cal.safetensors"
+    r = run("calibrate", "--model", "seed", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["ece_after"] <= report["ece_before"] and report["nll_after"] <= report["nll_before"]
+    a, b = load_file(bundled_models()["seed"]), load_file(out)
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+    assert read_metadata(out)["temperature"] == pytest.approx(report["temperature"])

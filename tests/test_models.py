@@ -315,3 +315,11 @@ def test_ensemble_averages_member_probabilities():
 def test_ensemble_bad_members(members, message):
     with pytest.raises(ConfigError, match=message):
         create_model("ensemble", {"members": members})
+def test_fast_cnn_shapes_and_size():
+    model = create_model("fast")
+    rows = {r.name: r.output_shape for r in layer_table(model)}
+    assert rows["features.3"] == (16, 12, 12) and rows["features.7"] == (32, 4, 4)
+    assert rows["features.8"] == (512,)
+    trainable, buffers = count_parameters(model)
+    assert trainable == 400 + 32 + 12_800 + 64 + 512 * 128 + 128 + 1_290
+    assert buffers == 2 * (16 + 32)  # BN running mean and variance

@@ -118,17 +118,20 @@ def test_predict_arrays_rejects_bad_shapes(rec, shape):
         rec.predict_arrays(np.zeros(shape, np.float32))
 
 
-def test_predict_bad_image_is_image_error(rec, tmp_path):
+def test_predict_bad_image_is_image_error(rec, tmp_path, digit_image):
     with pytest.raises(ImageError):
         rec.predict(tmp_path / "missing.png")
-    with pytest.raises(ImageError):
-        rec.predict([Image.new("L", (40, 40), 255)])  # blank page inside a list
+    # A blank page is no error any more: it is answered "no digit found", also inside a list.
+    blank, drawn = rec.predict([Image.new("L", (40, 40), 255), digit_image])
+    assert blank.digit is None and blank.unsure and blank.probabilities == ()
+    assert drawn.digit is not None
 
 
 def test_to_dict(rec, digit_image):
     p = rec.predict(digit_image)
     d = p.to_dict()
-    assert set(d) == {"digit", "confidence", "top3", "probabilities"}
+    assert set(d) == {"digit", "confidence", "top3", "probabilities", "unsure"}
+    assert d["unsure"] == (p.confidence < rec.min_confidence)
     assert d["digit"] == p.digit and d["confidence"] == p.confidence
     assert d["top3"] == [{"digit": dg, "probability": q} for dg, q in p.top]
     assert d["probabilities"] == list(p.probabilities)

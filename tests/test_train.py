@@ -420,3 +420,24 @@ def test_defaults_turn_every_accuracy_feature_off():
            "aug_scale": 0.0, "aug_shear": 0.0}
     assert {k: getattr(TrainConfig(), k) for k in off} == off
     assert not TrainConfig().augment.enabled
+# --- calibration (issue 5) --------------------------------------------------------------------------
+
+
+def test_train_calibrates_on_the_validation_split(tiny_run, tiny_mnist, tmp_path):
+    from digitrec.calibrate import calibrate_model_file, validation_split
+
+    cal = tiny_run.calibration
+    assert cal is not None and cal.count == 64 and cal.temperature > 0
+    assert cal.nll_after <= cal.nll_before + 1e-6
+    path = tiny_run.save(tmp_path / "run.safetensors")
+    meta = load_model(path).metadata
+    assert meta["temperature"] == cal.temperature and meta["calibration"]["count"] == 64
+    # The stored recipe rebuilds exactly the split train() held out.
+    vx, vy = validation_split(meta, tiny_mnist)
+    _, _, ex, ey = split_train_val(tiny_mnist.train_images, tiny_mnist.train_labels, 64, 0)
+    np.testing.assert_array_equal(vx, ex)
+    np.testing.assert_array_equal(vy, ey)
+    # Re-calibrating the file finds the same temperature and leaves the weights alone.
+    out, again = calibrate_model_file(path, tmp_path / "again.safetensors", data=tiny_mnist)
+    assert again.temperature == pytest.approx(cal.temperature, rel=1e-3)
+    assert states_equal(load_model(out).model, load_model(path).model)

@@ -34,6 +34,7 @@ __all__ = [
     "save_model",
     "load_model",
     "read_metadata",
+    "write_metadata",
     "bundled_models",
     "resolve_model_path",
 ]
@@ -213,3 +214,42 @@ def load_model(
         metadata=meta,
         path=path,
     )
+
+
+def write_metadata(
+    name_or_path: str | os.PathLike[str],
+    updates: dict[str, Any],
+    *,
+    out: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Change metadata keys of a model file without touching its weights; returns the path written.
+
+    The tensor bytes are copied verbatim (bit-identical weights); only the JSON header is
+    rewritten. ``out`` defaults to the file itself, replaced atomically.
+    """
+    path = resolve_model_path(name_or_path)
+    blob = _read_blob(path)
+    meta = _parse_metadata(blob, path)
+    reserved = {"format", "format_version", "arch", "model_config", "normalization", "class_names"} & set(updates)
+    if reserved:
+        raise ModelFileError(f"refusing to change {', '.join(sorted(reserved))}: they describe the weights")
+    meta.update(updates)
+    _check_numbers(Normalization(**meta["normalization"]), meta.get("temperature", 1.0),
+                   meta.get("class_names", [str(i) for i in range(10)]))
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    header["__metadata__"][_META_KEY] = json.dumps(meta)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes with spaces
+    new_blob = len(text).to_bytes(8, "little") + text + blob[8 + n :]
+    try:
+        st_load(new_blob)  # never write a file that would not load
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: cannot rewrite metadata ({exc})") from exc
+    target = Path(out) if out is not None else path
+    try:
+        with atomic_write(target) as fh:
+            fh.write(new_blob)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write model file {target}: {exc.strerror or exc}") from exc
+    return target

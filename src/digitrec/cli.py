@@ -69,6 +69,22 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def _default_min_conf() -> float:
+    from .predict import DEFAULT_MIN_CONFIDENCE
+
+    return DEFAULT_MIN_CONFIDENCE
+
+
 def _emit_json(obj: Any) -> None:
     print(json.dumps(obj), flush=True)
 
@@ -419,14 +435,44 @@ def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None
     return inputs
 
 
+def _save_input(image: np.ndarray, path: str | Path) -> Path:
+    """The 28x28 [0, 1] model input as an 8-bit greyscale PNG (or any format Pillow knows by suffix)."""
+    from PIL import Image
+
+    from .fileio import atomic_write
+
+    target = Path(path)
+    fmt = Image.registered_extensions().get(target.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"--show-input: unknown image format {target.suffix or '(no suffix)'!r} (use .png)")
+    img = Image.fromarray(np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    with atomic_write(target) as fh:
+        img.save(fh, format=fmt)
+    return target
+
+
+def _verdict(pred: Any) -> str:
+    if pred.digit is None:
+        return "no digit found"
+    top = ", ".join(f"{d} {p:.1%}" for d, p in pred.top)
+    unsure = "  UNSURE" if pred.unsure else ""
+    return f"{pred.digit}  confidence {pred.confidence:.1%}{unsure}  top-3: {top}"
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load
 
     _outputs(args.show)
+    if args.show_input:
+        from .fileio import check_writable
+
+        check_writable(args.show_input)
     inputs = _predict_inputs(args)
     if args.show and len(inputs) != 1:
         raise ConfigError("--show takes exactly one input image")
-    rec = load(args.model, device=args.device, backend=args.backend)
+    if args.show_input and len(inputs) != 1:
+        raise ConfigError("--show-input takes exactly one input image")
+    rec = load(args.model, device=args.device, backend=args.backend, min_confidence=args.min_confidence)
     failures = 0
     for name, source, truth in inputs:
         try:
@@ -444,16 +490,76 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 record["true_label"] = truth
             _emit_json(record)
         else:
-            top = ", ".join(f"{d} {p:.1%}" for d, p in pred.top)
             true_part = f" (true {truth})" if truth is not None else ""
-            print(f"{name}{true_part}: {pred.digit}  confidence {pred.confidence:.1%}  top-3: {top}")
-        if args.show:
+            print(f"{name}{true_part}: {_verdict(pred)}")
+        if args.show_input:
+            path = _save_input(pred.input, args.show_input)
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+        if args.show and pred.digit is not None:
             from .plots import plot_prediction
 
             shown = source if isinstance(source, np.ndarray) else pred.input
             path = plot_prediction(shown, pred, args.show, true_label=truth)
             print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_ERROR if failures else 0
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from .predict import load
+
+    _outputs(args.show)
+    if args.show and len(args.images) != 1:
+        raise ConfigError("--show takes exactly one input image")
+    rec = load(args.model, device=args.device, backend=args.backend, min_confidence=args.min_confidence)
+    failures = 0
+    for name in args.images:
+        try:
+            reading = rec.read(name)
+        except DigitrecError as exc:
+            failures += 1
+            message = str(exc) if str(exc).startswith(name) else f"{name}: {exc}"
+            _err(message)
+            if args.json:
+                _emit_json({"path": name, "error": message})
+            continue
+        if args.json:
+            _emit_json({"path": name, **reading.to_dict()})
+        elif reading.number is None:
+            print(f"{name}: no digit found")
+        else:
+            unsure = "  UNSURE" if reading.unsure else ""
+            digits = "  ".join(
+                f"{d.digit} {d.confidence:.1%}{'?' if d.unsure else ''} at {d.box[0]},{d.box[1]} {d.box[2]}x{d.box[3]}"
+                for d in reading.digits
+            )
+            print(f"{name}: {reading.number}  confidence {reading.confidence:.1%}{unsure}  digits: {digits}")
+        if args.show:
+            from .plots import plot_reading
+            from .preprocess import open_image, to_grayscale
+
+            path = plot_reading(to_grayscale(open_image(name)), reading, args.show)
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_ERROR if failures else 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate_model_file
+    from .checkpoint import resolve_model_path
+    from .data import load_mnist
+    from .fileio import check_writable
+
+    out = Path(args.out) if args.out else resolve_model_path(args.model)
+    check_writable(out)
+    mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+    path, report = calibrate_model_file(args.model, out, data=mnist)
+    if args.json:
+        _emit_json({"model": str(path), **report.to_dict()})
+        return 0
+    print(f"temperature {report.temperature:.4f} fitted on {report.count:,} validation images")
+    print(f"NLL {report.nll_before:.4f} -> {report.nll_after:.4f}; "
+          f"ECE {report.ece_before:.2%} -> {report.ece_after:.2%}")
+    print(f"wrote {path} (weights unchanged)")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -632,11 +738,36 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--random", action="store_true", help="also predict a random MNIST test image")
     p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), help="seed for --random (default: unseeded)")
     p.add_argument("--show", metavar="FILE", help="draw the image titled with true label, prediction and confidence")
+    p.add_argument("--show-input", metavar="FILE", help="save the 28x28 image the model saw (PNG)")
+    p.add_argument("--min-confidence", type=_fraction, metavar="X",
+                   help=f"flag answers below this calibrated confidence as unsure (default: {_default_min_conf():.2f})")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="inference backend; auto uses ONNX Runtime when installed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("read", parents=[common], help="read whole numbers (lines of digits) in images",
+                       description="Find each handwritten digit in a line of digits, left to right, and print "
+                       "the number with per-digit confidence and boxes (x, y, width, height in image pixels).")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
+    p.add_argument("--min-confidence", type=_fraction, metavar="X",
+                   help=f"flag digits below this calibrated confidence as unsure (default: {_default_min_conf():.2f})")
+    p.add_argument("--show", metavar="FILE", help="draw the image with a labelled box per digit (.png, .svg or .pdf)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="inference backend; auto uses ONNX Runtime when installed (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.set_defaults(func=cmd_read)
+
+    p = sub.add_parser("calibrate", parents=[common, data_opts], help="fit a model's softmax temperature",
+                       description="Fit the temperature on the validation split the model was trained without "
+                       "(rebuilt from its stored recipe) and store it in the model file; weights stay unchanged.")
+    p.add_argument("--model", required=True, help="model file (or bundled name) to calibrate")
+    p.add_argument("--out", metavar="FILE", help="write the calibrated model here (default: replace --model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("export", parents=[common], help="export a model for deployment (ONNX)",
                        description="Write a model as an ONNX graph that takes prepared (N, 28, 28) [0, 1] "

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
-from matplotlib.patches import FancyBboxPatch, Patch
+from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
 from matplotlib.textpath import TextToPath
 from matplotlib.ticker import MaxNLocator, PercentFormatter, StrMethodFormatter
 from torch import nn
@@ -26,6 +26,7 @@ from torch import nn
 from .errors import ConfigError
 from .fileio import atomic_write
 from .models import count_parameters, layer_table
+from .numbers import NumberReading
 from .predict import Prediction
 from .preprocess import IMAGE_SIZE
 from .train import EpochRecord
@@ -37,6 +38,7 @@ __all__ = [
     "plot_confusion",
     "plot_misclassified",
     "plot_prediction",
+    "plot_reading",
     "plot_model_diagram",
 ]
 
@@ -227,6 +229,8 @@ def plot_prediction(
     The predicted bar is blue; the true class, when given and different, is red.
     """
     check_plot_path(path)
+    if prediction.digit is None:
+        raise ConfigError("no digit was found in the image: there is no prediction to plot")
     probs = np.asarray(prediction.probabilities, dtype=float)
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     ax_img, ax_bar = fig.subplots(1, 2, width_ratios=(1, 1.7))
@@ -252,6 +256,26 @@ def plot_prediction(
     legend = [Patch(color=colour, label=label) for colour, label in marked.values()]
     ax_bar.legend(handles=legend, loc="upper left" if prediction.digit >= 5 else "upper right")
     ax_bar.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_reading(image: np.ndarray, reading: NumberReading, path: str | os.PathLike[str]) -> Path:
+    """The picture with a box and a "digit confidence" label per digit found; unsure ones in red."""
+    check_plot_path(path)
+    h, w = np.asarray(image).shape[:2]
+    fig = Figure(figsize=(min(12, max(4, 6 * w / max(h, 1))), 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    for d in reading.digits:
+        x, y, bw, bh = d.box
+        colour = _TRUTH if d.unsure else _HIGHLIGHT
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, edgecolor=colour, linewidth=2))
+        ax.text(x, y - 2, f"{d.digit} {d.confidence:.0%}", color="white", fontsize=10, va="bottom",
+                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5})
+    title = "No digit found" if reading.number is None else (
+        f"Read: {reading.number} ({reading.confidence:.1%}){' UNSURE' if reading.unsure else ''}")
+    ax.set_title(title)
     return _save(fig, path)
 
 

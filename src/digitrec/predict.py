@@ -12,32 +12,57 @@ import torch
 from PIL import Image
 
 from .checkpoint import ModelFile, load_model
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 from .infer import InferenceEngine
-from .preprocess import ImageSource, to_mnist
+from .numbers import DigitReading, NumberReading, segment
+from .preprocess import IMAGE_SIZE, ImageSource, NoDigitError, ink_map, to_mnist
 from .runtime import resolve_device, resolve_precision
 
-__all__ = ["Prediction", "Recogniser", "load"]
+__all__ = ["DEFAULT_MIN_CONFIDENCE", "Prediction", "Recogniser", "load"]
+
+# Calibrated confidence below which an answer is flagged unsure. Chosen on the validation
+# split and on letters and scribbles (see the README, "Real-world images and numbers"):
+# it flags few real digits while flagging most non-digits.
+DEFAULT_MIN_CONFIDENCE = 0.7
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The answer for one image."""
+    """The answer for one image.
 
-    digit: int  # most probable class
-    confidence: float  # its softmax probability, 0..1
-    probabilities: tuple[float, ...]  # all ten class probabilities, summing to 1
+    An image without ink is answered "no digit found": ``digit`` None, ``confidence`` 0.0,
+    empty ``probabilities`` and ``top``, ``unsure`` True, and an all-black ``input``.
+    """
+
+    digit: int | None  # most probable class; None when the image has no ink (no digit found)
+    confidence: float  # its calibrated probability, 0..1 (0.0 when no digit was found)
+    probabilities: tuple[float, ...]  # all ten class probabilities, summing to 1 (empty: no digit)
     top: tuple[tuple[int, float], ...]  # the three most probable (digit, probability), best first
     input: np.ndarray = field(repr=False, compare=False)  # the (28, 28) [0, 1] image the model saw
+    unsure: bool = False  # confidence below the recogniser's min_confidence (always True without a digit)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (without the input image)."""
         return {
             "digit": self.digit,
             "confidence": self.confidence,
+            "unsure": self.unsure,
             "top3": [{"digit": d, "probability": p} for d, p in self.top],
             "probabilities": list(self.probabilities),
         }
+
+
+def _no_digit() -> Prediction:
+    return Prediction(
+        digit=None, confidence=0.0, probabilities=(), top=(),
+        input=np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32), unsure=True,
+    )
+
+
+def _check_min_confidence(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"min_confidence must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 class Recogniser:
@@ -48,12 +73,20 @@ class Recogniser:
     """
 
     def __init__(
-        self, model_file: ModelFile, device: torch.device, precision: str = "fp32", backend: str = "auto"
+        self,
+        model_file: ModelFile,
+        device: torch.device,
+        precision: str = "fp32",
+        backend: str = "auto",
+        min_confidence: float | None = None,
     ) -> None:
         self.model_file = model_file
         self.device = device
         self.precision = precision
         self._engine = InferenceEngine(model_file, device, precision, backend)
+        self.min_confidence = _check_min_confidence(
+            DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
+        )
 
     @property
     def backend(self) -> str:
@@ -71,11 +104,17 @@ class Recogniser:
         return self.model_file.metadata
 
     def prepare(self, image: ImageSource) -> np.ndarray:
-        """The (28, 28) [0, 1] white-on-black image the model will see for ``image``."""
+        """The (28, 28) [0, 1] white-on-black image the model will see for ``image``.
+
+        Raises :class:`~digitrec.preprocess.NoDigitError` when the image has no ink.
+        """
         return to_mnist(image)
 
     def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
-        """Predict already-prepared images: float [0, 1] or uint8, shape (N, 28, 28)."""
+        """Predict already-prepared images: float [0, 1] or uint8, shape (N, 28, 28).
+
+        An all-black image is answered "no digit found" (``digit`` None).
+        """
         arr = np.asarray(images)
         if arr.ndim != 3 or arr.shape[1:] != (28, 28):
             raise ImageError(f"expected prepared images of shape (N, 28, 28), got {arr.shape}")
@@ -83,6 +122,10 @@ class Recogniser:
             raise ImageError(f"prepared images must be uint8 or finite floats (got {arr.dtype})")
         if len(arr) == 0:
             return []
+        has_ink = arr.reshape(len(arr), -1).max(axis=1) > 0
+        if not has_ink.all():
+            answers = iter(self.predict_arrays(arr[has_ink]) if has_ink.any() else [])
+            return [next(answers) if ink else _no_digit() for ink in has_ink]
         probs = self._engine.probabilities(arr)
         top_p, top_i = probs.topk(3, dim=1)
         # One bulk conversion to Python floats; per-row NumPy work dominated large batches.
@@ -95,6 +138,7 @@ class Recogniser:
                 probabilities=tuple(row),
                 top=tuple(zip(ti, tp)),
                 input=img.astype(np.float32) / scale,
+                unsure=tp[0] < self.min_confidence,
             )
             for row, tp, ti, img in zip(rows, tops_p, tops_i, arr)
         ]
@@ -118,12 +162,42 @@ class Recogniser:
         if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] not in (1, 3, 4):
             if len(image) == 0:
                 return []
-            return self.predict_arrays(np.stack([to_mnist(a) for a in image]))
+            return self.predict_arrays(np.stack([_prepare_or_blank(a) for a in image]))
         if isinstance(image, (list, tuple)):
             if not image:
                 return []
-            return self.predict_arrays(np.stack([to_mnist(i) for i in image]))
-        return self.predict_arrays(to_mnist(image)[None])[0]  # type: ignore[arg-type]
+            return self.predict_arrays(np.stack([_prepare_or_blank(i) for i in image]))
+        return self.predict_arrays(_prepare_or_blank(image)[None])[0]  # type: ignore[arg-type]
+
+    def read(self, image: ImageSource) -> NumberReading:
+        """Read a line of handwritten digits (a whole number) in one picture.
+
+        Finds each digit (see :mod:`digitrec.numbers`), classifies all of them in one batch
+        and returns them left to right. A picture without ink gives ``number`` None.
+        """
+        pieces = segment(ink_map(image), lambda x: np.array([p.confidence for p in self.predict_arrays(x)]))
+        if not pieces:
+            return NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
+        preds = self.predict_arrays(np.stack([p.input for p in pieces]))
+        digits = tuple(
+            DigitReading(digit=int(p.digit), confidence=p.confidence, box=piece.box, unsure=p.unsure)
+            for p, piece in zip(preds, pieces)
+            if p.digit is not None
+        )
+        return NumberReading(
+            number="".join(str(d.digit) for d in digits),
+            confidence=float(np.prod([d.confidence for d in digits])),
+            digits=digits,
+            unsure=any(d.unsure for d in digits),
+        )
+
+
+def _prepare_or_blank(image: ImageSource) -> np.ndarray:
+    """``to_mnist``, with an all-black frame for an image without ink (answered "no digit")."""
+    try:
+        return to_mnist(image)
+    except NoDigitError:
+        return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
 
 
 def load(
@@ -132,12 +206,16 @@ def load(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     backend: str = "auto",
+    min_confidence: float | None = None,
 ) -> Recogniser:
     """Load a bundled model by name (``"seed"``) or a model file by path into a :class:`Recogniser`.
 
     Inference defaults to the CPU in fp32, the fastest choice for one image at a time;
     pass ``device="auto"`` to use CUDA when available. ``backend`` is ``"auto"`` (ONNX Runtime
-    when installed and on the CPU in fp32, else PyTorch), ``"torch"`` or ``"onnx"``.
+    when installed and on the CPU in fp32, else PyTorch), ``"torch"`` or ``"onnx"``. Answers
+    whose calibrated confidence is below ``min_confidence`` (default
+    :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure.
     """
+    threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)
-    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend)
+    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold)

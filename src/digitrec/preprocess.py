@@ -4,6 +4,21 @@ MNIST digits are white ink on black, fitted into a 20x20 box with their aspect r
 centred by centre of mass in a 28x28 frame. Each step below is a small pure function so that
 the CLI, the Python API and the server share exactly one pipeline, and so that steps can be
 tested (and improved) one at a time. The normalisation constants live here and nowhere else.
+
+The pipeline for a photo, scan or drawing (:func:`to_mnist`)::
+
+    open_image        EXIF orientation, first frame, size limits
+    to_grayscale      any mode -> grey [0, 1]; transparency composited on white
+    limit_size        shrink very large pictures to a working size (speed; digits stay legible)
+    to_white_on_black polarity: dark ink on light paper is inverted so that ink is bright
+    remove_background uneven light and paper tone: a white top-hat (image minus its opening)
+    clean_ink         3x3 median, hysteresis threshold, specks dropped; grey levels kept
+    crop_to_ink       bounding box of the ink
+    fit_in_box        longest side 20 px, aspect ratio kept
+    center_by_mass    centre of mass in the middle of 28x28
+
+An image that is already MNIST-like (28x28, white on black) passes through unchanged. An
+image without ink raises :class:`NoDigitError` ("no digit found") instead of being guessed at.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from .errors import ImageError
 
@@ -27,15 +43,25 @@ __all__ = [
     "IMAGE_SIZE",
     "BOX_SIZE",
     "MAX_PIXELS",
+    "MIN_CONTRAST",
+    "WORK_SIZE",
     "ImageSource",
+    "NoDigitError",
+    "InkMap",
     "normalize",
     "open_image",
     "to_grayscale",
     "to_white_on_black",
+    "limit_size",
+    "remove_background",
+    "otsu_threshold",
+    "clean_ink",
+    "ink_map",
     "crop_to_ink",
     "fit_in_box",
     "center_by_mass",
     "is_mnist_like",
+    "glyph_to_mnist",
     "to_mnist",
 ]
 
@@ -54,6 +80,18 @@ IMAGE_SIZE = 28  # side of the model input, pixels
 BOX_SIZE = 20  # side of the box the ink is fitted into, pixels (MNIST convention)
 MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs), pixels
 _INK_THRESHOLD = 0.2  # grey level (0..1, ink = 1) above which a pixel counts as ink
+WORK_SIZE = 1024  # longer side that larger pictures are shrunk to before analysis, pixels
+# Ink must stand out from the paper by this much (fraction of full scale) to count at all:
+# above paper texture, sensor noise and JPEG ringing, below faint pencil in a dim photo.
+MIN_CONTRAST = 0.15
+SPECK_FRACTION = 0.05  # ink blobs smaller than this fraction of the largest blob's area are dirt
+_NOISE_MARGIN = 12.0  # ink must be this many background-noise standard deviations bright
+_MIN_BLOB_PIXELS = 6  # the largest blob must have at least this many pixels (working scale)
+
+
+class NoDigitError(ImageError):
+    """The image holds no ink: there is no digit to recognise (not a guess, not a crash)."""
+
 
 ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
 
@@ -143,13 +181,150 @@ def to_grayscale(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
 
 
+def _border(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+
+
 def to_white_on_black(gray: np.ndarray) -> np.ndarray:
     """Invert dark-ink-on-light-paper images so that ink is bright, as in MNIST.
 
-    The background is estimated from the image border, where a framed digit rarely reaches.
+    The paper's tone is taken from the image border, where a framed digit rarely reaches, and
+    compared with the middle of the image's own tonal range (not with a fixed 0.5), so that
+    grey paper in a dim photo still counts as light and a grey chalkboard as dark.
     """
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return 1.0 - gray if float(np.median(border)) > 0.5 else gray
+    low, high = np.percentile(gray, [0.1, 99.9])
+    middle = (float(low) + float(high)) / 2 if high - low > 1e-3 else 0.5
+    return 1.0 - gray if float(np.median(_border(gray))) > middle else gray
+
+
+def limit_size(gray: np.ndarray, max_side: int = WORK_SIZE) -> tuple[np.ndarray, float]:
+    """Shrink (area-averaging) so that the longer side is at most ``max_side``.
+
+    Returns the image and the factor from its pixels back to the input's (1.0 if unchanged).
+    """
+    h, w = gray.shape
+    if max(h, w) <= max_side:
+        return gray, 1.0
+    scale = max_side / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    img = Image.fromarray(gray.astype(np.float32), mode="F")
+    out = np.asarray(img.resize((new_w, new_h), Image.Resampling.BOX), dtype=np.float32)
+    return out, max(h, w) / max(new_h, new_w)
+
+
+def _flatten(ink: np.ndarray, iterations: int = 4) -> np.ndarray:
+    """Subtract a smooth (quadratic) light surface fitted to the paper, ignoring the ink.
+
+    Fitted by least squares on a coarse copy, starting from the darker 60% of the pixels
+    (ink is the bright minority); each pass then keeps the pixels within 2.5 robust standard
+    deviations above the surface, so the fit follows the paper under a side light or
+    vignetting, not the strokes.
+    """
+    h, w = ink.shape
+    step = max(1, max(h, w) // 64)
+    small = ink[::step, ::step].astype(np.float64)
+    ys, xs = np.mgrid[0 : small.shape[0], 0 : small.shape[1]]
+    ys = ys / max(small.shape[0] - 1, 1) - 0.5
+    xs = xs / max(small.shape[1] - 1, 1) - 0.5
+    design = np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=-1).reshape(-1, 6)
+    values = small.ravel()
+    use = values <= np.percentile(values, 60)  # start from the paper: ink is the bright minority
+    coef = np.zeros(6)
+    for _ in range(iterations):
+        if use.sum() < 12:
+            break
+        coef = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
+        resid = values - design @ coef
+        spread = 1.4826 * float(np.median(np.abs(resid[use] - np.median(resid[use])))) + 1e-3
+        use = resid < 2.5 * spread
+    fy, fx = np.mgrid[0:h, 0:w].astype(np.float32)
+    fy, fx = fy / max(h - 1, 1) - 0.5, fx / max(w - 1, 1) - 0.5
+    surface = coef[0] + coef[1] * fx + coef[2] * fy + coef[3] * fx * fx + coef[4] * fx * fy + coef[5] * fy * fy
+    return ink - surface.astype(np.float32)
+
+
+def remove_background(ink: np.ndarray) -> np.ndarray:
+    """Subtract the slowly varying background (uneven light, paper tone) from white-on-black ink.
+
+    First a smooth light surface fitted to the paper is subtracted (side light, vignetting);
+    then a grey opening with a structuring element half the image's shorter side removes
+    every stroke narrower than that and keeps what is left of the background (a white
+    top-hat transform). What remains is ink against zero.
+    """
+    flat = _flatten(ink) if min(ink.shape) >= 16 else ink
+    size = max(3, min(ink.shape) // 2)
+    return np.clip(flat - ndimage.grey_opening(flat, size=(size, size), mode="nearest"), 0.0, None)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """The grey level that best separates ``values`` into two classes (Otsu's method)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(hist).astype(np.float64)
+    weight_high = weight_low[-1] - weight_low
+    mass_low = np.cumsum(hist * centres)
+    mean_low = np.divide(mass_low, weight_low, out=np.zeros_like(mass_low), where=weight_low > 0)
+    mean_high = np.divide(mass_low[-1] - mass_low, weight_high, out=np.zeros_like(mass_low), where=weight_high > 0)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def clean_ink(ink: np.ndarray, speck_fraction: float = SPECK_FRACTION) -> np.ndarray:
+    """Background-free ink -> [0, 1] strokes on exact black, or all zeros when there is no ink.
+
+    A 3x3 median removes salt-and-pepper noise on pictures large enough to afford it. Pixels
+    are then kept by hysteresis: a blob of pixels above half the Otsu threshold survives if it
+    reaches the threshold itself and is not a speck (area below ``speck_fraction`` of the
+    largest blob's). Grey levels are kept: the typical stroke level maps to 1, the low
+    threshold to 0, so anti-aliased edges stay soft as in MNIST.
+    """
+    if min(ink.shape) >= 64:
+        ink = ndimage.median_filter(ink, size=3, mode="nearest")
+    peak = float(ink.max())
+    empty = np.zeros(ink.shape, np.float32)
+    # Noise level of the background (most pixels): ink must clear it by a wide margin.
+    noise = 1.4826 * float(np.median(np.abs(ink - np.median(ink))))
+    if peak < max(MIN_CONTRAST, _NOISE_MARGIN * noise):
+        return empty
+    candidates = ink[ink > 0.02 * peak]
+    high = max(otsu_threshold(candidates) if candidates.size else 0.0, MIN_CONTRAST / 2, 0.5 * _NOISE_MARGIN * noise)
+    low = max(high / 2, 0.25 * _NOISE_MARGIN * noise)
+    labels, count = ndimage.label(ink > low, structure=np.ones((3, 3)))
+    if count == 0:
+        return empty
+    index = np.arange(1, count + 1)
+    areas = ndimage.sum_labels(np.ones_like(ink), labels, index)
+    strong = ndimage.maximum(ink, labels, index) > high
+    if not strong.any():
+        return empty
+    largest = float(areas[strong].max())
+    if largest < _MIN_BLOB_PIXELS:
+        return empty
+    keep = np.concatenate([[False], strong & (areas >= speck_fraction * largest)])
+    level = float(np.median(ink[keep[labels] & (ink > high)]))
+    out = np.clip((ink - low) / max(level - low, 1e-6), 0.0, 1.0)
+    return np.where(keep[labels], out, 0.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class InkMap:
+    """A cleaned picture: bright ink on exact black, at working resolution."""
+
+    ink: np.ndarray  # (H, W) float32 in [0, 1]; 0 = no ink
+    scale: float  # input pixels per working pixel (1.0 unless the picture was shrunk)
+    shape: tuple[int, int]  # (height, width) of the input after EXIF orientation, pixels
+
+
+def ink_map(source: ImageSource, speck_fraction: float = SPECK_FRACTION) -> InkMap:
+    """Run the pipeline up to the cleaned ink (no cropping): shared by digits and numbers."""
+    gray = _load_gray(source)
+    ink, scale = _clean(gray, speck_fraction)
+    return InkMap(ink=ink, scale=scale, shape=(gray.shape[0], gray.shape[1]))
+
+
+def _clean(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION) -> tuple[np.ndarray, float]:
+    work, scale = limit_size(gray)
+    return clean_ink(remove_background(to_white_on_black(work)), speck_fraction), scale
 
 
 def crop_to_ink(gray: np.ndarray, threshold: float = _INK_THRESHOLD) -> np.ndarray:
@@ -160,7 +335,7 @@ def crop_to_ink(gray: np.ndarray, threshold: float = _INK_THRESHOLD) -> np.ndarr
     rows = np.flatnonzero((gray > threshold).any(axis=1))
     cols = np.flatnonzero((gray > threshold).any(axis=0))
     if rows.size == 0:
-        raise ImageError("no digit found (the image has no ink)")
+        raise NoDigitError("no digit found (the image has no ink)")
     return gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
@@ -196,9 +371,7 @@ def center_by_mass(gray: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
 
 def is_mnist_like(gray: np.ndarray) -> bool:
     """True for a 28x28 image that is already white ink on a black background."""
-    return gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and float(
-        np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))
-    ) < 0.1
+    return gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and float(np.median(_border(gray))) < 0.1
 
 
 def _array_to_gray(arr: np.ndarray) -> np.ndarray:
@@ -236,19 +409,27 @@ def _array_to_gray(arr: np.ndarray) -> np.ndarray:
     return a
 
 
+def _load_gray(source: ImageSource) -> np.ndarray:
+    if isinstance(source, np.ndarray):
+        return _array_to_gray(source)
+    return to_grayscale(open_image(source))
+
+
+def glyph_to_mnist(glyph: np.ndarray) -> np.ndarray:
+    """Cleaned ink of one digit (white on black, any size) -> the 28x28 model input."""
+    return center_by_mass(fit_in_box(crop_to_ink(glyph, threshold=0.0)))
+
+
 def to_mnist(source: ImageSource) -> np.ndarray:
     """Turn any image into a (28, 28) float32 array in [0, 1], white digit on black.
 
     Accepts a path, bytes, a binary file object, a PIL image or a NumPy array (uint8 0..255,
     uint16, or float in [0, 1]; grey (H, W) or colour (H, W, 3|4)). An image that is already
-    MNIST-like (28x28, white on black) passes through unchanged.
+    MNIST-like (28x28, white on black) passes through unchanged. Raises :class:`NoDigitError`
+    when the image holds no ink.
     """
-    if isinstance(source, np.ndarray):
-        gray = _array_to_gray(source)
-    else:
-        gray = to_grayscale(open_image(source))
+    gray = _load_gray(source)
     if is_mnist_like(gray):
         crop_to_ink(gray)  # raises on a blank canvas: no digit, no guess
         return gray.astype(np.float32)
-    gray = to_white_on_black(gray)
-    return center_by_mass(fit_in_box(crop_to_ink(gray)))
+    return glyph_to_mnist(_clean(gray)[0])

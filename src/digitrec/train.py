@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import AffineAugment, random_affine
+from .calibrate import Calibration, calibration_report
 from .checkpoint import save_model
 from .data import MNIST, load_mnist
 from .errors import ConfigError
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, evaluate, predict_logits
 from .models import check_model_output, create_model, get_model_spec, model_config_dict
 from .preprocess import normalize
 from .runtime import autocast, resolve_device, resolve_precision, seed_everything
@@ -203,6 +204,7 @@ class TrainResult:
     train_seconds: float = 0.0  # total wall time of the training steps
     best_epoch: int | None = None  # epoch whose weights the model holds when keep_best selected one
     stopped_early: bool = False  # early stopping ended the run before config.epochs
+    calibration: Calibration | None = None  # temperature fitted on the validation split (None: T = 1)
 
     @property
     def epochs_completed(self) -> int:
@@ -238,8 +240,10 @@ class TrainResult:
             "metrics": self.metrics(),
             "history": [dataclasses.asdict(r) for r in self.history],
             "interrupted": self.interrupted,
-            "temperature": 1.0,
+            "temperature": self.calibration.temperature if self.calibration else 1.0,
         }
+        if self.calibration is not None:
+            extra["calibration"] = self.calibration.to_dict()
         return save_model(path, self.model, self.config.arch, model_config, extra=extra)
 
 
@@ -566,6 +570,11 @@ def train(
     tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
     result = fit(config, tx, ty, device=dev, val_images=vx, val_labels=vy, callback=callback,
                  checkpoint=checkpoint, resume=resume)
+    if len(vx) and result.history:
+        # Honest confidences: one temperature fitted on the validation split (argmax unchanged).
+        logits = predict_logits(result.model, torch.from_numpy(np.ascontiguousarray(vx)), device=dev,
+                                precision=result.precision, batch_size=config.eval_batch_size)
+        result.calibration = calibration_report(logits, torch.from_numpy(vy.astype(np.int64)))
     try:
         result.test = evaluate(
             result.model, mnist.test_images, mnist.test_labels, device=dev,
