@@ -63,7 +63,8 @@ def quick_model(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("command", ["", "data", "samples", "summary", "train", "evaluate", "predict", "models"])
+@pytest.mark.parametrize("command", ["", "data", "samples", "summary", "train", "evaluate", "predict", "ensemble",
+                                     "models"])
 def test_help_everywhere(command: str) -> None:
     proc = run(*([command] if command else []), "--help")
     assert proc.returncode == 0
@@ -217,6 +218,21 @@ def test_bundled_model_meets_its_claim() -> None:
     assert "precision" in text and "confusion matrix" in text
 
 
+@requires_mnist
+@pytest.mark.parametrize("name", ["best", "ensemble"])
+def test_bundled_accuracy_models_meet_their_claims(name: str) -> None:
+    from digitrec.checkpoint import read_metadata
+
+    claimed = read_metadata(name)["metrics"]["test_accuracy"]
+    proc = run("evaluate", "--model", name, "--json", "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    # The file records the test accuracy measured when it was made (bf16 autocast on the
+    # training machine); fp32 or another CPU may differ by an image or two.
+    assert abs(report["accuracy"] - claimed) <= 2e-4
+    assert report["accuracy"] >= 0.996
+
+
 @pytest.mark.parametrize(
     "content, needle",
     [(b"", "not a digitrec model"), (b"garbage" * 100, "not a digitrec model")],
@@ -276,7 +292,9 @@ def test_predict_needs_an_input() -> None:
 def test_models_lists_seed() -> None:
     proc = run("models", "--json")
     assert proc.returncode == 0
-    assert "seed" in [a["name"] for a in json.loads(proc.stdout)["architectures"]]
+    listing = json.loads(proc.stdout)
+    assert "seed" in [a["name"] for a in listing["architectures"]]
+    assert {"seed", "best", "ensemble"} <= {b["name"] for b in listing["bundled"]}
 
 
 @pytest.mark.parametrize(

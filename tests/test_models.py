@@ -251,6 +251,70 @@ def test_check_model_output():
         models.check_model_output(models.create_model("seed", {"image_size": 32}))
 
 
+# --- the VGG-style CNN --------------------------------------------------------------------------
+
+
+def vgg_param_count(w: int = 32) -> int:
+    """Trainable parameters of the VGG CNN: bias-free convs + BN scale/shift, dense head."""
+    convs = [(1, w, 3), (w, w, 3), (w, w, 5), (w, 2 * w, 3), (2 * w, 2 * w, 3), (2 * w, 2 * w, 5), (2 * w, 4 * w, 4)]
+    return sum(cin * cout * k * k + 2 * cout for cin, cout, k in convs) + 4 * w * 10 + 10
+
+
+@pytest.mark.parametrize("width", [8, 32])
+def test_vgg_parameter_count_and_shapes(width):
+    model = create_model("vgg", {"width": width})
+    assert count_parameters(model)[0] == vgg_param_count(width)
+    shapes = {r.name: r.output_shape for r in layer_table(model)}
+    assert shapes["features.6"] == (width, 12, 12)  # stride-2 5x5 conv halves the map
+    assert shapes["features.16"] == (2 * width, 4, 4)
+    assert shapes["features.23"] == (4 * width,)
+    assert "Total params: 326,826" in format_summary(create_model("vgg"))
+
+
+def test_vgg_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = create_model("vgg", {"width": 8})
+    x = torch.randn(4, 1, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        model.train()
+        assert not torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("config", [{"width": 0}, {"dropout": 1.0}, {"dropout": -0.1}])
+def test_vgg_bad_configs(config):
+    with pytest.raises(ConfigError, match="cannot build 'vgg'"):
+        create_model("vgg", config)
+
+
+# --- the ensemble -------------------------------------------------------------------------------
+
+
+def test_ensemble_averages_member_probabilities():
+    torch.manual_seed(0)
+    members = [{"arch": "seed", "model_config": {"hidden": 16}, "temperature": 1.0},
+               {"arch": "vgg", "model_config": {"width": 4}, "temperature": 2.0}]
+    model = create_model("ensemble", {"members": members}).eval()
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = (model.members[0](x).softmax(1) + (model.members[1](x) / 2.0).softmax(1)) / 2
+        got = model(x)
+    torch.testing.assert_close(got.softmax(1), expected)
+    torch.testing.assert_close(got.exp(), expected)  # log of the average: softmax is a no-op
+    assert all(k.startswith(("members.0.", "members.1.")) for k in model.state_dict())
+
+
+@pytest.mark.parametrize("members, message", [
+    ([], "at least one member"),
+    ([{"model_config": {}}], "member 0 must be"),
+    ([{"arch": "seed", "colour": 1}], "member 0 must be"),
+    ([{"arch": "seed", "temperature": 0}], "bad temperature"),
+    ([{"arch": "nope"}], "unknown architecture"),
+])
+def test_ensemble_bad_members(members, message):
+    with pytest.raises(ConfigError, match=message):
+        create_model("ensemble", {"members": members})
 def test_fast_cnn_shapes_and_size():
     model = create_model("fast")
     rows = {r.name: r.output_shape for r in layer_table(model)}

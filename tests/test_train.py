@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import digitrec
 from digitrec.checkpoint import load_model
 from digitrec.data import MNIST
 from digitrec.errors import ConfigError
-from digitrec.train import EpochRecord, TrainConfig, fit, split_train_val, train
+from digitrec.train import EpochRecord, TrainConfig, fit, lr_at, split_train_val, train
 
 CPU = torch.device("cpu")
 FAST = {"epochs": 2, "batch_size": 64, "val_size": 64, "precision": "fp32"}
@@ -74,7 +75,7 @@ def test_default_recipe_is_the_notebook():
         ("eval_batch_size", 0, "eval batch size must be >= 1"),
         ("limit", -1, "limit must be >= 0"),
         ("precision", "fp16", "invalid precision 'fp16'"),
-        ("arch", "vgg", "unknown architecture 'vgg'"),
+        ("arch", "resnet", "unknown architecture 'resnet'"),
     ],
 )
 def test_validate_rejects(field, value, message):
@@ -292,6 +293,133 @@ def test_callbacks_may_implement_only_some_methods(tiny_mnist):
     assert ends == [1, 2]
 
 
+# --- accuracy features: schedules, optimisers, augmentation, EMA, selection ------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("optimizer", "rmsprop", "invalid optimizer 'rmsprop'"),
+        ("schedule", "step", "invalid schedule 'step'"),
+        ("weight_decay", -0.1, "weight decay must be a number >= 0"),
+        ("warmup", 1.5, r"warmup must be a number in \[0, 1\]"),
+        ("label_smoothing", float("nan"), "label smoothing must be"),
+        ("ema_decay", 1.0, r"ema decay must be a number in \[0, 1\)"),
+        ("patience", -1, "patience must be an integer >= 0"),
+        ("keep_best", 1, "keep_best must be true or false"),
+        ("aug_rotate", -5.0, "augmentation rotate must be"),
+        ("aug_scale", 1.0, "augmentation scale must be < 1"),
+    ],
+)
+def test_validate_rejects_accuracy_fields(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_selection_needs_a_validation_split():
+    with pytest.raises(ConfigError, match="need a validation split"):
+        TrainConfig(val_size=0, keep_best=True).validate()
+    with pytest.raises(ConfigError, match="need a validation split"):
+        TrainConfig(val_size=0, patience=2).validate()
+
+
+def test_lr_schedules():
+    total = 1000
+    const = TrainConfig(lr=0.01)
+    assert {lr_at(const, s, total) for s in (0, 500, 999)} == {0.01}
+    one = TrainConfig(lr=0.01, schedule="onecycle", warmup=0.25)
+    lrs = [lr_at(one, s, total) for s in range(total)]
+    assert lrs[0] == pytest.approx(0.01 / 25)
+    assert max(lrs) == pytest.approx(0.01, rel=1e-4) and 240 <= lrs.index(max(lrs)) <= 260
+    assert lrs[-1] == pytest.approx(0.01 / 25 / 1e4)
+    assert all(a <= b for a, b in zip(lrs[:250], lrs[1:250]))  # up, then
+    assert all(a >= b for a, b in zip(lrs[260:], lrs[261:]))  # down
+    cos = TrainConfig(lr=0.01, schedule="cosine", warmup=0.1)
+    lrs = [lr_at(cos, s, total) for s in range(total)]
+    assert lrs[0] == pytest.approx(0.01 / 100) and lrs[99] == pytest.approx(0.01)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(TrainConfig(lr=0.01, schedule="cosine"), 0, total) == pytest.approx(0.01)
+
+
+ACCURACY_RECIPE = {"optimizer": "adamw", "weight_decay": 0.01, "schedule": "onecycle", "warmup": 0.3,
+                   "label_smoothing": 0.1, "ema_decay": 0.9, "aug_rotate": 10.0, "aug_shift": 2.0,
+                   "aug_scale": 0.1, "aug_shear": 5.0}
+
+
+def test_accuracy_recipe_is_deterministic(tiny_mnist):
+    a = fit_tiny(tiny_mnist, epochs=2, seed=3, **ACCURACY_RECIPE)
+    b = fit_tiny(tiny_mnist, epochs=2, seed=3, **ACCURACY_RECIPE)
+    assert states_equal(a.model, b.model)
+    assert [r.loss for r in a.history] == [r.loss for r in b.history]
+    plain = fit_tiny(tiny_mnist, epochs=2, seed=3)
+    assert not states_equal(a.model, plain.model)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizers_and_schedules_train(tiny_mnist, name):
+    result = fit_tiny(tiny_mnist, optimizer=name, weight_decay=1e-3, schedule="cosine", warmup=0.2,
+                      lr=0.01 if name == "sgd" else 1e-3)
+    assert math.isfinite(result.history[0].loss)
+
+
+def test_augmentation_changes_training_but_not_the_shuffle(tiny_mnist):
+    # Augmentation draws from its own generator, so the batches are the same images, warped.
+    aug = fit_tiny(tiny_mnist, seed=2, aug_rotate=20.0)
+    plain = fit_tiny(tiny_mnist, seed=2)
+    assert not states_equal(aug.model, plain.model)
+    assert aug.history[0].loss != plain.history[0].loss
+
+
+def test_ema_model_is_returned_and_averages(tiny_mnist):
+    torch.manual_seed(0)
+    raw = fit_tiny(tiny_mnist, seed=1, epochs=2)
+    ema = fit_tiny(tiny_mnist, seed=1, epochs=2, ema_decay=0.5)
+    # Same training trajectory (EMA only reads the weights) but different final weights.
+    assert [r.loss for r in raw.history] == [r.loss for r in ema.history]
+    assert not states_equal(raw.model, ema.model)
+    assert all(not p.requires_grad for p in ema.model.parameters())
+
+
+def test_ema_averages_batchnorm_statistics(tiny_mnist):
+    result = fit_tiny(tiny_mnist, arch="vgg", model_config={"width": 4}, ema_decay=0.9)
+    bn = result.model.features[1]
+    assert bn.num_batches_tracked.item() == 3  # copied from the trained model
+    assert not torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+
+
+def fit_val(tiny_mnist, callback=None, **overrides):
+    config = TrainConfig(**{"batch_size": 64, "precision": "fp32", "val_size": 64, **overrides})
+    x, y = tiny_mnist.train_images, tiny_mnist.train_labels
+    return fit(config, x[:192], y[:192], device=CPU, val_images=x[192:], val_labels=y[192:], callback=callback)
+
+
+def test_keep_best_selects_on_validation(tiny_mnist):
+    result = fit_val(tiny_mnist, epochs=4, keep_best=True, lr=0.01, seed=1)
+    scores = [(r.val_accuracy, -r.val_loss) for r in result.history]
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    assert result.val.accuracy == result.history[result.best_epoch - 1].val_accuracy
+    assert result.metrics()["best_epoch"] == result.best_epoch
+    again = fit_val(tiny_mnist, epochs=result.best_epoch, lr=0.01, seed=1)
+    # A fixed-length run of best_epoch epochs ends with the same weights, unless the schedule
+    # depends on the length (it is constant here).
+    assert states_equal(result.model, again.model)
+
+
+def test_early_stopping_after_patience(tiny_mnist, monkeypatch):
+    # A score that never improves: the run stops after the first epoch plus `patience` more.
+    monkeypatch.setattr(sys.modules["digitrec.train"], "_score", lambda val: (0.0, 0.0))
+    result = fit_val(tiny_mnist, epochs=10, patience=2)
+    assert len(result.history) == 3 and result.stopped_early
+    assert result.metrics()["stopped_early"] is True
+    assert result.best_epoch is None  # keep_best off: the last epoch's weights
+
+
+def test_defaults_turn_every_accuracy_feature_off():
+    off = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant", "label_smoothing": 0.0,
+           "ema_decay": 0.0, "patience": 0, "keep_best": False, "aug_rotate": 0.0, "aug_shift": 0.0,
+           "aug_scale": 0.0, "aug_shear": 0.0}
+    assert {k: getattr(TrainConfig(), k) for k in off} == off
+    assert not TrainConfig().augment.enabled
 # --- calibration (issue 5) --------------------------------------------------------------------------
 
 

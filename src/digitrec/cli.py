@@ -59,6 +59,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -250,30 +260,40 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# Train flags that override fields of the preset's TrainConfig (flag dest -> field name).
+_RECIPE_FLAGS = (
+    "arch", "epochs", "batch_size", "lr", "seed", "val_size", "limit", "precision", "optimizer",
+    "weight_decay", "schedule", "warmup", "label_smoothing", "ema_decay", "patience", "keep_best",
+    "aug_rotate", "aug_shift", "aug_scale", "aug_shear",
+)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_mnist
+    from .presets import preset_config
     from .runtime import resolve_device
-    from .train import TrainConfig, train
+    from .train import train
 
-    config = TrainConfig(
-        arch=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        val_size=args.val_size,
-        limit=args.limit,
-        precision=args.precision,
-    )
+    overrides = {name: getattr(args, name) for name in _RECIPE_FLAGS if getattr(args, name) is not None}
+    config = preset_config(args.preset, **overrides)
+    if args.resume and not args.checkpoint:
+        raise ConfigError("--resume needs --checkpoint FILE")
     config.validate()
     out = Path(args.out)
     history_plot = None if args.no_plot else Path(args.history_plot or out.with_name(f"{out.stem}-history.png"))
     _outputs(history_plot, model=out)
+    if args.checkpoint:
+        _outputs(model=Path(args.checkpoint))
+        if Path(args.checkpoint).resolve() in (out.resolve(), history_plot and history_plot.resolve()):
+            raise ConfigError(f"{args.checkpoint} is given for two outputs; use different file names")
     device = resolve_device(args.device)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
     progress = _TrainProgress(args.quiet)
+    if args.resume and Path(args.checkpoint).is_file() and not args.json:
+        print(f"resuming from {args.checkpoint}", file=sys.stderr, flush=True)
     try:
-        result = train(config, data=mnist, device=device, callback=progress)
+        result = train(config, data=mnist, device=device, callback=progress,
+                       checkpoint=args.checkpoint, resume=args.resume)
     finally:
         progress.close()
     if not result.history:
@@ -287,6 +307,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         n = result.epochs_completed
         print(f"trained {config.arch} on {result.device} ({result.precision}): "
               f"{n} epoch{'s' if n != 1 else ''} in {result.train_seconds:.1f}s")
+        if result.best_epoch is not None:
+            print(f"kept the weights of epoch {result.best_epoch} (best validation accuracy)")
         if result.val is not None:
             print(f"validation: accuracy {result.val.accuracy:.2%}, loss {result.val.loss:.4f}")
         if result.test is not None:
@@ -358,6 +380,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(_format_report(result))
     for path in written.values():
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .ensemble import build_ensemble, save_ensemble
+
+    out = Path(args.out)
+    _outputs(model=out)
+    members = [load_model(m, "cpu") for m in args.models]
+    model = build_ensemble(members)
+    metrics: dict[str, Any] = {}
+    if args.test:
+        # One final measurement for the record; nothing is chosen with it.
+        from .data import load_mnist
+        from .evaluate import evaluate
+        from .runtime import resolve_device, resolve_precision
+
+        device = resolve_device(args.device)
+        mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+        result = evaluate(model.to(device), mnist.test_images, mnist.test_labels, device=device,
+                          precision=resolve_precision(args.precision, device),
+                          normalization=members[0].normalization)
+        metrics = {"test_loss": result.loss, "test_accuracy": result.accuracy}
+    path = save_ensemble(out, model.cpu(), members, metrics=metrics)
+    if args.json:
+        _emit_json({"model": str(path), "members": list(args.models), **metrics})
+        return 0
+    print(f"ensemble of {len(members)} models: {', '.join(args.models)}")
+    if metrics:
+        print(f"test: accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}")
+    print(f"saved model to {path}")
     return 0
 
 
@@ -538,12 +592,21 @@ def cmd_models(args: argparse.Namespace) -> int:
         meta = read_metadata(path)
         bundled.append({"name": name, "arch": meta["arch"], "path": str(path),
                         "test_accuracy": meta.get("metrics", {}).get("test_accuracy")})
+    from .presets import PRESETS
+
+    presets: list[dict[str, Any]] = [{"name": n, "overrides": dict(o)} for n, o in PRESETS.items()]
     if args.json:
-        _emit_json({"architectures": archs, "bundled": bundled})
+        _emit_json({"architectures": archs, "presets": presets, "bundled": bundled})
         return 0
     print("architectures (--arch):")
     for a in archs:
         print(f"  {a['name']:<10} {a['params']:>10,} params  {a['description']}")
+    print("training presets (train --preset):")
+    for pr in presets:
+        arch = pr["overrides"].get("arch", "seed")
+        epochs = pr["overrides"].get("epochs", 10)
+        n = len(pr["overrides"])
+        print(f"  {pr['name']:<10} arch {arch:<8} {epochs} epochs, {n} overrides of the notebook recipe")
     print("bundled models (--model):")
     for b in bundled:
         acc = f"test accuracy {b['test_accuracy']:.2%}" if b["test_accuracy"] is not None else ""
@@ -628,15 +691,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", parents=[common, data_opts, device_opts], help="train a model on MNIST",
                        description="Train on MNIST (default: the notebook recipe, Adam 1e-3, batch 100, "
                        "10 epochs), evaluate once on the test set, and save one model file.")
-    p.add_argument("--arch", default="seed", help="architecture (default: %(default)s)")
-    p.add_argument("--epochs", type=_int_at_least(1), default=10, help="epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=100, help="batch size (default: %(default)s)")
-    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--val-size", type=_int_at_least(0), default=5000,
-                   help="training images held out for validation, 0 for none (default: %(default)s)")
-    p.add_argument("--limit", type=_int_at_least(0), default=0, metavar="N",
+    p.add_argument("--preset", default="notebook", metavar="NAME",
+                   help="training recipe to start from (default: %(default)s; see 'digitrec models'); "
+                   "the flags below override it")
+    p.add_argument("--arch", help="architecture (preset default: seed)")
+    p.add_argument("--epochs", type=_int_at_least(1), help="epochs (notebook: 10)")
+    p.add_argument("--batch-size", type=_int_at_least(1), help="batch size (notebook: 100)")
+    p.add_argument("--lr", type=_positive_float, help="(peak) learning rate (notebook: 0.001)")
+    p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), help="random seed (default: 0)")
+    p.add_argument("--val-size", type=_int_at_least(0),
+                   help="training images held out for validation, 0 for none (default: 5000)")
+    p.add_argument("--limit", type=_int_at_least(0), metavar="N",
                    help="train on the first N training images only, for quick runs (default: all)")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="optimiser (notebook: adam)")
+    p.add_argument("--weight-decay", type=_non_negative_float, help="weight decay (notebook: 0)")
+    p.add_argument("--schedule", choices=["constant", "onecycle", "cosine"], help="LR schedule (notebook: constant)")
+    p.add_argument("--warmup", type=_non_negative_float, help="fraction of steps ramping the LR up (onecycle, cosine)")
+    p.add_argument("--label-smoothing", type=_non_negative_float, help="label smoothing, 0..1 (notebook: 0)")
+    p.add_argument("--ema-decay", type=_non_negative_float, help="EMA of the weights, e.g. 0.999 (notebook: 0 = off)")
+    p.add_argument("--patience", type=_int_at_least(0),
+                   help="stop after N epochs without better validation accuracy (notebook: 0 = never)")
+    p.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
+                   help="end with the epoch of best validation accuracy (notebook: no)")
+    for name, unit in (("rotate", "degrees"), ("shift", "pixels"), ("scale", "fraction"), ("shear", "degrees")):
+        p.add_argument(f"--aug-{name}", type=_non_negative_float, metavar="X",
+                       help=f"random {name} augmentation, +- {unit} (notebook: 0 = off)")
+    p.add_argument("--checkpoint", metavar="FILE", help="save the full training state to FILE after every epoch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint FILE if it exists (same recipe flags), else start fresh")
     p.add_argument("--out", default="model.safetensors", help="model file to write (default: %(default)s)")
     p.add_argument("--history-plot", metavar="FILE", help="training curves (default: <out>-history.png)")
     p.add_argument("--no-plot", action="store_true", help="do not draw the training curves")
@@ -654,6 +736,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="do not draw the two figures")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ensemble", parents=[common, data_opts, device_opts],
+                       help="combine models into one ensemble model file",
+                       description="Write one model file that averages the softmax probabilities of the given "
+                       "models; every command accepts it like a single model.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model files or bundled names (at least two)")
+    p.add_argument("--out", required=True, help="ensemble model file to write")
+    p.add_argument("--test", action="store_true",
+                   help="evaluate the ensemble once on the MNIST test set and record the result in the file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("predict", parents=[common, data_opts], help="recognise digits in images",
                        description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF, WebP; any size "
@@ -705,8 +798,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("models", parents=[common], help="list architectures and bundled models",
-                       description="List the registered architectures and the models shipped with digitrec.")
+    p = sub.add_parser("models", parents=[common], help="list architectures, training presets and bundled models",
+                       description="List the registered architectures, the training presets and the models "
+                       "shipped with digitrec.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_models)
 

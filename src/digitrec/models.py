@@ -7,8 +7,9 @@ Register a new architecture with ``@register_model("name", ConfigClass)``; it th
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -26,6 +27,10 @@ __all__ = [
     "check_model_output",
     "SeedCNNConfig",
     "SeedCNN",
+    "VGGNetConfig",
+    "VGGNet",
+    "EnsembleConfig",
+    "Ensemble",
     "FastCNNConfig",
     "FastCNN",
     "LayerInfo",
@@ -168,6 +173,57 @@ class SeedCNN(nn.Module):
 
 
 @dataclass(frozen=True)
+class VGGNetConfig:
+    """A VGG-style CNN with BatchNorm, built for accuracy (about 0.33M parameters at width 32)."""
+
+    in_channels: int = 1  # input image channels (MNIST: grey)
+    width: int = 32  # filters in the first block; the second block has 2x, the head 4x
+    dropout: float = 0.4  # dropout probability after each block and before the classifier
+    num_classes: int = 10  # output classes (digits 0-9)
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
+    # No conv bias: the BatchNorm shift that follows makes it redundant.
+    return [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+@register_model("vgg", VGGNetConfig,
+                "VGG-style CNN with BatchNorm and dropout: 2 blocks of (3x3, 3x3, 5x5 stride 2), 4x4 head")
+class VGGNet(nn.Module):
+    """32C3-32C3-32C5S2-64C3-64C3-64C5S2-128C4 (all with BatchNorm+ReLU), dropout, dense 10.
+
+    The stride-2 5x5 convolutions replace max-pooling with a learnt down-sampling; the last
+    4x4 convolution acts as a dense layer over the 4x4 map.
+    """
+
+    def __init__(self, config: VGGNetConfig) -> None:
+        super().__init__()
+        if config.width < 1 or not 0.0 <= config.dropout < 1.0:
+            raise ValueError("width must be >= 1 and dropout in [0, 1)")
+        self.config = config
+        w = config.width
+        self.features = nn.Sequential(
+            *_conv_bn(config.in_channels, w, 3),  # (B, w, 26, 26)
+            *_conv_bn(w, w, 3),  # (B, w, 24, 24)
+            *_conv_bn(w, w, 5, stride=2, padding=2),  # (B, w, 12, 12)
+            nn.Dropout(config.dropout),
+            *_conv_bn(w, 2 * w, 3),  # (B, 2w, 10, 10)
+            *_conv_bn(2 * w, 2 * w, 3),  # (B, 2w, 8, 8)
+            *_conv_bn(2 * w, 2 * w, 5, stride=2, padding=2),  # (B, 2w, 4, 4)
+            nn.Dropout(config.dropout),
+            *_conv_bn(2 * w, 4 * w, 4),  # (B, 4w, 1, 1)
+            nn.Flatten(),  # (B, 4w)
+            nn.Dropout(config.dropout),
+        )
+        self.classifier = nn.Linear(4 * w, config.num_classes)  # logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) standardised images -> (B, 10) logits."""
+        return self.classifier(self.features(x))
+
+
+@dataclass(frozen=True)
 class FastCNNConfig:
     """A narrow CNN that pools early: little compute per image, for 99% in seconds."""
 
@@ -215,6 +271,55 @@ class FastCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, 28, 28) standardised images -> (B, 10) logits."""
         return self.classifier(self.features(x))
+
+
+def _default_members() -> tuple[dict[str, Any], ...]:
+    return ({"arch": "seed"}, {"arch": "seed"})
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Members of an ensemble; its weights are the members' under ``members.<i>.``."""
+
+    # Each member: {"arch": registered name, "model_config": {...}, "temperature": float}; the
+    # default (two seed CNNs) only serves summaries and tests; `digitrec ensemble` fills it in.
+    members: tuple[dict[str, Any], ...] | list[dict[str, Any]] = field(default_factory=_default_members)
+
+
+@register_model("ensemble", EnsembleConfig,
+                "Several models in one file: the average of the members' softmax probabilities")
+class Ensemble(nn.Module):
+    """Averages the members' class probabilities; returns their log, so softmax gives the average.
+
+    Each member's logits are divided by its own temperature first, so calibrated members stay
+    calibrated inside the ensemble.
+    """
+
+    def __init__(self, config: EnsembleConfig) -> None:
+        super().__init__()
+        members = list(config.members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        modules, temperatures = [], []
+        for i, m in enumerate(members):
+            if not isinstance(m, dict) or not isinstance(m.get("arch"), str) \
+                    or set(m) - {"arch", "model_config", "temperature"}:
+                raise ValueError(f"member {i} must be a mapping with arch, model_config, temperature")
+            t = m.get("temperature", 1.0)
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t > 0 and math.isfinite(t)):
+                raise ValueError(f"member {i} has a bad temperature {t!r}")
+            modules.append(create_model(m["arch"], m.get("model_config") or {}))
+            temperatures.append(float(t))
+        self.config = config
+        self.members = nn.ModuleList(modules)
+        self.temperatures = temperatures
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) -> (B, 10) log of the mean member probability (valid logits)."""
+        logp = torch.stack([
+            (m(x).float() / t).log_softmax(dim=1) for m, t in zip(self.members, self.temperatures)
+        ])  # (M, B, 10)
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
 
 def model_config_dict(model: nn.Module) -> dict[str, Any]:

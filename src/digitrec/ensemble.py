@@ -1,0 +1,78 @@
+"""Combine trained model files into one ensemble model file (averaged probabilities).
+
+The result is an ordinary digitrec model file of the registered ``ensemble`` architecture, so
+``load_model``, ``evaluate``, ``predict`` and every command use it like a single model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .checkpoint import ModelFile, load_model, save_model
+from .errors import ConfigError
+from .models import create_model, model_config_dict
+
+__all__ = ["build_ensemble", "save_ensemble", "ensemble_files"]
+
+
+def build_ensemble(members: Sequence[ModelFile]) -> nn.Module:
+    """An ``ensemble`` model holding copies of the loaded ``members``' weights (on the CPU).
+
+    Members must share the input normalisation and class names (else :class:`ConfigError`);
+    each keeps its own temperature.
+    """
+    if len(members) < 2:
+        raise ConfigError("an ensemble needs at least two models")
+    first = members[0]
+    for mf in members[1:]:
+        if mf.normalization != first.normalization:
+            raise ConfigError(f"{mf.path}: normalisation {mf.normalization} differs from {first.path}'s")
+        if mf.class_names != first.class_names:
+            raise ConfigError(f"{mf.path}: class names differ from {first.path}'s")
+    config = {"members": [
+        {"arch": mf.arch, "model_config": dict(mf.model_config), "temperature": mf.temperature} for mf in members
+    ]}
+    model = create_model("ensemble", config)
+    for slot, mf in zip(model.members, members):  # type: ignore[arg-type]
+        slot.load_state_dict(mf.model.state_dict())
+    return model.eval()
+
+
+def save_ensemble(
+    path: str | os.PathLike[str], model: nn.Module, members: Sequence[ModelFile], *,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (from :func:`build_ensemble` on ``members``) as a model file at ``path``.
+
+    The metadata records each member's file name, recipe and metrics; ``metrics`` (e.g. one
+    final test evaluation of the ensemble) are stored as the ensemble's own.
+    """
+    provenance = [
+        {
+            "source": mf.path.name if mf.path else None,
+            "arch": mf.arch,
+            "train_config": mf.metadata.get("train_config"),
+            "metrics": mf.metadata.get("metrics"),
+            "dataset": mf.metadata.get("dataset"),
+        }
+        for mf in members
+    ]
+    extra: dict[str, Any] = {"ensemble_members": provenance, "temperature": 1.0}
+    if metrics:
+        extra["metrics"] = dict(metrics)
+    first = members[0]
+    return save_model(path, model, "ensemble", model_config_dict(model),
+                      normalization=first.normalization, class_names=first.class_names, extra=extra)
+
+
+def ensemble_files(
+    sources: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> Path:
+    """Load the model files (or bundled names) ``sources`` and write their ensemble to ``out``."""
+    members = [load_model(s, "cpu") for s in sources]
+    return save_ensemble(out, build_ensemble(members), members)

@@ -1,0 +1,96 @@
+"""Training checkpoints: everything needed to resume a run, as safetensors + JSON (no pickle).
+
+A checkpoint holds the model, the optimiser state, the EMA and best-so-far weights, the RNG
+states (torch, shuffling, augmentation) and the history, written atomically after every epoch,
+so a run killed at any moment resumes from its last completed epoch and ends as if never
+stopped. The LR schedule is a pure function of the step count, so the step is its whole state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import ModelFileError
+from .fileio import atomic_write
+
+__all__ = ["STATE_FORMAT", "save_train_state", "load_train_state", "pack_optimizer", "unpack_optimizer"]
+
+STATE_FORMAT = "digitrec-train-state"
+_STATE_VERSION = 1
+_META_KEY = "digitrec-train-state"
+
+
+def pack_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into tensors (``"<param>.<key>"``) and a JSON-ready rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "plain": plain}
+
+
+def unpack_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`pack_optimizer`: a dict for ``optimizer.load_state_dict``."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    for index, values in rest.get("plain", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def save_train_state(path: str | os.PathLike[str], groups: dict[str, dict[str, torch.Tensor]],
+                     meta: dict[str, Any]) -> Path:
+    """Write tensor ``groups`` (name -> {key: tensor}) and JSON ``meta`` to ``path`` atomically."""
+    tensors = {
+        f"{group}/{key}": value.detach().cpu().contiguous().clone()
+        for group, values in groups.items()
+        for key, value in values.items()
+    }
+    record = {"format": STATE_FORMAT, "format_version": _STATE_VERSION, **meta}
+    blob = st_save(tensors, metadata={_META_KEY: json.dumps(record)})
+    out = Path(path)
+    try:
+        with atomic_write(out) as fh:
+            fh.write(blob)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write checkpoint {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def load_train_state(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_train_state`: (tensor groups, meta)."""
+    p = Path(path)
+    try:
+        blob = p.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{p}: cannot read checkpoint ({exc.strerror or exc})") from exc
+    try:
+        n = int.from_bytes(blob[:8], "little")
+        header = json.loads(blob[8 : 8 + n])
+        meta = json.loads(header["__metadata__"][_META_KEY])
+        flat = st_load(blob)
+    except (ValueError, KeyError, TypeError, SafetensorError, RuntimeError) as exc:
+        raise ModelFileError(f"{p}: not a digitrec training checkpoint") from exc
+    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+        raise ModelFileError(f"{p}: not a digitrec training checkpoint")
+    if meta.get("format_version") != _STATE_VERSION:
+        raise ModelFileError(f"{p}: unsupported checkpoint version {meta.get('format_version')!r}")
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for name, value in flat.items():
+        group, key = name.split("/", 1)
+        groups.setdefault(group, {})[key] = value
+    return groups, meta
