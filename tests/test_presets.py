@@ -34,10 +34,16 @@ def test_best_is_built_for_accuracy_and_selects_on_validation_only():
     assert best.keep_best and best.val_size > 0
 
 
+def test_fast_is_a_short_one_cycle_recipe_on_the_fast_net():
+    fast = preset_config("fast")
+    assert fast.arch == "fast" and fast.schedule == "onecycle" and fast.epochs <= 2
+    assert not fast.augment.enabled and fast.val_size > 0
+
+
 def test_overrides_win_and_bad_names_are_config_errors():
     assert preset_config("best", seed=2, epochs=1).seed == 2
     assert preset_config("best", epochs=1).epochs == 1
-    with pytest.raises(ConfigError, match="unknown preset 'fastest'; available: notebook, best"):
+    with pytest.raises(ConfigError, match="unknown preset 'fastest'; available: notebook, best, fast"):
         preset_config("fastest")
     with pytest.raises(ConfigError, match="colour"):
         preset_config("best", colour=3)
