@@ -402,3 +402,13 @@ def test_calibrate_keeps_weights(tmp_path: Path) -> None:
     a, b = load_file(bundled_models()["seed"]), load_file(out)
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     assert read_metadata(out)["temperature"] == pytest.approx(report["temperature"])
+
+
+def test_calibrate_refuses_to_overwrite_a_bundled_model_or_a_recipe_less_file(tmp_path: Path,
+                                                                              tiny_model_file: Path) -> None:
+    bundled = run("calibrate", "--model", "seed")
+    assert bundled.returncode == 1
+    assert bundled.stderr.strip() == "digitrec: error: seed is a bundled model; give --out FILE for the calibrated copy"
+    bare = run("calibrate", "--model", str(tiny_model_file), "--out", str(tmp_path / "c.safetensors"))
+    assert bare.returncode == 1 and "no training recipe stored" in bare.stderr
+    assert not (tmp_path / "c.safetensors").exists()

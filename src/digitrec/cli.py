@@ -544,11 +544,16 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibrate import calibrate_model_file
-    from .checkpoint import resolve_model_path
+    from .checkpoint import bundled_models, read_metadata, resolve_model_path
     from .data import load_mnist
     from .fileio import check_writable
 
-    out = Path(args.out) if args.out else resolve_model_path(args.model)
+    source = resolve_model_path(args.model)
+    if not args.out and source in bundled_models().values():
+        raise ConfigError(f"{args.model} is a bundled model; give --out FILE for the calibrated copy")
+    if not read_metadata(source).get("train_config"):
+        raise ConfigError(f"{args.model}: no training recipe stored, so its validation split cannot be rebuilt")
+    out = Path(args.out) if args.out else source
     check_writable(out)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
     path, report = calibrate_model_file(args.model, out, data=mnist)

@@ -143,7 +143,9 @@ class InferenceEngine:
             if kind == "small":
                 options.intra_op_num_threads = 1
             else:
-                # Spinning threads steal the cores other work (or a server's event loop) needs.
+                # As many threads as PyTorch is allowed (a server sets one per worker); spinning
+                # threads would steal the cores other work (or a server's event loop) needs.
+                options.intra_op_num_threads = torch.get_num_threads()
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[kind] = ort.InferenceSession(self._onnx, options, providers=["CPUExecutionProvider"])
         return self._sessions[kind]

@@ -570,15 +570,17 @@ def train(
     tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
     result = fit(config, tx, ty, device=dev, val_images=vx, val_labels=vy, callback=callback,
                  checkpoint=checkpoint, resume=resume)
-    if len(vx) and result.history:
-        # Honest confidences: one temperature fitted on the validation split (argmax unchanged).
-        logits = predict_logits(result.model, torch.from_numpy(np.ascontiguousarray(vx)), device=dev,
-                                precision=result.precision, batch_size=config.eval_batch_size)
-        result.calibration = calibration_report(logits, torch.from_numpy(vy.astype(np.int64)))
     try:
+        if len(vx) and result.history:
+            # Honest confidences: one temperature fitted on the validation split (argmax unchanged).
+            logits = predict_logits(result.model, torch.from_numpy(np.ascontiguousarray(vx)), device=dev,
+                                    precision=result.precision, batch_size=config.eval_batch_size)
+            result.calibration = calibration_report(logits, torch.from_numpy(vy.astype(np.int64)))
+        # At the stored temperature, so the recorded test loss is what `digitrec evaluate` reports.
         result.test = evaluate(
             result.model, mnist.test_images, mnist.test_labels, device=dev,
             precision=result.precision, batch_size=config.eval_batch_size,
+            temperature=result.calibration.temperature if result.calibration else 1.0,
         )
     except KeyboardInterrupt:  # the trained model is still worth keeping, just untested
         result.interrupted = True

@@ -31,7 +31,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "malformed multipart body"},
     413: {"model": ErrorOut, "description": "request body over the size limit"},
     415: {"model": ErrorOut, "description": "unsupported Content-Type"},
-    422: {"model": ErrorOut, "description": "undecodable image, wrong JSON shape, too many pixels, or no digit"},
+    422: {"model": ErrorOut, "description": "undecodable image, wrong JSON shape or too many pixels"},
 }
 _IMAGE_SCHEMA = {"type": "string", "format": "binary"}
 _SINGLE_BODY: dict[str, Any] = {
