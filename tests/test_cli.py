@@ -172,6 +172,9 @@ def test_ctrl_c_keeps_last_completed_epoch(tmp_path: Path) -> None:
         [sys.executable, "-m", "digitrec", "train", "--limit", "3000", "--val-size", "100", "--epochs", "500",
          "--out", str(out), "--no-plot", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        # A shell's background job (`make test &`) ignores SIGINT, and children inherit that, so
+        # Python would never raise KeyboardInterrupt; give the child the default, as a terminal does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         # Off a terminal there are no bars, only one line per completed epoch: wait for the first
