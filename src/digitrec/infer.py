@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from typing import Any, Literal
 
@@ -130,25 +131,30 @@ class InferenceEngine:
         self.precision = precision
         self.backend: str = backend  # the backend in use: "torch" or "onnx"
         self._sessions: dict[str, Any] = {}
+        self._lock = threading.Lock()  # a server's threads may ask for the first session at once
         if backend == "onnx":
             self._onnx = _onnx_bytes(model_file)
 
     def _session(self, kind: str) -> Any:
-        # Two sessions over one graph: one thread for a few images, all cores for batches.
-        # ONNX Runtime sessions are safe to call from several threads at once.
-        if kind not in self._sessions:
-            import onnxruntime as ort
+        # Two sessions over one graph: one thread for a few images, PyTorch's thread count (all
+        # cores by default) for batches. Sessions are safe to call from several threads at once.
+        with self._lock:
+            if kind not in self._sessions:
+                self._sessions[kind] = self._new_session(kind)
+            return self._sessions[kind]
 
-            options = ort.SessionOptions()
-            if kind == "small":
-                options.intra_op_num_threads = 1
-            else:
-                # As many threads as PyTorch is allowed (a server sets one per worker); spinning
-                # threads would steal the cores other work (or a server's event loop) needs.
-                options.intra_op_num_threads = torch.get_num_threads()
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._sessions[kind] = ort.InferenceSession(self._onnx, options, providers=["CPUExecutionProvider"])
-        return self._sessions[kind]
+    def _new_session(self, kind: str) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if kind == "small":
+            options.intra_op_num_threads = 1
+        else:
+            # As many threads as PyTorch is allowed (a server sets one per worker); spinning
+            # threads would steal the cores other work (or a server's event loop) needs.
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(self._onnx, options, providers=["CPUExecutionProvider"])
 
     def probabilities(self, images: np.ndarray) -> torch.Tensor:
         """Class probabilities (N, C) float32 on the CPU for images (N, 28, 28): uint8, or floats in [0, 1]."""
