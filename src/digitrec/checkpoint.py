@@ -35,6 +35,7 @@ __all__ = [
     "load_model",
     "read_metadata",
     "write_metadata",
+    "write_blob",
     "bundled_models",
     "resolve_model_path",
 ]
@@ -86,13 +87,17 @@ def save_model(
     )
     # clone(): safetensors refuses tensors that share storage; contiguous(): channels_last.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    blob = st_save(tensors, metadata={_META_KEY: json.dumps(meta)})
+    return write_blob(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}), "model file")
+
+
+def write_blob(path: str | os.PathLike[str], blob: bytes, what: str) -> Path:
+    """Write ``blob`` to ``path`` atomically; an OS error becomes a one-line :class:`ModelFileError`."""
     out = Path(path)
     try:
         with atomic_write(out) as fh:
             fh.write(blob)
     except OSError as exc:
-        raise ModelFileError(f"cannot write model file {out}: {exc.strerror or exc}") from exc
+        raise ModelFileError(f"cannot write {what} {out}: {exc.strerror or exc}") from exc
     return out
 
 
@@ -246,10 +251,4 @@ def write_metadata(
         st_load(new_blob)  # never write a file that would not load
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: cannot rewrite metadata ({exc})") from exc
-    target = Path(out) if out is not None else path
-    try:
-        with atomic_write(target) as fh:
-            fh.write(new_blob)
-    except OSError as exc:
-        raise ModelFileError(f"cannot write model file {target}: {exc.strerror or exc}") from exc
-    return target
+    return write_blob(out if out is not None else path, new_blob, "model file")

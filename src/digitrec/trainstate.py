@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .checkpoint import write_blob
 from .errors import ModelFileError
-from .fileio import atomic_write
 
 __all__ = ["STATE_FORMAT", "save_train_state", "load_train_state", "pack_optimizer", "unpack_optimizer"]
 
@@ -61,14 +61,7 @@ def save_train_state(path: str | os.PathLike[str], groups: dict[str, dict[str, t
         for key, value in values.items()
     }
     record = {"format": STATE_FORMAT, "format_version": _STATE_VERSION, **meta}
-    blob = st_save(tensors, metadata={_META_KEY: json.dumps(record)})
-    out = Path(path)
-    try:
-        with atomic_write(out) as fh:
-            fh.write(blob)
-    except OSError as exc:
-        raise ModelFileError(f"cannot write checkpoint {out}: {exc.strerror or exc}") from exc
-    return out
+    return write_blob(path, st_save(tensors, metadata={_META_KEY: json.dumps(record)}), "checkpoint")
 
 
 def load_train_state(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
