@@ -69,6 +69,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "batch_images_per_s" in runs[0]:
         out["batch_images_per_s"] = spread([r["batch_images_per_s"] for r in runs])
+        for name in runs[0].get("batch_images_per_s_other", {}):
+            out[f"batch_images_per_s_{name}"] = spread([r["batch_images_per_s_other"][name] for r in runs])
         for name in runs[0]["single"]:
             out[f"single_{name}_p50_ms"] = spread([r["single"][name]["p50_ms"] for r in runs])
             out[f"single_{name}_p99_ms"] = spread([r["single"][name]["p99_ms"] for r in runs])
@@ -152,6 +154,11 @@ def main() -> None:
         else:
             line += " | | |"
         print(line)
+    for row in s.values():
+        for key, value in row.items():
+            if key.startswith("batch_images_per_s_"):
+                print(f"{row['framework']}, batch via {key[len('batch_images_per_s_'):]}: "
+                      f"{fmt(value, '{:,.0f}')} images/s")
     if "epoch_speedup" in report:
         print(f"\nEpoch-time speed-up keras/digitrec: {fmt(report['epoch_speedup'])}x; "
               f"batch inference: {fmt(report['batch_inference_speedup'])}x")

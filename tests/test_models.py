@@ -318,8 +318,8 @@ def test_ensemble_bad_members(members, message):
 def test_fast_cnn_shapes_and_size():
     model = create_model("fast")
     rows = {r.name: r.output_shape for r in layer_table(model)}
-    assert rows["features.3"] == (16, 12, 12) and rows["features.7"] == (32, 4, 4)
-    assert rows["features.8"] == (512,)
+    assert rows["features.0"] == (16, 12, 12) and rows["features.4"] == (32, 4, 4)
+    assert rows["features.7"] == (512,)
     trainable, buffers = count_parameters(model)
     assert trainable == 400 + 32 + 12_800 + 64 + 512 * 128 + 128 + 1_290
     assert buffers == 2 * (16 + 32)  # BN running mean and variance

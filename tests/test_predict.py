@@ -118,6 +118,25 @@ def test_predict_arrays_rejects_bad_shapes(rec, shape):
         rec.predict_arrays(np.zeros(shape, np.float32))
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_predict_proba_matches_predict_arrays(tiny_model_file, backend):
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    rec = load(tiny_model_file, backend=backend)
+    rng = np.random.default_rng(2)
+    images = rng.integers(1, 256, (150, 28, 28), dtype=np.uint8)  # above the engine's chunk size
+    probs = rec.predict_proba(images)
+    assert probs.shape == (150, 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    expected = np.array([p.probabilities for p in rec.predict_arrays(images)])
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    assert rec.predict_proba(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
+    with pytest.raises(ImageError, match="expected prepared images"):
+        rec.predict_proba(np.zeros((2, 28, 27), np.float32))
+    with pytest.raises(ImageError, match="finite floats"):
+        rec.predict_proba(np.full((1, 28, 28), np.nan, np.float32))
+
+
 def test_predict_bad_image_is_image_error(rec, tmp_path, digit_image):
     with pytest.raises(ImageError):
         rec.predict(tmp_path / "missing.png")

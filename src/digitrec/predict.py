@@ -65,6 +65,15 @@ def _check_min_confidence(value: float) -> float:
     return float(value)
 
 
+def _check_prepared(images: np.ndarray) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim != 3 or arr.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ImageError(f"expected prepared images of shape (N, 28, 28), got {arr.shape}")
+    if arr.dtype != np.uint8 and not (arr.dtype.kind == "f" and np.isfinite(arr).all()):
+        raise ImageError(f"prepared images must be uint8 or finite floats (got {arr.dtype})")
+    return arr
+
+
 class Recogniser:
     """Recognises handwritten digits with one loaded model.
 
@@ -110,16 +119,25 @@ class Recogniser:
         """
         return to_mnist(image)
 
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, 10) float32 for already-prepared images (N, 28, 28).
+
+        The bulk path: one array in, one array out, no per-image objects; for large batches
+        it is several times faster than :meth:`predict_arrays`. Images are uint8 or floats
+        in [0, 1], white digit on black (as :meth:`prepare` makes them). Unlike the other
+        methods it does not single out blank images: every row is the model's answer.
+        """
+        arr = _check_prepared(images)
+        if len(arr) == 0:
+            return np.zeros((0, len(self.model_file.class_names)), np.float32)
+        return self._engine.probabilities(arr).numpy()
+
     def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
         """Predict already-prepared images: float [0, 1] or uint8, shape (N, 28, 28).
 
         An all-black image is answered "no digit found" (``digit`` None).
         """
-        arr = np.asarray(images)
-        if arr.ndim != 3 or arr.shape[1:] != (28, 28):
-            raise ImageError(f"expected prepared images of shape (N, 28, 28), got {arr.shape}")
-        if arr.dtype != np.uint8 and not (arr.dtype.kind == "f" and np.isfinite(arr).all()):
-            raise ImageError(f"prepared images must be uint8 or finite floats (got {arr.dtype})")
+        arr = _check_prepared(images)
         if len(arr) == 0:
             return []
         has_ink = arr.reshape(len(arr), -1).max(axis=1) > 0
