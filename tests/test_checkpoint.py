@@ -246,7 +246,8 @@ def test_newer_format_version_asks_for_upgrade(tmp_path, tiny_model_file):
     meta["format_version"] = FORMAT_VERSION + 1
     path = write_with_metadata(tmp_path / "future.safetensors", seeded_model(), meta)
     for loader in (load_model, read_metadata):
-        with pytest.raises(ModelFileError, match=f"model format {FORMAT_VERSION + 1} is newer.*upgrade digitrec") as info:
+        newer = f"model format {FORMAT_VERSION + 1} is newer.*upgrade digitrec"
+        with pytest.raises(ModelFileError, match=newer) as info:
             loader(path)
         assert_one_line_error(info, path)
 

@@ -154,7 +154,7 @@ def test_load_mnist_tiny_without_verification(tiny_dataset):
     assert mnist.train_images.shape == (50, 28, 28)
     assert mnist.test_images.shape == (20, 28, 28)
     # Digests are of the decompressed content.
-    for key, base in MNIST_FILES.items():
+    for base in MNIST_FILES.values():
         raw = gzip.decompress((tiny_dataset.directory / f"{base}.gz").read_bytes())
         assert mnist.sha256[base] == hashlib.sha256(raw).hexdigest()
     with pytest.raises(ValueError, match="unknown split"):
