@@ -55,10 +55,11 @@ def quick_model(tmp_path_factory) -> Path:
         pytest.skip("MNIST not available")
     out = tmp_path_factory.mktemp("model") / "quick.safetensors"
     proc = run("train", "--limit", "1200", "--val-size", "200", "--epochs", "1", "--out", str(out),
-               "--no-plot", "--json", "-q")
+               "--no-plot", "--json", "-q", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["model"] == str(out) and report["epochs_completed"] == 1
+    assert report["threads"] == 1
     assert 0.0 <= report["test_accuracy"] <= 1.0
     return out
 
@@ -80,6 +81,7 @@ def test_version() -> None:
     "args, needle",
     [
         (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--threads", "0"], "--threads"),
         (["train", "--lr", "-1"], "--lr"),
         (["train", "--batch-size", "x"], "--batch-size"),
         (["train", "--precision", "fp8"], "--precision"),

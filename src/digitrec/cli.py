@@ -70,6 +70,12 @@ _non_negative_float = _float_parser(lambda v: 0 <= v < math.inf, "a number >= 0"
 _fraction = _float_parser(lambda v: 0.0 <= v <= 1.0, "from 0 to 1")
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _default_min_conf() -> float:
     from .predict import DEFAULT_MIN_CONFIDENCE
 
@@ -315,7 +321,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(
             {"model": str(path), "history_plot": str(plot) if plot else None, "device": result.device,
-             "precision": result.precision, "interrupted": result.interrupted, **metrics}
+             "precision": result.precision, "threads": _torch_threads(), "interrupted": result.interrupted,
+             **metrics}
         )
     return EXIT_INTERRUPTED if result.interrupted else 0
 
@@ -653,6 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", default="auto", choices=["auto", "fp32", "bf16"],
         help="compute precision; auto uses bf16 where the hardware runs it natively",
     )
+    device_opts.add_argument(
+        "--threads", type=_int_at_least(1), metavar="N",
+        help="CPU threads for PyTorch (default: one per core); 1 is far faster on a busy machine",
+    )
 
     parser = _Parser(
         prog="digitrec",
@@ -833,6 +844,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args))
     except DigitrecError as exc:
