@@ -417,3 +417,11 @@ def test_calibrate_refuses_to_overwrite_a_bundled_model_or_a_recipe_less_file(tm
     bare = run("calibrate", "--model", str(tiny_model_file), "--out", str(tmp_path / "c.safetensors"))
     assert bare.returncode == 1 and "no training recipe stored" in bare.stderr
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_cli_backend_auto_is_torch_for_a_few_files() -> None:
+    from digitrec.cli import _CLI_ONNX_FROM, _cli_backend
+
+    assert _cli_backend("auto", 1) == "torch"
+    assert _cli_backend("auto", _CLI_ONNX_FROM) == "auto"  # many files: ONNX Runtime pays off
+    assert _cli_backend("onnx", 1) == "onnx" and _cli_backend("torch", 10**6) == "torch"
