@@ -77,6 +77,40 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def compute_floor(epoch_images: int = 55_000, batch: int = 100) -> dict[str, float]:
+    """This CPU's ceiling for the notebook recipe: training FLOPs per epoch over measured matmul peaks.
+
+    FLOPs are counted by PyTorch (forward and backward of the seed CNN, one batch); the peaks
+    are large square matrix products in fp32 and bf16 on all threads, the best case for any
+    kernel. No engine can train an epoch faster than FLOPs / peak on this machine.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from digitrec.models import create_model
+
+    model = create_model("seed")
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    flops_per_epoch = counter.get_total_flops() / batch * epoch_images
+    out: dict[str, float] = {"train_tflop_per_epoch": flops_per_epoch / 1e12}
+    n = 2048
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        peak = 2 * n**3 / min(times)
+        name = "fp32" if dtype == torch.float32 else "bf16"
+        out[f"matmul_{name}_tflops"] = peak / 1e12
+        out[f"floor_{name}_s_per_epoch"] = flops_per_epoch / peak
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="training runs per framework (seeds 0..N-1)")
@@ -116,6 +150,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version()},
+        "compute_floor": compute_floor(),
         "runs": args.runs,
         "epochs": args.epochs,
         "wall_seconds": time.perf_counter() - started,
@@ -159,6 +194,10 @@ def main() -> None:
             if key.startswith("batch_images_per_s_"):
                 print(f"{row['framework']}, batch via {key[len('batch_images_per_s_'):]}: "
                       f"{fmt(value, '{:,.0f}')} images/s")
+    f = report["compute_floor"]
+    print(f"\nCompute floor: {f['train_tflop_per_epoch']:.2f} TFLOP per training epoch; matmul peak "
+          f"{f['matmul_fp32_tflops']:.3f} TFLOP/s fp32, {f['matmul_bf16_tflops']:.3f} bf16 -> at least "
+          f"{f['floor_fp32_s_per_epoch']:.2f} s/epoch in fp32, {f['floor_bf16_s_per_epoch']:.2f} in bf16")
     if "epoch_speedup" in report:
         print(f"\nEpoch-time speed-up keras/digitrec: {fmt(report['epoch_speedup'])}x; "
               f"batch inference: {fmt(report['batch_inference_speedup'])}x")
