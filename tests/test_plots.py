@@ -371,3 +371,13 @@ def test_plot_model_diagram_text_fits_its_boxes(tmp_path: Path, saved: list[Figu
             extent = text.get_window_extent()
             assert box.x0 < extent.x0 and extent.x1 < box.x1 and box.y0 < extent.y0 and extent.y1 < box.y1
         assert detail.get_window_extent().y1 <= head.get_window_extent().y0  # the two lines do not overlap
+
+
+def test_plot_history_accuracy_axis_is_logit_unless_an_accuracy_is_0_or_1(tmp_path: Path, saved: list[Figure]) -> None:
+    plot_history(make_history(10), tmp_path / "a.png")
+    perfect = [dataclasses.replace(r, accuracy=1.0) for r in make_history(3)]
+    plot_history(perfect, tmp_path / "b.png")
+    (loss_a, acc_a), (loss_b, acc_b) = (fig.axes for fig in saved)
+    # 99% and 99.9% are far apart on a logit axis; 1.0 cannot be drawn on one.
+    assert acc_a.get_yscale() == "logit" and loss_a.get_yscale() == "linear"
+    assert acc_b.get_yscale() == "linear"

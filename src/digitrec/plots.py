@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
 from matplotlib.textpath import TextToPath
-from matplotlib.ticker import MaxNLocator, PercentFormatter, StrMethodFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter, StrMethodFormatter
 from torch import nn
 
 from .errors import ConfigError
@@ -144,7 +144,13 @@ def plot_history(history: Sequence[EpochRecord], path: str | os.PathLike[str]) -
         ax.legend()
     ax_loss.set_ylabel("Cross-entropy")
     ax_acc.set_ylabel("Accuracy")
-    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    accuracies = [a for r in history for a in (r.accuracy, r.val_accuracy) if a is not None]
+    if all(0.0 < a < 1.0 for a in accuracies):
+        # On MNIST the curves live between 98% and 99.8%, flattened into one line by a first
+        # epoch at 70-90% on a linear axis. A logit axis spreads 90%, 99% and 99.9% evenly.
+        ax_acc.set_yscale("logit")
+        ax_acc.yaxis.set_minor_formatter(NullFormatter())
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=None))
     return _save(fig, path)
 
 
