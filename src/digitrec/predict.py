@@ -122,8 +122,8 @@ class Recogniser:
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) float32 for already-prepared images (N, 28, 28).
 
-        The bulk path: one array in, one array out, no per-image objects; for large batches
-        it is several times faster than :meth:`predict_arrays`. Images are uint8 or floats
+        The bulk path: one array in, one array out, no per-image Python objects, so large
+        batches run faster than through :meth:`predict_arrays`. Images are uint8 or floats
         in [0, 1], white digit on black (as :meth:`prepare` makes them). Unlike the other
         methods it does not single out blank images: every row is the model's answer.
         """
