@@ -30,9 +30,8 @@ from .preprocess import InkMap, glyph_to_mnist
 __all__ = [
     "SPECK_FRACTION",
     "UNDERLINE_ASPECT",
-    "SPLIT_ASPECT",
-    "SPLIT_PENALTY",
     "MERGE_OVERLAP",
+    "DIGIT_CREDIT",
     "Piece",
     "DigitReading",
     "NumberReading",
@@ -41,15 +40,23 @@ __all__ = [
 
 SPECK_FRACTION = 0.05  # blobs smaller than this fraction of the largest blob's area are dirt
 UNDERLINE_ASPECT = 4.0  # a blob this many times wider than tall (and wider than a digit is high) is a line
-# A group at least this many times wider than tall may hold touching digits: true of ~97% of
-# touching MNIST pairs and ~11% of single MNIST digits (measured on the training images).
-SPLIT_ASPECT = 1.0
-DIGIT_ASPECT = 0.7  # typical width / height of one handwritten digit, for counting touching digits
-SPLIT_PENALTY = 1.0  # an extra digit must raise the product of confidences by more than 1/this
-MIN_PIECE_HEIGHT = 0.6  # each piece of a split group must be at least this fraction of its height
 LINE_OVERLAP = 0.3  # a digit has at least this fraction of its rows within the line's band
 MIN_GROUP_HEIGHT = 0.4  # a digit is at least this fraction of the typical group's height
 MERGE_OVERLAP = 0.5  # blobs sharing columns and at most this fraction of the shorter one's rows are stacked
+# Segmentation (lengths in line heights, the median height of the digits on the line):
+CUT_WIDTH = 1.0  # a blob at least this wide may hold touching digits and is cut into candidates
+MIN_CUT_WIDTH = 0.12  # a cut leaves at least this much on either side (a "1" is about 0.15 wide)
+CUT_SPACING = 0.25  # candidate cuts are at least this far apart
+CUT_REACH = 0.12  # a cut path wanders at most this far from its column
+SLIVER = 0.05  # a cut part with less than this fraction of its group's ink belongs to its neighbour
+MAX_ATOMS = 4  # one digit is made of at most this many pieces (blobs and cut parts)
+MERGE_GAP = 0.1  # pieces further apart than this are never one digit
+MAX_WIDTH = 1.6  # no digit is wider than this
+WIDE_DIGIT = 1.2  # digits wider than this are unusual: they pay WIDE_PENALTY per line height beyond
+WIDE_PENALTY = 4.0
+MIN_PIECE_HEIGHT = 0.6  # a digit spans at least this fraction of the line's height ...
+SHORT_PENALTY = 5.0  # ... else it pays this much (log units): a stub, a dot, a fragment
+DIGIT_CREDIT = 0.0  # log-score credit per digit read, offsetting the product of more confidences
 
 
 @dataclass(frozen=True)
@@ -186,54 +193,189 @@ def _on_the_line(groups: list[_Blob]) -> list[_Blob]:
     return kept
 
 
-def _local_minima(projection: np.ndarray, lo: int, hi: int, count: int) -> list[int]:
-    """Up to ``count`` columns in [lo, hi) with the least ink, at least a few columns apart."""
-    order = np.argsort(projection[lo:hi], kind="stable") + lo
+def _line_height(groups: list[_Blob]) -> float:
+    """The typical digit height of the line: the median height of its groups."""
+    return float(np.median([g.height for g in groups]))
+
+
+def _cut_columns(projection: np.ndarray, height: float) -> list[int]:
+    """Columns where touching digits may meet: the least inked, far enough apart.
+
+    Each candidate leaves at least ``MIN_CUT_WIDTH`` line heights of ink on either side and
+    is ``CUT_SPACING`` line heights from the others; there are at most as many as digits of
+    the narrowest kind (a "1") could fit.
+    """
+    w = projection.size
+    # The path may wander CUT_REACH either way: keep it off the edges.
+    edge = max(1, int((MIN_CUT_WIDTH + CUT_REACH) * height))
+    spacing = max(2, int(CUT_SPACING * height))
+    if w < 2 * edge + 1:
+        return []
+    # Smoothing over a stroke's width keeps a thin stroke's edge from looking like a gap.
+    smooth = ndimage.uniform_filter1d(projection.astype(np.float64), max(1, int(0.08 * height)))
     picked: list[int] = []
-    spacing = max(2, (hi - lo) // 8)
-    for c in order:
+    for c in np.argsort(smooth[edge : w - edge], kind="stable") + edge:
         if all(abs(int(c) - p) >= spacing for p in picked):
             picked.append(int(c))
-        if len(picked) == count:
+        if len(picked) >= max(1, round(w / spacing) - 1):
             break
-    return picked
+    return sorted(picked)
 
 
-def _candidate_cuts(glyph: np.ndarray) -> list[list[int]]:
-    """Ways to split a group into digits: no cut, then cuts at column-projection minima.
+def _cut_path(glyph: np.ndarray, column: int, reach: int) -> np.ndarray:
+    """Per row, the column of the top-to-bottom path through the least ink near ``column``.
 
-    A group at least ``SPLIT_ASPECT`` times wider than tall may hold touching digits; the
-    classifier decides (see :func:`segment`).
+    A shortest path (dynamic programming, one column left or right per row, at most
+    ``reach`` columns from ``column``) cuts touching digits along the thin joint between
+    them rather than down a straight column through a stroke. Moving sideways costs a
+    little, so on blank paper the path stays straight.
     """
     h, w = glyph.shape
-    options: list[list[int]] = [[]]
-    if w < SPLIT_ASPECT * h or w < 6:
-        return options
-    projection = glyph.sum(axis=0)
-    options += [[c] for c in _local_minima(projection, int(0.2 * w), int(0.8 * w) + 1, 5)]
-    for n in range(3, min(6, round(w / (0.5 * DIGIT_ASPECT * h))) + 1):
-        cuts = []
-        for j in range(1, n):
-            centre = j * w / n
-            lo, hi = int(max(1, centre - 0.3 * w / n)), int(min(w - 1, centre + 0.3 * w / n))
-            if hi > lo:
-                cuts += _local_minima(projection, lo, hi, 1)
-        options.append(sorted(set(cuts)))
-    return options
+    lo, hi = max(0, column - reach), min(w, column + reach + 1)
+    cost = glyph[:, lo:hi].astype(np.float64) + 1e-3 * np.abs(np.arange(lo, hi) - column)
+    total = cost[0].copy()
+    step = np.zeros(cost.shape, dtype=np.int64)
+    for r in range(1, h):
+        options = np.stack([np.r_[np.inf, total[:-1] + 1e-2], total, np.r_[total[1:] + 1e-2, np.inf]])
+        choice = np.argmin(options, axis=0)
+        step[r] = choice - 1
+        total = options[choice, np.arange(total.size)] + cost[r]
+    path = np.empty(h, dtype=np.int64)
+    path[-1] = int(np.argmin(total))
+    for r in range(h - 1, 0, -1):
+        path[r - 1] = path[r] + step[r, path[r]]
+    return path + lo
 
 
-def _pieces(glyph: np.ndarray, cuts: list[int]) -> list[tuple[int, int, int, int, np.ndarray]]:
-    """(x, y, w, h, ink) of each non-empty part of ``glyph`` between the cuts."""
-    bounds = [0, *cuts, glyph.shape[1]]
-    out = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        part = glyph[:, a:b]
-        rows = np.flatnonzero(part.max(axis=1) > 0)
-        cols = np.flatnonzero(part.max(axis=0) > 0)
-        if rows.size:
-            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-            out.append((a + c0, r0, c1 - c0, r1 - r0, part[r0:r1, c0:c1]))
+def _split_along(glyph: np.ndarray, paths: list[np.ndarray]) -> list[np.ndarray]:
+    """``glyph`` cut along the paths (left to right): one same-shaped ink array per part."""
+    cols = np.arange(glyph.shape[1])[None, :]
+    part = sum((cols > p[:, None]).astype(np.int64) for p in paths) if paths else np.zeros(glyph.shape, np.int64)
+    return [np.where(part == k, glyph, 0.0).astype(np.float32) for k in range(len(paths) + 1)]
+
+
+@dataclass(frozen=True)
+class _Atom:
+    """A piece of ink that belongs to one digit: a blob, or a part of a blob cut in two."""
+
+    x0: int  # box in working pixels (x1, y1 exclusive)
+    y0: int
+    x1: int
+    y1: int
+    ink: np.ndarray  # (y1 - y0, x1 - x0) float32, zero outside the piece
+
+    @property
+    def centre(self) -> float:
+        cols = self.ink.sum(axis=0)
+        return self.x0 + float((np.arange(cols.size) * cols).sum() / max(float(cols.sum()), 1e-6))
+
+
+def _atom(ink: np.ndarray, x0: int, y0: int) -> _Atom | None:
+    """The non-empty part of ``ink`` (placed at x0, y0) as an atom, cropped to its box."""
+    rows, cols = np.flatnonzero(ink.max(axis=1) > 0), np.flatnonzero(ink.max(axis=0) > 0)
+    if rows.size == 0:
+        return None
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return _Atom(x0 + c0, y0 + r0, x0 + c1, y0 + r1, ink[r0:r1, c0:c1])
+
+
+def _join_slivers(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Parts of a cut glyph, each with at least ``SLIVER`` of its ink (a sliver joins its left neighbour).
+
+    A cut path that grazes a stroke's edge leaves a sliver no digit is made of; alone it
+    would be read as a "1".
+    """
+    total = sum(float(p.sum()) for p in parts)
+    out: list[np.ndarray] = []
+    pending = np.zeros_like(parts[0])
+    for p in parts:
+        pending = pending + p
+        if float(pending.sum()) >= SLIVER * total:
+            out.append(pending)
+            pending = np.zeros_like(p)
+    if out:
+        out[-1] = out[-1] + pending
+    else:
+        out.append(pending)
     return out
+
+
+def _atoms(ink: np.ndarray, labels: np.ndarray, group: _Blob, height: float) -> list[_Atom]:
+    """A group as atoms: itself, or cut along least-ink paths where touching digits may meet.
+
+    Only groups at least ``CUT_WIDTH`` line heights wide are cut; the cuts over-segment on
+    purpose, and :func:`_best_reading` puts the parts back together where they read better.
+    """
+    glyph = np.where(np.isin(labels[group.y0 : group.y1, group.x0 : group.x1], group.labels),
+                     ink[group.y0 : group.y1, group.x0 : group.x1], 0.0).astype(np.float32)
+    paths: list[np.ndarray] = []
+    if group.width >= CUT_WIDTH * height:
+        reach = max(1, int(CUT_REACH * height))
+        paths = [_cut_path(glyph, c, reach) for c in _cut_columns(glyph.sum(axis=0), height)]
+    parts = (_atom(part, group.x0, group.y0) for part in _join_slivers(_split_along(glyph, paths)))
+    return [a for a in parts if a is not None]
+
+
+def _union(atoms: list[_Atom]) -> _Atom:
+    """The atoms' ink together in one box."""
+    x0, y0 = min(a.x0 for a in atoms), min(a.y0 for a in atoms)
+    x1, y1 = max(a.x1 for a in atoms), max(a.y1 for a in atoms)
+    out = np.zeros((y1 - y0, x1 - x0), np.float32)
+    for a in atoms:
+        region = out[a.y0 - y0 : a.y1 - y0, a.x0 - x0 : a.x1 - x0]
+        np.maximum(region, a.ink, out=region)
+    return _Atom(x0, y0, x1, y1, out)
+
+
+def _candidates(atoms: list[_Atom], height: float) -> list[tuple[int, int, _Atom]]:
+    """Runs of consecutive atoms (start, end exclusive, union) that could be one digit.
+
+    A run holds at most ``MAX_ATOMS`` atoms, each within ``MERGE_GAP`` line heights of the
+    rest (horizontally), and is at most ``MAX_WIDTH`` line heights wide; single atoms are
+    always candidates, so every line has a reading.
+    """
+    out = []
+    for i in range(len(atoms)):
+        out.append((i, i + 1, atoms[i]))
+        x0, x1 = atoms[i].x0, atoms[i].x1
+        for j in range(i + 1, min(len(atoms), i + MAX_ATOMS)):
+            a = atoms[j]
+            if max(a.x0 - x1, x0 - a.x1) > MERGE_GAP * height:
+                break
+            x0, x1 = min(x0, a.x0), max(x1, a.x1)
+            if x1 - x0 > MAX_WIDTH * height:
+                break
+            out.append((i, j + 1, _union(atoms[i : j + 1])))
+    return out
+
+
+def _score(confidence: float, piece: _Atom, height: float) -> float:
+    """How plausible a piece is as one digit: log confidence, a credit per digit, shape priors.
+
+    The credit (``DIGIT_CREDIT``) offsets that a product of more confidences is smaller, so
+    two digits read as one confident wide digit do not win; a piece wider than
+    ``WIDE_DIGIT`` line heights pays in proportion, and one shorter than
+    ``MIN_PIECE_HEIGHT`` of the line (a stub, a fragment) is almost never a digit.
+    """
+    score = float(np.log(max(confidence, 1e-9))) + DIGIT_CREDIT
+    score -= WIDE_PENALTY * max(0.0, (piece.x1 - piece.x0) / height - WIDE_DIGIT)
+    if piece.y1 - piece.y0 < MIN_PIECE_HEIGHT * height:
+        score -= SHORT_PENALTY
+    return score
+
+
+def _best_reading(candidates: list[tuple[int, int, float]], count: int) -> list[int]:
+    """Indices of the candidates that cover atoms 0..count-1 in order with the highest total score."""
+    best = [0.0] + [-np.inf] * count
+    back = [-1] * (count + 1)
+    for k, (i, j, s) in sorted(enumerate(candidates), key=lambda e: e[1][1]):
+        if best[i] + s > best[j]:
+            best[j], back[j] = best[i] + s, k
+    chosen, j = [], count
+    while j > 0:
+        chosen.append(back[j])
+        j = candidates[back[j]][0]
+    return chosen[::-1]
 
 
 Classifier = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N,) confidence of the best class
@@ -242,36 +384,27 @@ Classifier = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N,) co
 def segment(ink_map: InkMap, confidence: Classifier) -> list[Piece]:
     """Find the digits of a line in a cleaned picture, left to right (empty: no ink).
 
-    ``confidence`` scores prepared digits: a group that may hold touching digits is split
-    the way (or not at all) whose pieces the classifier is most sure of, by the product of
-    their confidences times ``SPLIT_PENALTY`` per extra piece, so a cut must pay for itself.
+    Recognition-based: the blobs on the line, wide ones cut along least-ink paths, are
+    ordered left to right; every run of neighbouring pieces that could be one digit is
+    classified (one batch), and the reading is the division of the line into runs with the
+    highest total :func:`_score` (dynamic programming). So broken digits are put back
+    together and touching digits are cut where the classifier is surest of the result.
     """
     ink = ink_map.ink
     labels, blobs = _blobs(ink)
     groups = _on_the_line(_merge_overlapping(_drop_lines_and_specks(blobs)))
-    pieces: list[Piece] = []
+    if not groups:
+        return []
+    height = _line_height(groups)
+    atoms = sorted((a for g in groups for a in _atoms(ink, labels, g, height)), key=lambda a: a.centre)
+    runs = _candidates(atoms, height)
+    inputs = [glyph_to_mnist(piece.ink) for _, _, piece in runs]
+    scores = confidence(np.stack(inputs))
+    scored = [(i, j, _score(float(c), piece, height)) for (i, j, piece), c in zip(runs, scores)]
     s = ink_map.scale
-    for g in sorted(groups, key=lambda g: g.x0):
-        region = labels[g.y0 : g.y1, g.x0 : g.x1]
-        glyph = np.where(np.isin(region, g.labels), ink[g.y0 : g.y1, g.x0 : g.x1], 0.0).astype(np.float32)
-        options = _candidate_cuts(glyph)
-        splits = [_pieces(glyph, cuts) for cuts in options]
-        # A digit spans most of the line's height: a split leaving a short stub (the end of
-        # a "7"'s bar, a loop's side) is not a reading of touching digits.
-        tall = MIN_PIECE_HEIGHT * glyph.shape[0]
-        splits = [sp for k, sp in enumerate(splits) if k == 0 or all(p[3] >= tall for p in sp)]
-        if len(splits) > 1:
-            inputs = [[glyph_to_mnist(p[4]) for p in split] for split in splits]
-            scores = confidence(np.stack([x for xs in inputs for x in xs]))
-            products, i = [], 0
-            for xs in inputs:
-                products.append(float(np.prod(scores[i : i + len(xs)])) * SPLIT_PENALTY ** (len(xs) - 1))
-                i += len(xs)
-            best = int(np.argmax(products))
-            splits, prepared = [splits[best]], [inputs[best]]
-        else:
-            prepared = [[glyph_to_mnist(p[4]) for p in splits[0]]]
-        for (x, y, w, h, _), x28 in zip(splits[0], prepared[0]):
-            box = (int((g.x0 + x) * s), int((g.y0 + y) * s), max(1, round(w * s)), max(1, round(h * s)))
-            pieces.append(Piece(box=box, input=x28))
+    pieces = []
+    for k in _best_reading(scored, len(atoms)):
+        p = runs[k][2]
+        box = (int(p.x0 * s), int(p.y0 * s), max(1, round((p.x1 - p.x0) * s)), max(1, round((p.y1 - p.y0) * s)))
+        pieces.append(Piece(box=box, input=inputs[k]))
     return pieces
