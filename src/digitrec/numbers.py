@@ -47,12 +47,12 @@ MERGE_OVERLAP = 0.5  # blobs sharing columns and at most this fraction of the sh
 CUT_WIDTH = 1.0  # a blob at least this wide may hold touching digits and is cut into candidates
 MIN_CUT_WIDTH = 0.12  # a cut leaves at least this much on either side (a "1" is about 0.15 wide)
 CUT_SPACING = 0.25  # candidate cuts are at least this far apart
-CUT_REACH = 0.12  # a cut path wanders at most this far from its column
+CUT_REACH = 0.4  # a cut path wanders at most this far from its column (slanted digits touch on a slant)
 SLIVER = 0.05  # a cut part with less than this fraction of its group's ink belongs to its neighbour
 MAX_ATOMS = 4  # one digit is made of at most this many pieces (blobs and cut parts)
 MERGE_GAP = 0.1  # pieces further apart than this are never one digit
 MAX_WIDTH = 1.6  # no digit is wider than this
-WIDE_DIGIT = 1.2  # digits wider than this are unusual: they pay WIDE_PENALTY per line height beyond
+WIDE_DIGIT = 1.0  # digits wider than this are unusual: they pay WIDE_PENALTY per line height beyond
 WIDE_PENALTY = 4.0
 MIN_PIECE_HEIGHT = 0.6  # a digit spans at least this fraction of the line's height ...
 SHORT_PENALTY = 5.0  # ... else it pays this much (log units): a stub, a dot, a fragment
@@ -206,8 +206,7 @@ def _cut_columns(projection: np.ndarray, height: float) -> list[int]:
     the narrowest kind (a "1") could fit.
     """
     w = projection.size
-    # The path may wander CUT_REACH either way: keep it off the edges.
-    edge = max(1, int((MIN_CUT_WIDTH + CUT_REACH) * height))
+    edge = max(1, int(MIN_CUT_WIDTH * height))
     spacing = max(2, int(CUT_SPACING * height))
     if w < 2 * edge + 1:
         return []
@@ -349,15 +348,17 @@ def _candidates(atoms: list[_Atom], height: float) -> list[tuple[int, int, _Atom
     return out
 
 
-def _score(confidence: float, piece: _Atom, height: float) -> float:
+def _score(confidence: float, piece: _Atom, height: float, reference: float = 1.0) -> float:
     """How plausible a piece is as one digit: log confidence, a credit per digit, shape priors.
 
+    The confidence counts relative to ``reference`` (the line's best-read piece): models
+    trained with label smoothing never say 1.0, and their scale must not decide the count.
     The credit (``DIGIT_CREDIT``) offsets that a product of more confidences is smaller, so
     two digits read as one confident wide digit do not win; a piece wider than
     ``WIDE_DIGIT`` line heights pays in proportion, and one shorter than
     ``MIN_PIECE_HEIGHT`` of the line (a stub, a fragment) is almost never a digit.
     """
-    score = float(np.log(max(confidence, 1e-9))) + DIGIT_CREDIT
+    score = float(np.log(max(confidence / max(reference, 1e-9), 1e-9))) + DIGIT_CREDIT
     score -= WIDE_PENALTY * max(0.0, (piece.x1 - piece.x0) / height - WIDE_DIGIT)
     if piece.y1 - piece.y0 < MIN_PIECE_HEIGHT * height:
         score -= SHORT_PENALTY
@@ -400,7 +401,8 @@ def segment(ink_map: InkMap, confidence: Classifier) -> list[Piece]:
     runs = _candidates(atoms, height)
     inputs = [glyph_to_mnist(piece.ink) for _, _, piece in runs]
     scores = confidence(np.stack(inputs))
-    scored = [(i, j, _score(float(c), piece, height)) for (i, j, piece), c in zip(runs, scores)]
+    reference = float(np.max(scores))
+    scored = [(i, j, _score(float(c), piece, height, reference)) for (i, j, piece), c in zip(runs, scores)]
     s = ink_map.scale
     pieces = []
     for k in _best_reading(scored, len(atoms)):
