@@ -44,7 +44,7 @@ LINE_OVERLAP = 0.3  # a digit has at least this fraction of its rows within the 
 MIN_GROUP_HEIGHT = 0.4  # a digit is at least this fraction of the typical group's height
 MERGE_OVERLAP = 0.5  # blobs sharing columns and at most this fraction of the shorter one's rows are stacked
 # Segmentation (lengths in line heights, the median height of the digits on the line):
-CUT_WIDTH = 1.0  # a blob at least this wide may hold touching digits and is cut into candidates
+CUT_WIDTH = 0.6  # a blob at least this wide may hold touching digits and is cut into candidates
 MIN_CUT_WIDTH = 0.12  # a cut leaves at least this much on either side (a "1" is about 0.15 wide)
 CUT_SPACING = 0.25  # candidate cuts are at least this far apart
 CUT_REACH = 0.4  # a cut path wanders at most this far from its column (slanted digits touch on a slant)
@@ -56,7 +56,8 @@ WIDE_DIGIT = 1.0  # digits wider than this are unusual: they pay WIDE_PENALTY pe
 WIDE_PENALTY = 4.0
 MIN_PIECE_HEIGHT = 0.6  # a digit spans at least this fraction of the line's height ...
 SHORT_PENALTY = 5.0  # ... else it pays this much (log units): a stub, a dot, a fragment
-DIGIT_CREDIT = 0.0  # log-score credit per digit read, offsetting the product of more confidences
+CUT_COST = 4.0  # log-score cost per line height of ink a cut between two digits crosses
+DIGIT_CREDIT = 0.05  # log-score credit per digit read, offsetting the product of more confidences
 
 
 @dataclass(frozen=True)
@@ -221,16 +222,17 @@ def _cut_columns(projection: np.ndarray, height: float) -> list[int]:
     return sorted(picked)
 
 
-def _cut_path(glyph: np.ndarray, column: int, reach: int) -> np.ndarray:
+def _cut_path(glyph: np.ndarray, column: int, reach: int, margin: int = 0) -> np.ndarray:
     """Per row, the column of the top-to-bottom path through the least ink near ``column``.
 
     A shortest path (dynamic programming, one column left or right per row, at most
-    ``reach`` columns from ``column``) cuts touching digits along the thin joint between
-    them rather than down a straight column through a stroke. Moving sideways costs a
-    little, so on blank paper the path stays straight.
+    ``reach`` columns from ``column`` and ``margin`` columns from either side) cuts touching
+    digits along the thin joint between them rather than down a straight column through a
+    stroke. The margin keeps it from escaping round the outside of the ink, where a path is
+    free and cuts nothing. Moving sideways costs a little, so on blank paper it stays straight.
     """
     h, w = glyph.shape
-    lo, hi = max(0, column - reach), min(w, column + reach + 1)
+    lo, hi = max(margin, column - reach), min(w - margin, column + reach + 1)
     cost = glyph[:, lo:hi].astype(np.float64) + 1e-3 * np.abs(np.arange(lo, hi) - column)
     total = cost[0].copy()
     step = np.zeros(cost.shape, dtype=np.int64)
@@ -262,6 +264,7 @@ class _Atom:
     x1: int
     y1: int
     ink: np.ndarray  # (y1 - y0, x1 - x0) float32, zero outside the piece
+    cut: float = 0.0  # ink the cut on its left crossed, in line heights (0: not cut from a neighbour)
 
     @property
     def centre(self) -> float:
@@ -269,33 +272,37 @@ class _Atom:
         return self.x0 + float((np.arange(cols.size) * cols).sum() / max(float(cols.sum()), 1e-6))
 
 
-def _atom(ink: np.ndarray, x0: int, y0: int) -> _Atom | None:
+def _atom(ink: np.ndarray, x0: int, y0: int, cut: float = 0.0) -> _Atom | None:
     """The non-empty part of ``ink`` (placed at x0, y0) as an atom, cropped to its box."""
     rows, cols = np.flatnonzero(ink.max(axis=1) > 0), np.flatnonzero(ink.max(axis=0) > 0)
     if rows.size == 0:
         return None
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return _Atom(x0 + c0, y0 + r0, x0 + c1, y0 + r1, ink[r0:r1, c0:c1])
+    return _Atom(x0 + c0, y0 + r0, x0 + c1, y0 + r1, ink[r0:r1, c0:c1], cut)
 
 
-def _join_slivers(parts: list[np.ndarray]) -> list[np.ndarray]:
-    """Parts of a cut glyph, each with at least ``SLIVER`` of its ink (a sliver joins its left neighbour).
+def _join_slivers(parts: list[np.ndarray], cuts: list[float]) -> list[tuple[np.ndarray, float]]:
+    """Parts of a cut glyph with the ink crossed by the cut on their left (0.0 for the first),
+    each part with at least ``SLIVER`` of the ink: a sliver joins the next part (the last
+    part's sliver joins the one before).
 
     A cut path that grazes a stroke's edge leaves a sliver no digit is made of; alone it
     would be read as a "1".
     """
     total = sum(float(p.sum()) for p in parts)
-    out: list[np.ndarray] = []
-    pending = np.zeros_like(parts[0])
-    for p in parts:
+    out: list[tuple[np.ndarray, float]] = []
+    pending, pending_cut = np.zeros_like(parts[0]), 0.0
+    for p, cut in zip(parts, [0.0, *cuts]):
+        if not pending.any():
+            pending_cut = cut  # the cut on the left of what will be the next part
         pending = pending + p
         if float(pending.sum()) >= SLIVER * total:
-            out.append(pending)
+            out.append((pending, pending_cut))
             pending = np.zeros_like(p)
     if out:
-        out[-1] = out[-1] + pending
+        out[-1] = (out[-1][0] + pending, out[-1][1])
     else:
-        out.append(pending)
+        out.append((pending, 0.0))
     return out
 
 
@@ -310,9 +317,13 @@ def _atoms(ink: np.ndarray, labels: np.ndarray, group: _Blob, height: float) -> 
     paths: list[np.ndarray] = []
     if group.width >= CUT_WIDTH * height:
         reach = max(1, int(CUT_REACH * height))
-        paths = [_cut_path(glyph, c, reach) for c in _cut_columns(glyph.sum(axis=0), height)]
-    parts = (_atom(part, group.x0, group.y0) for part in _join_slivers(_split_along(glyph, paths)))
-    return [a for a in parts if a is not None]
+        margin = max(1, int(MIN_CUT_WIDTH * height))
+        paths = [_cut_path(glyph, c, reach, margin) for c in _cut_columns(glyph.sum(axis=0), height)]
+    rows = np.arange(glyph.shape[0])
+    crossed = [float(glyph[rows, p].sum()) / height for p in paths]
+    parts = _join_slivers(_split_along(glyph, paths), crossed)
+    atoms = (_atom(part, group.x0, group.y0, cut) for part, cut in parts)
+    return [a for a in atoms if a is not None]
 
 
 def _union(atoms: list[_Atom]) -> _Atom:
@@ -402,7 +413,9 @@ def segment(ink_map: InkMap, confidence: Classifier) -> list[Piece]:
     inputs = [glyph_to_mnist(piece.ink) for _, _, piece in runs]
     scores = confidence(np.stack(inputs))
     reference = float(np.max(scores))
-    scored = [(i, j, _score(float(c), piece, height, reference)) for (i, j, piece), c in zip(runs, scores)]
+    # A digit starting at a cut pays for the ink the cut crossed: the cheaper the joint, the likelier.
+    scored = [(i, j, _score(float(c), piece, height, reference) - CUT_COST * atoms[i].cut)
+              for (i, j, piece), c in zip(runs, scores)]
     s = ink_map.scale
     pieces = []
     for k in _best_reading(scored, len(atoms)):
