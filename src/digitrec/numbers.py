@@ -49,6 +49,7 @@ MIN_CUT_WIDTH = 0.12  # a cut leaves at least this much on either side (a "1" is
 CUT_SPACING = 0.25  # candidate cuts are at least this far apart
 CUT_REACH = 0.4  # a cut path wanders at most this far from its column (slanted digits touch on a slant)
 SLIVER = 0.05  # a cut part with less than this fraction of its group's ink belongs to its neighbour
+BRIDGE = 0.06  # vertical gaps up to this high are closed in digits made of several pieces
 MAX_ATOMS = 4  # one digit is made of at most this many pieces (blobs and cut parts)
 MERGE_GAP = 0.1  # pieces further apart than this are never one digit
 MAX_WIDTH = 1.6  # no digit is wider than this
@@ -314,6 +315,8 @@ def _atoms(ink: np.ndarray, labels: np.ndarray, group: _Blob, height: float) -> 
     """
     glyph = np.where(np.isin(labels[group.y0 : group.y1, group.x0 : group.x1], group.labels),
                      ink[group.y0 : group.y1, group.x0 : group.x1], 0.0).astype(np.float32)
+    if len(group.labels) > 1:  # pieces stacked above each other: one digit's broken strokes
+        glyph = _bridge(glyph, height)
     paths: list[np.ndarray] = []
     if group.width >= CUT_WIDTH * height:
         reach = max(1, int(CUT_REACH * height))
@@ -326,15 +329,28 @@ def _atoms(ink: np.ndarray, labels: np.ndarray, group: _Blob, height: float) -> 
     return [a for a in atoms if a is not None]
 
 
-def _union(atoms: list[_Atom]) -> _Atom:
-    """The atoms' ink together in one box."""
+def _bridge(ink: np.ndarray, height: float) -> np.ndarray:
+    """Close small vertical gaps (up to ``BRIDGE`` line heights): a broken stroke made whole.
+
+    Applied only to digits put together from several pieces, where a gap is evidence of a
+    break (a pen lift, a scan line, a fold); the classifier never saw broken strokes.
+    """
+    size = int(round(BRIDGE * height))
+    if size < 2:
+        return ink
+    padded = np.pad(ink, ((size, size), (0, 0)))
+    return ndimage.grey_closing(padded, size=(size + 1, 1))[size:-size]
+
+
+def _union(atoms: list[_Atom], height: float) -> _Atom:
+    """The atoms' ink together in one box, small vertical gaps between them bridged."""
     x0, y0 = min(a.x0 for a in atoms), min(a.y0 for a in atoms)
     x1, y1 = max(a.x1 for a in atoms), max(a.y1 for a in atoms)
     out = np.zeros((y1 - y0, x1 - x0), np.float32)
     for a in atoms:
         region = out[a.y0 - y0 : a.y1 - y0, a.x0 - x0 : a.x1 - x0]
         np.maximum(region, a.ink, out=region)
-    return _Atom(x0, y0, x1, y1, out)
+    return _Atom(x0, y0, x1, y1, _bridge(out, height), atoms[0].cut)
 
 
 def _candidates(atoms: list[_Atom], height: float) -> list[tuple[int, int, _Atom]]:
@@ -355,7 +371,7 @@ def _candidates(atoms: list[_Atom], height: float) -> list[tuple[int, int, _Atom
             x0, x1 = min(x0, a.x0), max(x1, a.x1)
             if x1 - x0 > MAX_WIDTH * height:
                 break
-            out.append((i, j + 1, _union(atoms[i : j + 1])))
+            out.append((i, j + 1, _union(atoms[i : j + 1], height)))
     return out
 
 
