@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from digitrec.numbers import (
     NumberReading,
     _best_reading,
+    _bridge,
     _cut_path,
     _join_slivers,
     _score,
@@ -149,6 +150,18 @@ def test_join_slivers_gives_a_sliver_to_its_neighbour():
     assert [(p.sum(), cut) for p, cut in joined] == [(100, 0.0), (101, 0.5)]  # the sliver's cut is kept
     assert [p.sum() for p, _ in _join_slivers([big, big.copy(), sliver], [0.5, 0.25])] == [100, 101]
     assert len(_join_slivers([sliver], [])) == 1  # all ink is kept, even if it is all sliver
+
+
+def test_bridge_closes_a_thin_break_only():
+    stroke = np.zeros((40, 9), np.float32)
+    stroke[5:35, 3:6] = 1.0
+    broken = stroke.copy()
+    broken[20:22] = 0.0  # a 2-row break in a 30-row stroke
+    np.testing.assert_array_equal(_bridge(broken, height=40), stroke)  # 0.06 * 40: gaps up to 2 rows
+    wide_gap = stroke.copy()
+    wide_gap[15:25] = 0.0  # 10 rows: two strokes, not a break
+    np.testing.assert_array_equal(_bridge(wide_gap, height=40), wide_gap)
+    assert _bridge(broken, height=10) is broken  # too small a line to bridge anything
 
 
 def test_best_reading_maximises_the_total_score():

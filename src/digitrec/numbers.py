@@ -1,17 +1,24 @@
 """Reading a whole number: find each handwritten digit in a line of digits, left to right.
 
-The algorithm is deliberately simple (connected components of the cleaned ink):
+Recognition-based segmentation: cut generously, then let the classifier decide what the
+pieces make up.
 
 1. drop underlines: blobs far wider than tall and wider than a digit is high;
 2. drop specks: blobs with less than ``SPECK_FRACTION`` of the largest blob's area;
 3. merge blobs stacked above each other: sharing some columns and at most half the shorter
    one's rows (broken strokes, a "5" whose top bar came loose);
-4. split groups that may hold touching digits at minima of the ink's column projection,
-   keeping the split (or none) whose pieces the classifier is most confident of;
-5. drop groups off the line (mostly outside the band of the median group) or too short to
-   be digits (dots, dashes);
-6. order left to right; each piece goes through the single-digit steps (crop, fit, centre).
+4. drop groups off the line (mostly outside the band of the median group) or too short to
+   be digits (dots, dashes); the line height is the median height of the rest;
+5. cut groups wide enough to hold touching digits along least-ink top-to-bottom paths
+   (which follow a slanted joint), starting at minima of the column projection; the parts
+   and the uncut groups are the pieces, ordered left to right;
+6. every run of up to ``MAX_ATOMS`` neighbouring pieces that could be one digit is made into
+   a candidate (small vertical gaps between pieces bridged) and classified, all in one batch;
+7. the reading is the division of the line into candidates with the highest total score:
+   log confidence (relative to the line's best-read piece), a credit per digit, a cost for
+   the ink each cut crosses, penalties for digits too wide or too short (dynamic programming).
 
+The thresholds were tuned on lines built from validation digits (never the test split).
 :class:`NumberReading` and :class:`DigitReading` are the answers; the recogniser's ``read``
 method classifies the pieces.
 """
