@@ -71,7 +71,7 @@ def test_read_keeps_leading_zeros(seed):
 
 @pytest.mark.xfail(strict=True, reason="known limit: two drawn rings touching have no column-projection minimum "
                    "at the joint, and least-ink cut paths go through the rings' insides (equal-width cut "
-                   "candidates fixed this but cost 1-3 pp exact on validation-built lines)")
+                   "candidates fixed this but cost 0.5-4 pp exact on validation-built lines, seed model)")
 def test_read_touching_digits_are_split_into_two(seed):
     # Two touching rings: the split must find two digits. (Where it cuts is the weak spot:
     # a ring's middle columns hold little ink too; the bench measures touching numbers.)
