@@ -1,17 +1,24 @@
 """Reading a whole number: find each handwritten digit in a line of digits, left to right.
 
-The algorithm is deliberately simple (connected components of the cleaned ink):
+Recognition-based segmentation: cut generously, then let the classifier decide what the
+pieces make up.
 
 1. drop underlines: blobs far wider than tall and wider than a digit is high;
 2. drop specks: blobs with less than ``SPECK_FRACTION`` of the largest blob's area;
 3. merge blobs stacked above each other: sharing some columns and at most half the shorter
    one's rows (broken strokes, a "5" whose top bar came loose);
-4. split groups that may hold touching digits at minima of the ink's column projection,
-   keeping the split (or none) whose pieces the classifier is most confident of;
-5. drop groups off the line (mostly outside the band of the median group) or too short to
-   be digits (dots, dashes);
-6. order left to right; each piece goes through the single-digit steps (crop, fit, centre).
+4. drop groups off the line (mostly outside the band of the median group) or too short to
+   be digits (dots, dashes); the line height is the median height of the rest;
+5. cut groups wide enough to hold touching digits along least-ink top-to-bottom paths
+   (which follow a slanted joint), starting at minima of the column projection; the parts
+   and the uncut groups are the pieces, ordered left to right;
+6. every run of up to ``MAX_ATOMS`` neighbouring pieces that could be one digit is made into
+   a candidate (small vertical gaps between pieces bridged) and classified, all in one batch;
+7. the reading is the division of the line into candidates with the highest total score:
+   log confidence (relative to the line's best-read piece), a credit per digit, a cost for
+   the ink each cut crosses, penalties for digits too wide or too short (dynamic programming).
 
+The thresholds were tuned on lines built from validation digits (never the test split).
 :class:`NumberReading` and :class:`DigitReading` are the answers; the recogniser's ``read``
 method classifies the pieces.
 """
@@ -30,9 +37,8 @@ from .preprocess import InkMap, glyph_to_mnist
 __all__ = [
     "SPECK_FRACTION",
     "UNDERLINE_ASPECT",
-    "SPLIT_ASPECT",
-    "SPLIT_PENALTY",
     "MERGE_OVERLAP",
+    "DIGIT_CREDIT",
     "Piece",
     "DigitReading",
     "NumberReading",
@@ -41,15 +47,25 @@ __all__ = [
 
 SPECK_FRACTION = 0.05  # blobs smaller than this fraction of the largest blob's area are dirt
 UNDERLINE_ASPECT = 4.0  # a blob this many times wider than tall (and wider than a digit is high) is a line
-# A group at least this many times wider than tall may hold touching digits: true of ~97% of
-# touching MNIST pairs and ~11% of single MNIST digits (measured on the training images).
-SPLIT_ASPECT = 1.0
-DIGIT_ASPECT = 0.7  # typical width / height of one handwritten digit, for counting touching digits
-SPLIT_PENALTY = 1.0  # an extra digit must raise the product of confidences by more than 1/this
-MIN_PIECE_HEIGHT = 0.6  # each piece of a split group must be at least this fraction of its height
 LINE_OVERLAP = 0.3  # a digit has at least this fraction of its rows within the line's band
 MIN_GROUP_HEIGHT = 0.4  # a digit is at least this fraction of the typical group's height
 MERGE_OVERLAP = 0.5  # blobs sharing columns and at most this fraction of the shorter one's rows are stacked
+# Segmentation (lengths in line heights, the median height of the digits on the line):
+CUT_WIDTH = 0.6  # a blob at least this wide may hold touching digits and is cut into candidates
+MIN_CUT_WIDTH = 0.12  # a cut leaves at least this much on either side (a "1" is about 0.15 wide)
+CUT_SPACING = 0.25  # candidate cuts are at least this far apart
+CUT_REACH = 0.4  # a cut path wanders at most this far from its column (slanted digits touch on a slant)
+SLIVER = 0.05  # a cut part with less than this fraction of its group's ink belongs to its neighbour
+BRIDGE = 0.06  # vertical gaps up to this high are closed in digits made of several pieces
+MAX_ATOMS = 4  # one digit is made of at most this many pieces (blobs and cut parts)
+MERGE_GAP = 0.1  # pieces further apart than this are never one digit
+MAX_WIDTH = 1.6  # no digit is wider than this
+WIDE_DIGIT = 1.0  # digits wider than this are unusual: they pay WIDE_PENALTY per line height beyond
+WIDE_PENALTY = 4.0
+MIN_PIECE_HEIGHT = 0.6  # a digit spans at least this fraction of the line's height ...
+SHORT_PENALTY = 5.0  # ... else it pays this much (log units): a stub, a dot, a fragment
+CUT_COST = 4.0  # log-score cost per line height of ink a cut between two digits crosses
+DIGIT_CREDIT = 0.05  # log-score credit per digit read, offsetting the product of more confidences
 
 
 @dataclass(frozen=True)
@@ -186,54 +202,215 @@ def _on_the_line(groups: list[_Blob]) -> list[_Blob]:
     return kept
 
 
-def _local_minima(projection: np.ndarray, lo: int, hi: int, count: int) -> list[int]:
-    """Up to ``count`` columns in [lo, hi) with the least ink, at least a few columns apart."""
-    order = np.argsort(projection[lo:hi], kind="stable") + lo
+def _line_height(groups: list[_Blob]) -> float:
+    """The typical digit height of the line: the median height of its groups."""
+    return float(np.median([g.height for g in groups]))
+
+
+def _cut_columns(projection: np.ndarray, height: float) -> list[int]:
+    """Columns where touching digits may meet: the least inked, far enough apart.
+
+    Each candidate leaves at least ``MIN_CUT_WIDTH`` line heights of ink on either side and
+    is ``CUT_SPACING`` line heights from the others; there are at most as many as digits of
+    the narrowest kind (a "1") could fit.
+    """
+    w = projection.size
+    edge = max(1, int(MIN_CUT_WIDTH * height))
+    spacing = max(2, int(CUT_SPACING * height))
+    if w < 2 * edge + 1:
+        return []
+    # Smoothing over a stroke's width keeps a thin stroke's edge from looking like a gap.
+    smooth = ndimage.uniform_filter1d(projection.astype(np.float64), max(1, int(0.08 * height)))
     picked: list[int] = []
-    spacing = max(2, (hi - lo) // 8)
-    for c in order:
+    for c in np.argsort(smooth[edge : w - edge], kind="stable") + edge:
         if all(abs(int(c) - p) >= spacing for p in picked):
             picked.append(int(c))
-        if len(picked) == count:
+        if len(picked) >= max(1, round(w / spacing) - 1):
             break
-    return picked
+    return sorted(picked)
 
 
-def _candidate_cuts(glyph: np.ndarray) -> list[list[int]]:
-    """Ways to split a group into digits: no cut, then cuts at column-projection minima.
+def _cut_path(glyph: np.ndarray, column: int, reach: int, margin: int = 0) -> np.ndarray:
+    """Per row, the column of the top-to-bottom path through the least ink near ``column``.
 
-    A group at least ``SPLIT_ASPECT`` times wider than tall may hold touching digits; the
-    classifier decides (see :func:`segment`).
+    A shortest path (dynamic programming, one column left or right per row, at most
+    ``reach`` columns from ``column`` and ``margin`` columns from either side) cuts touching
+    digits along the thin joint between them rather than down a straight column through a
+    stroke. The margin keeps it from escaping round the outside of the ink, where a path is
+    free and cuts nothing. Moving sideways costs a little, so on blank paper it stays straight.
     """
     h, w = glyph.shape
-    options: list[list[int]] = [[]]
-    if w < SPLIT_ASPECT * h or w < 6:
-        return options
-    projection = glyph.sum(axis=0)
-    options += [[c] for c in _local_minima(projection, int(0.2 * w), int(0.8 * w) + 1, 5)]
-    for n in range(3, min(6, round(w / (0.5 * DIGIT_ASPECT * h))) + 1):
-        cuts = []
-        for j in range(1, n):
-            centre = j * w / n
-            lo, hi = int(max(1, centre - 0.3 * w / n)), int(min(w - 1, centre + 0.3 * w / n))
-            if hi > lo:
-                cuts += _local_minima(projection, lo, hi, 1)
-        options.append(sorted(set(cuts)))
-    return options
+    lo, hi = max(margin, column - reach), min(w - margin, column + reach + 1)
+    cost = glyph[:, lo:hi].astype(np.float64) + 1e-3 * np.abs(np.arange(lo, hi) - column)
+    total = cost[0].copy()
+    step = np.zeros(cost.shape, dtype=np.int64)
+    for r in range(1, h):
+        options = np.stack([np.r_[np.inf, total[:-1] + 1e-2], total, np.r_[total[1:] + 1e-2, np.inf]])
+        choice = np.argmin(options, axis=0)
+        step[r] = choice - 1
+        total = options[choice, np.arange(total.size)] + cost[r]
+    path = np.empty(h, dtype=np.int64)
+    path[-1] = int(np.argmin(total))
+    for r in range(h - 1, 0, -1):
+        path[r - 1] = path[r] + step[r, path[r]]
+    return path + lo
 
 
-def _pieces(glyph: np.ndarray, cuts: list[int]) -> list[tuple[int, int, int, int, np.ndarray]]:
-    """(x, y, w, h, ink) of each non-empty part of ``glyph`` between the cuts."""
-    bounds = [0, *cuts, glyph.shape[1]]
-    out = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        part = glyph[:, a:b]
-        rows = np.flatnonzero(part.max(axis=1) > 0)
-        cols = np.flatnonzero(part.max(axis=0) > 0)
-        if rows.size:
-            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-            out.append((a + c0, r0, c1 - c0, r1 - r0, part[r0:r1, c0:c1]))
+def _split_along(glyph: np.ndarray, paths: list[np.ndarray]) -> list[np.ndarray]:
+    """``glyph`` cut along the paths (left to right): one same-shaped ink array per part."""
+    cols = np.arange(glyph.shape[1])[None, :]
+    part = sum((cols > p[:, None]).astype(np.int64) for p in paths) if paths else np.zeros(glyph.shape, np.int64)
+    return [np.where(part == k, glyph, 0.0).astype(np.float32) for k in range(len(paths) + 1)]
+
+
+@dataclass(frozen=True)
+class _Atom:
+    """A piece of ink that belongs to one digit: a blob, or a part of a blob cut in two."""
+
+    x0: int  # box in working pixels (x1, y1 exclusive)
+    y0: int
+    x1: int
+    y1: int
+    ink: np.ndarray  # (y1 - y0, x1 - x0) float32, zero outside the piece
+    cut: float = 0.0  # ink the cut on its left crossed, in line heights (0: not cut from a neighbour)
+
+    @property
+    def centre(self) -> float:
+        cols = self.ink.sum(axis=0)
+        return self.x0 + float((np.arange(cols.size) * cols).sum() / max(float(cols.sum()), 1e-6))
+
+
+def _atom(ink: np.ndarray, x0: int, y0: int, cut: float = 0.0) -> _Atom | None:
+    """The non-empty part of ``ink`` (placed at x0, y0) as an atom, cropped to its box."""
+    rows, cols = np.flatnonzero(ink.max(axis=1) > 0), np.flatnonzero(ink.max(axis=0) > 0)
+    if rows.size == 0:
+        return None
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return _Atom(x0 + c0, y0 + r0, x0 + c1, y0 + r1, ink[r0:r1, c0:c1], cut)
+
+
+def _join_slivers(parts: list[np.ndarray], cuts: list[float]) -> list[tuple[np.ndarray, float]]:
+    """Parts of a cut glyph with the ink crossed by the cut on their left (0.0 for the first),
+    each part with at least ``SLIVER`` of the ink: a sliver joins the next part (the last
+    part's sliver joins the one before).
+
+    A cut path that grazes a stroke's edge leaves a sliver no digit is made of; alone it
+    would be read as a "1".
+    """
+    total = sum(float(p.sum()) for p in parts)
+    out: list[tuple[np.ndarray, float]] = []
+    pending, pending_cut = np.zeros_like(parts[0]), 0.0
+    for p, cut in zip(parts, [0.0, *cuts]):
+        if not pending.any():
+            pending_cut = cut  # the cut on the left of what will be the next part
+        pending = pending + p
+        if float(pending.sum()) >= SLIVER * total:
+            out.append((pending, pending_cut))
+            pending = np.zeros_like(p)
+    if out:
+        out[-1] = (out[-1][0] + pending, out[-1][1])
+    else:
+        out.append((pending, 0.0))
     return out
+
+
+def _atoms(ink: np.ndarray, labels: np.ndarray, group: _Blob, height: float) -> list[_Atom]:
+    """A group as atoms: itself, or cut along least-ink paths where touching digits may meet.
+
+    Only groups at least ``CUT_WIDTH`` line heights wide are cut; the cuts over-segment on
+    purpose, and :func:`_best_reading` puts the parts back together where they read better.
+    """
+    glyph = np.where(np.isin(labels[group.y0 : group.y1, group.x0 : group.x1], group.labels),
+                     ink[group.y0 : group.y1, group.x0 : group.x1], 0.0).astype(np.float32)
+    if len(group.labels) > 1:  # pieces stacked above each other: one digit's broken strokes
+        glyph = _bridge(glyph, height)
+    paths: list[np.ndarray] = []
+    if group.width >= CUT_WIDTH * height:
+        reach = max(1, int(CUT_REACH * height))
+        margin = max(1, int(MIN_CUT_WIDTH * height))
+        paths = [_cut_path(glyph, c, reach, margin) for c in _cut_columns(glyph.sum(axis=0), height)]
+    rows = np.arange(glyph.shape[0])
+    crossed = [float(glyph[rows, p].sum()) / height for p in paths]
+    parts = _join_slivers(_split_along(glyph, paths), crossed)
+    atoms = (_atom(part, group.x0, group.y0, cut) for part, cut in parts)
+    return [a for a in atoms if a is not None]
+
+
+def _bridge(ink: np.ndarray, height: float) -> np.ndarray:
+    """Close small vertical gaps (up to ``BRIDGE`` line heights): a broken stroke made whole.
+
+    Applied only to digits put together from several pieces, where a gap is evidence of a
+    break (a pen lift, a scan line, a fold); the classifier never saw broken strokes.
+    """
+    size = int(round(BRIDGE * height))
+    if size < 2:
+        return ink
+    padded = np.pad(ink, ((size, size), (0, 0)))
+    return ndimage.grey_closing(padded, size=(size + 1, 1))[size:-size]
+
+
+def _union(atoms: list[_Atom], height: float) -> _Atom:
+    """The atoms' ink together in one box, small vertical gaps between them bridged."""
+    x0, y0 = min(a.x0 for a in atoms), min(a.y0 for a in atoms)
+    x1, y1 = max(a.x1 for a in atoms), max(a.y1 for a in atoms)
+    out = np.zeros((y1 - y0, x1 - x0), np.float32)
+    for a in atoms:
+        region = out[a.y0 - y0 : a.y1 - y0, a.x0 - x0 : a.x1 - x0]
+        np.maximum(region, a.ink, out=region)
+    return _Atom(x0, y0, x1, y1, _bridge(out, height), atoms[0].cut)
+
+
+def _candidates(atoms: list[_Atom], height: float) -> list[tuple[int, int, _Atom]]:
+    """Runs of consecutive atoms (start, end exclusive, union) that could be one digit.
+
+    A run holds at most ``MAX_ATOMS`` atoms, each within ``MERGE_GAP`` line heights of the
+    rest (horizontally), and is at most ``MAX_WIDTH`` line heights wide; single atoms are
+    always candidates, so every line has a reading.
+    """
+    out = []
+    for i in range(len(atoms)):
+        out.append((i, i + 1, atoms[i]))
+        x0, x1 = atoms[i].x0, atoms[i].x1
+        for j in range(i + 1, min(len(atoms), i + MAX_ATOMS)):
+            a = atoms[j]
+            if max(a.x0 - x1, x0 - a.x1) > MERGE_GAP * height:
+                break
+            x0, x1 = min(x0, a.x0), max(x1, a.x1)
+            if x1 - x0 > MAX_WIDTH * height:
+                break
+            out.append((i, j + 1, _union(atoms[i : j + 1], height)))
+    return out
+
+
+def _score(confidence: float, piece: _Atom, height: float, reference: float = 1.0) -> float:
+    """How plausible a piece is as one digit: log confidence, a credit per digit, shape priors.
+
+    The confidence counts relative to ``reference`` (the line's best-read piece): models
+    trained with label smoothing never say 1.0, and their scale must not decide the count.
+    The credit (``DIGIT_CREDIT``) offsets that a product of more confidences is smaller, so
+    two digits read as one confident wide digit do not win; a piece wider than
+    ``WIDE_DIGIT`` line heights pays in proportion, and one shorter than
+    ``MIN_PIECE_HEIGHT`` of the line (a stub, a fragment) is almost never a digit.
+    """
+    score = float(np.log(max(confidence / max(reference, 1e-9), 1e-9))) + DIGIT_CREDIT
+    score -= WIDE_PENALTY * max(0.0, (piece.x1 - piece.x0) / height - WIDE_DIGIT)
+    if piece.y1 - piece.y0 < MIN_PIECE_HEIGHT * height:
+        score -= SHORT_PENALTY
+    return score
+
+
+def _best_reading(candidates: list[tuple[int, int, float]], count: int) -> list[int]:
+    """Indices of the candidates that cover atoms 0..count-1 in order with the highest total score."""
+    best = [0.0] + [-np.inf] * count
+    back = [-1] * (count + 1)
+    for k, (i, j, s) in sorted(enumerate(candidates), key=lambda e: e[1][1]):
+        if best[i] + s > best[j]:
+            best[j], back[j] = best[i] + s, k
+    chosen, j = [], count
+    while j > 0:
+        chosen.append(back[j])
+        j = candidates[back[j]][0]
+    return chosen[::-1]
 
 
 Classifier = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N,) confidence of the best class
@@ -242,36 +419,30 @@ Classifier = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N,) co
 def segment(ink_map: InkMap, confidence: Classifier) -> list[Piece]:
     """Find the digits of a line in a cleaned picture, left to right (empty: no ink).
 
-    ``confidence`` scores prepared digits: a group that may hold touching digits is split
-    the way (or not at all) whose pieces the classifier is most sure of, by the product of
-    their confidences times ``SPLIT_PENALTY`` per extra piece, so a cut must pay for itself.
+    Recognition-based: the blobs on the line, wide ones cut along least-ink paths, are
+    ordered left to right; every run of neighbouring pieces that could be one digit is
+    classified (one batch), and the reading is the division of the line into runs with the
+    highest total :func:`_score` (dynamic programming). So broken digits are put back
+    together and touching digits are cut where the classifier is surest of the result.
     """
     ink = ink_map.ink
     labels, blobs = _blobs(ink)
     groups = _on_the_line(_merge_overlapping(_drop_lines_and_specks(blobs)))
-    pieces: list[Piece] = []
+    if not groups:
+        return []
+    height = _line_height(groups)
+    atoms = sorted((a for g in groups for a in _atoms(ink, labels, g, height)), key=lambda a: a.centre)
+    runs = _candidates(atoms, height)
+    inputs = [glyph_to_mnist(piece.ink) for _, _, piece in runs]
+    scores = confidence(np.stack(inputs))
+    reference = float(np.max(scores))
+    # A digit starting at a cut pays for the ink the cut crossed: the cheaper the joint, the likelier.
+    scored = [(i, j, _score(float(c), piece, height, reference) - CUT_COST * atoms[i].cut)
+              for (i, j, piece), c in zip(runs, scores)]
     s = ink_map.scale
-    for g in sorted(groups, key=lambda g: g.x0):
-        region = labels[g.y0 : g.y1, g.x0 : g.x1]
-        glyph = np.where(np.isin(region, g.labels), ink[g.y0 : g.y1, g.x0 : g.x1], 0.0).astype(np.float32)
-        options = _candidate_cuts(glyph)
-        splits = [_pieces(glyph, cuts) for cuts in options]
-        # A digit spans most of the line's height: a split leaving a short stub (the end of
-        # a "7"'s bar, a loop's side) is not a reading of touching digits.
-        tall = MIN_PIECE_HEIGHT * glyph.shape[0]
-        splits = [sp for k, sp in enumerate(splits) if k == 0 or all(p[3] >= tall for p in sp)]
-        if len(splits) > 1:
-            inputs = [[glyph_to_mnist(p[4]) for p in split] for split in splits]
-            scores = confidence(np.stack([x for xs in inputs for x in xs]))
-            products, i = [], 0
-            for xs in inputs:
-                products.append(float(np.prod(scores[i : i + len(xs)])) * SPLIT_PENALTY ** (len(xs) - 1))
-                i += len(xs)
-            best = int(np.argmax(products))
-            splits, prepared = [splits[best]], [inputs[best]]
-        else:
-            prepared = [[glyph_to_mnist(p[4]) for p in splits[0]]]
-        for (x, y, w, h, _), x28 in zip(splits[0], prepared[0]):
-            box = (int((g.x0 + x) * s), int((g.y0 + y) * s), max(1, round(w * s)), max(1, round(h * s)))
-            pieces.append(Piece(box=box, input=x28))
+    pieces = []
+    for k in _best_reading(scored, len(atoms)):
+        p = runs[k][2]
+        box = (int(p.x0 * s), int(p.y0 * s), max(1, round((p.x1 - p.x0) * s)), max(1, round((p.y1 - p.y0) * s)))
+        pieces.append(Piece(box=box, input=inputs[k]))
     return pieces
