@@ -204,27 +204,26 @@ def test_photographed_digits_are_read(seed, real_mnist):
     assert correct >= n - 2
 
 
+def lines_read(rec, images, labels, count: int, rng_seed: int, first_line: int, touching: float) -> int:
+    """How many of ``count`` generated 3-digit lines ``rec`` reads exactly."""
+    rng = np.random.default_rng(rng_seed)
+    ok = 0
+    for i in range(count):
+        idx = rng.choice(len(images), 3, replace=False)
+        truth = "".join(str(int(labels[j])) for j in idx)
+        ok += rec.read(digit_line([images[j] for j in idx], first_line + i, touching=touching)).number == truth
+    return ok
+
+
 @requires_mnist
 def test_spaced_lines_are_read(seed, real_mnist):
-    rng = np.random.default_rng(0)
-    ok = 0
-    for i in range(10):
-        idx = rng.choice(len(real_mnist.test_images), 3, replace=False)
-        truth = "".join(str(int(real_mnist.test_labels[j])) for j in idx)
-        ok += seed.read(digit_line([real_mnist.test_images[j] for j in idx], i, touching=0.0)).number == truth
-    assert ok >= 7
+    assert lines_read(seed, real_mnist.test_images, real_mnist.test_labels, 10, 0, 0, touching=0.0) >= 7
 
 
 @requires_mnist
 def test_touching_lines_from_training_digits_are_read(seed, real_mnist):
     """Every gap touching (the hardest case), digits from the training split."""
-    rng = np.random.default_rng(1)
-    ok = 0
-    for i in range(30):
-        idx = rng.choice(len(real_mnist.train_images), 3, replace=False)
-        truth = "".join(str(int(real_mnist.train_labels[j])) for j in idx)
-        line = digit_line([real_mnist.train_images[j] for j in idx], 100 + i, touching=1.0)
-        ok += seed.read(line).number == truth
+    ok = lines_read(seed, real_mnist.train_images, real_mnist.train_labels, 30, 1, 100, touching=1.0)
     # Cutting at column-projection minima alone read 12 of these 30; least-ink paths and
     # recognition-based merging read 22.
     assert ok >= 17
