@@ -82,6 +82,7 @@ def test_version() -> None:
     [
         (["train", "--epochs", "0"], "--epochs"),
         (["train", "--threads", "0"], "--threads"),
+        (["calibrate", "--model", "seed", "--threads", "x"], "--threads"),
         (["train", "--lr", "-1"], "--lr"),
         (["train", "--batch-size", "x"], "--batch-size"),
         (["train", "--precision", "fp8"], "--precision"),

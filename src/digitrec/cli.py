@@ -666,15 +666,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with the four MNIST IDX files (default: $DIGITREC_DATA_DIR, then the user cache; "
         "downloaded there if missing)",
     )
-    device_opts = _Parser(add_help=False)
+    threads_opts = _Parser(add_help=False)
+    threads_opts.add_argument(
+        "--threads", type=_int_at_least(1), metavar="N",
+        help="CPU threads for PyTorch (default: one per core); 1 is far faster on a busy machine",
+    )
+    device_opts = _Parser(add_help=False, parents=[threads_opts])
     device_opts.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     device_opts.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "bf16"],
         help="compute precision; auto uses bf16 where the hardware runs it natively",
-    )
-    device_opts.add_argument(
-        "--threads", type=_int_at_least(1), metavar="N",
-        help="CPU threads for PyTorch (default: one per core); 1 is far faster on a busy machine",
     )
 
     parser = _Parser(
@@ -802,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_read)
 
-    p = sub.add_parser("calibrate", parents=[common, data_opts], help="fit a model's softmax temperature",
+    p = sub.add_parser("calibrate", parents=[common, data_opts, threads_opts], help="fit a model's softmax temperature",
                        description="Fit the temperature on the validation split the model was trained without "
                        "(rebuilt from its stored recipe) and store it in the model file; weights stay unchanged.")
     p.add_argument("--model", required=True, help="model file (or bundled name) to calibrate")
