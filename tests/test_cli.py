@@ -426,3 +426,18 @@ def test_cli_backend_auto_is_torch_for_a_few_files() -> None:
     assert _cli_backend("auto", 1) == "torch"
     assert _cli_backend("auto", _CLI_ONNX_FROM) == "auto"  # many files: ONNX Runtime pays off
     assert _cli_backend("onnx", 1) == "onnx" and _cli_backend("torch", 10**6) == "torch"
+
+
+def test_threads_flag_is_restored_after_an_in_process_main(tmp_path: Path) -> None:
+    import torch
+
+    from digitrec.cli import main
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # not 1, so that leaking --threads 1 would show
+    try:
+        # A bundled model without --out is refused, after the thread count was set.
+        assert main(["calibrate", "--model", "seed", "--threads", "1", "--data-dir", str(tmp_path)]) == 1
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -117,6 +117,18 @@ def confidences(rec):
     return lambda x: np.array([p.confidence for p in rec.predict_arrays(x)])
 
 
+def test_a_ruled_line_alone_is_no_number(seed):
+    # Cut by line heights, a 6 px bar once read as an 18-digit number.
+    img = Image.new("L", (400, 60), 255)
+    ImageDraw.Draw(img).rectangle([20, 27, 380, 32], fill=0)
+    assert seed.read(img).number is None
+
+
+def test_segment_survives_a_classifier_answering_nan(seed):
+    pieces = segment(ink_map(draw_number()), lambda x: np.full(len(x), np.nan))
+    assert all(p.input.shape == (28, 28) for p in pieces)  # returns: no endless backtrack
+
+
 def test_segment_drops_underline_and_speck(seed):
     pieces = segment(ink_map(draw_number(underline=True, speck=True)), confidences(seed))
     assert len(pieces) == 3
@@ -165,8 +177,8 @@ def test_bridge_closes_a_thin_break_only():
 
 
 def test_best_reading_maximises_the_total_score():
-    # Atoms 0..2: reading them as one digit (score -3) loses to two digits (-0.1 + -0.2),
-    # which loses to "0" then "1..2" (-0.05 + -0.1).
+    # Atoms 0..2: one digit (score -3) and three digits (-0.1 - 0.5 - 1.0) lose to "0" then
+    # "1..2" (-0.1 + -0.2); a better candidate for "0" (-0.05) then wins with the same "1..2".
     candidates = [(0, 3, -3.0), (0, 1, -0.1), (1, 3, -0.2), (0, 2, -1.0), (2, 3, -1.0), (1, 2, -0.5)]
     assert _best_reading(candidates, 3) == [1, 2]
     candidates.append((0, 1, -0.05))

@@ -381,3 +381,16 @@ def test_plot_history_accuracy_axis_is_logit_unless_an_accuracy_is_0_or_1(tmp_pa
     # 99% and 99.9% are far apart on a logit axis; 1.0 cannot be drawn on one.
     assert acc_a.get_yscale() == "logit" and loss_a.get_yscale() == "linear"
     assert acc_b.get_yscale() == "linear"
+
+
+def test_plot_history_logit_ticks_are_distinct_and_a_single_value_stays_visible(tmp_path: Path,
+                                                                                saved: list[Figure]) -> None:
+    from digitrec.plots import _logit_percent
+
+    assert [_logit_percent(v) for v in (0.1, 0.9, 0.99, 0.995, 0.999, 0.9999)] == \
+        ["10%", "90%", "99%", "99.5%", "99.9%", "99.99%"]
+    one = [dataclasses.replace(r, accuracy=0.9935, val_accuracy=None) for r in make_history(1)]
+    plot_history(one, tmp_path / "one.png")
+    acc = saved[0].axes[1]
+    low, high = acc.get_ylim()
+    assert low < 0.9935 < high  # a flat logit range would be padded off the only point

@@ -7,11 +7,12 @@ the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -68,6 +69,22 @@ def _float_parser(ok: Callable[[float], bool], requirement: str) -> Callable[[st
 _positive_float = _float_parser(lambda v: 0 < v < math.inf, "a positive number")
 _non_negative_float = _float_parser(lambda v: 0 <= v < math.inf, "a number >= 0")
 _fraction = _float_parser(lambda v: 0.0 <= v <= 1.0, "from 0 to 1")
+
+
+@contextlib.contextmanager
+def _thread_count(threads: int | None) -> Iterator[None]:
+    """PyTorch's thread count set to ``threads`` for the command, restored after (main() is importable)."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _torch_threads() -> int:
@@ -458,12 +475,14 @@ def _verdict(pred: Any) -> str:
 
 
 # Below this many input files, "auto" means PyTorch in the CLI: it answers one file at a time,
-# and preparing ONNX Runtime at start-up (exporting the graph, ~0.4 s) costs more than its
-# ~0.15 ms per image saves. Servers and the Python API keep auto's ONNX Runtime choice.
+# and preparing ONNX Runtime at start-up (exporting the graph, ~0.4 s) costs more than it saves
+# per image (~0.25 ms for `seed` with `predict`; heavier models and `read`, which classifies
+# dozens of candidates per file, break even sooner). Servers and the Python API keep ONNX.
 _CLI_ONNX_FROM = 2000
 
 
 def _cli_backend(requested: str, count: int) -> str:
+    """The backend the CLI loads for ``count`` input files when ``requested`` was asked for."""
     return "torch" if requested == "auto" and count < _CLI_ONNX_FROM else requested
 
 
@@ -859,12 +878,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
-        return int(args.func(args))
+        with _thread_count(getattr(args, "threads", None)):
+            return int(args.func(args))
     except DigitrecError as exc:
         if args.debug:
             raise

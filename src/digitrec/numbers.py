@@ -47,6 +47,7 @@ __all__ = [
 
 SPECK_FRACTION = 0.05  # blobs smaller than this fraction of the largest blob's area are dirt
 UNDERLINE_ASPECT = 4.0  # a blob this many times wider than tall (and wider than a digit is high) is a line
+SOLID_FILL = 0.6  # a flat blob whose ink covers this much of its box is a ruled line, not digits
 LINE_OVERLAP = 0.3  # a digit has at least this fraction of its rows within the line's band
 MIN_GROUP_HEIGHT = 0.4  # a digit is at least this fraction of the typical group's height
 MERGE_OVERLAP = 0.5  # blobs sharing columns and at most this fraction of the shorter one's rows are stacked
@@ -159,6 +160,11 @@ def _drop_lines_and_specks(blobs: list[_Blob]) -> list[_Blob]:
             b for b in blobs
             if not (b.width >= UNDERLINE_ASPECT * b.height and b.width > 1.2 * digit_height)
         ]
+    else:
+        # Nothing upright to compare with: a flat blob that fills most of its box is a ruled
+        # line (a row of touching digits is flat too, but mostly empty space around strokes);
+        # cut by line heights, a bar would read as a long number.
+        blobs = [b for b in blobs if b.area < SOLID_FILL * b.width * b.height]
     if not blobs:
         return []
     largest = max(b.area for b in blobs)
@@ -329,6 +335,9 @@ def _atoms(ink: np.ndarray, labels: np.ndarray, group: _Blob, height: float) -> 
         reach = max(1, int(CUT_REACH * height))
         margin = max(1, int(MIN_CUT_WIDTH * height))
         paths = [_cut_path(glyph, c, reach, margin) for c in _cut_columns(glyph.sum(axis=0), height)]
+        # Each path may wander; kept from crossing its left neighbour, the parts stay in order.
+        for k in range(1, len(paths)):
+            paths[k] = np.maximum(paths[k], paths[k - 1])
     rows = np.arange(glyph.shape[0])
     crossed = [float(glyph[rows, p].sum()) / height for p in paths]
     parts = _join_slivers(_split_along(glyph, paths), crossed)
@@ -434,7 +443,8 @@ def segment(ink_map: InkMap, confidence: Classifier) -> list[Piece]:
     atoms = sorted((a for g in groups for a in _atoms(ink, labels, g, height)), key=lambda a: a.centre)
     runs = _candidates(atoms, height)
     inputs = [glyph_to_mnist(piece.ink) for _, _, piece in runs]
-    scores = confidence(np.stack(inputs))
+    # A NaN confidence would never win a comparison and leave the reading without a path.
+    scores = np.nan_to_num(np.asarray(confidence(np.stack(inputs)), dtype=np.float64), nan=0.0)
     reference = float(np.max(scores))
     # A digit starting at a cut pays for the ink the cut crossed: the cheaper the joint, the likelier.
     scored = [(i, j, _score(float(c), piece, height, reference) - CUT_COST * atoms[i].cut)

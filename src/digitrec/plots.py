@@ -8,6 +8,7 @@ changes the caller's matplotlib state. The output format follows the file suffix
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
 from matplotlib.textpath import TextToPath
-from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter, StrMethodFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter, StrMethodFormatter
 from torch import nn
 
 from .errors import ConfigError
@@ -145,13 +146,23 @@ def plot_history(history: Sequence[EpochRecord], path: str | os.PathLike[str]) -
     ax_loss.set_ylabel("Cross-entropy")
     ax_acc.set_ylabel("Accuracy")
     accuracies = [a for r in history for a in (r.accuracy, r.val_accuracy) if a is not None]
-    if all(0.0 < a < 1.0 for a in accuracies):
+    if all(0.0 < a < 1.0 for a in accuracies) and len(set(accuracies)) > 1:
         # On MNIST the curves live between 98% and 99.8%, flattened into one line by a first
         # epoch at 70-90% on a linear axis. A logit axis spreads 90%, 99% and 99.9% evenly.
+        # (One distinct value stays linear: matplotlib pads a flat logit range off the point.)
         ax_acc.set_yscale("logit")
+        ax_acc.yaxis.set_major_formatter(FuncFormatter(_logit_percent))
         ax_acc.yaxis.set_minor_formatter(NullFormatter())
-    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=None))
+    else:
+        ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     return _save(fig, path)
+
+
+def _logit_percent(value: float, _pos: object = None) -> str:
+    """Tick label for a logit axis: enough decimals that 99%, 99.9% and 99.99% stay distinct."""
+    tail = min(value, 1.0 - value)
+    decimals = max(0, math.ceil(-math.log10(tail) - 1e-6) - 2) if tail > 0 else 0  # 1e-6: float noise
+    return f"{value * 100:.{decimals}f}%"
 
 
 def plot_confusion(
