@@ -81,8 +81,9 @@ def compute_floor(epoch_images: int = 55_000, batch: int = 100) -> dict[str, flo
     """This CPU's ceiling for the notebook recipe: training FLOPs per epoch over measured matmul peaks.
 
     FLOPs are counted by PyTorch (forward and backward of the seed CNN, one batch); the peaks
-    are large square matrix products in fp32 and bf16 on all threads, the best case for any
-    kernel. No engine can train an epoch faster than FLOPs / peak on this machine.
+    are large square matrix products in fp32 and bf16 on all threads, the best case for
+    PyTorch's kernels. FLOPs / peak is a practical floor for direct convolutions on this
+    machine (Winograd-style algorithms need fewer FLOPs).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
