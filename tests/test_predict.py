@@ -128,8 +128,13 @@ def test_predict_proba_matches_predict_arrays(tiny_model_file, backend):
     probs = rec.predict_proba(images)
     assert probs.shape == (150, 10) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    expected = np.array([p.probabilities for p in rec.predict_arrays(images)])
-    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    # Against the model itself, outside any backend: normalise, logits / temperature, softmax.
+    mf = rec.model_file
+    x = (torch.from_numpy(images).float()[:, None] / 255.0 - mf.normalization.mean) / mf.normalization.std
+    with torch.no_grad():
+        expected = (mf.model.eval()(x) / mf.temperature).softmax(dim=1).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert (probs.argmax(axis=1) == [p.digit for p in rec.predict_arrays(images)]).all()
     assert rec.predict_proba(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
     with pytest.raises(ImageError, match="expected prepared images"):
         rec.predict_proba(np.zeros((2, 28, 27), np.float32))

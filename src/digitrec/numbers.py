@@ -62,7 +62,7 @@ MAX_ATOMS = 4  # one digit is made of at most this many pieces (blobs and cut pa
 MERGE_GAP = 0.1  # pieces further apart than this are never one digit
 MAX_WIDTH = 1.6  # no digit is wider than this
 WIDE_DIGIT = 1.0  # digits wider than this are unusual: they pay WIDE_PENALTY per line height beyond
-WIDE_PENALTY = 4.0
+WIDE_PENALTY = 4.0  # log-score cost per line height a piece is wider than WIDE_DIGIT
 MIN_PIECE_HEIGHT = 0.6  # a digit spans at least this fraction of the line's height ...
 SHORT_PENALTY = 5.0  # ... else it pays this much (log units): a stub, a dot, a fragment
 CUT_COST = 4.0  # log-score cost per line height of ink a cut between two digits crosses
@@ -273,10 +273,10 @@ def _split_along(glyph: np.ndarray, paths: list[np.ndarray]) -> list[np.ndarray]
 class _Atom:
     """A piece of ink that belongs to one digit: a blob, or a part of a blob cut in two."""
 
-    x0: int  # box in working pixels (x1, y1 exclusive)
-    y0: int
-    x1: int
-    y1: int
+    x0: int  # left edge of the box, working pixels
+    y0: int  # top edge, working pixels
+    x1: int  # right edge, exclusive
+    y1: int  # bottom edge, exclusive
     ink: np.ndarray  # (y1 - y0, x1 - x0) float32, zero outside the piece
     cut: float = 0.0  # ink the cut on its left crossed, in line heights (0: not cut from a neighbour)
 
