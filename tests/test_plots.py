@@ -385,7 +385,9 @@ def test_plot_history_accuracy_axis_is_logit_unless_an_accuracy_is_0_or_1(tmp_pa
 
 def test_plot_history_logit_ticks_are_distinct_and_a_single_value_stays_visible(tmp_path: Path,
                                                                                 saved: list[Figure]) -> None:
-    from digitrec.plots import _logit_percent
+    from digitrec.plots import _is_half, _logit_percent
+
+    assert [_is_half(v) for v in (0.5, 0.95, 0.995, 0.05, 0.9, 0.99, 0.996, 1.0)] == [True] * 4 + [False] * 4
 
     assert [_logit_percent(v) for v in (0.1, 0.9, 0.99, 0.995, 0.999, 0.9999)] == \
         ["10%", "90%", "99%", "99.5%", "99.9%", "99.99%"]

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
 from matplotlib.textpath import TextToPath
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter, StrMethodFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter, StrMethodFormatter
 from torch import nn
 
 from .errors import ConfigError
@@ -152,10 +152,21 @@ def plot_history(history: Sequence[EpochRecord], path: str | os.PathLike[str]) -
         # (One distinct value stays linear: matplotlib pads a flat logit range off the point.)
         ax_acc.set_yscale("logit")
         ax_acc.yaxis.set_major_formatter(FuncFormatter(_logit_percent))
-        ax_acc.yaxis.set_minor_formatter(NullFormatter())
+        # Majors fall at 90%, 99%, 99.9%; the halfway minors (95%, 99.5%) are labelled too,
+        # the others left bare, so the 99-99.9% band where MNIST curves end can be read.
+        ax_acc.yaxis.set_minor_formatter(FuncFormatter(lambda v, _p: _logit_percent(v) if _is_half(v) else ""))
     else:
         ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     return _save(fig, path)
+
+
+def _is_half(value: float) -> bool:
+    """Whether ``value`` is 0.5, 0.95, 0.995... or 0.05, 0.005... (a halfway tick on a logit axis)."""
+    tail = min(value, 1.0 - value)
+    if tail <= 0:
+        return False
+    mantissa = tail / 10 ** math.floor(math.log10(tail) + 1e-9)
+    return abs(mantissa - 5.0) < 1e-6
 
 
 def _logit_percent(value: float, _pos: object = None) -> str:
