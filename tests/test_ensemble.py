@@ -134,3 +134,21 @@ def test_ensemble_runs_on_every_inference_backend(members: list[Path], tmp_path:
     rec = digitrec.load(out, backend="onnx")
     got = np.array([p.probabilities for p in rec.predict_arrays(x)])
     np.testing.assert_allclose(got, reference, atol=1e-5)
+
+
+def test_cli_ensemble_fp16_halves_the_file_and_keeps_the_answers(members: list[Path], tmp_path: Path):
+    from safetensors.torch import load_file
+
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    for out, flags in ((full, []), (half, ["--fp16"])):
+        proc = cli("ensemble", str(members[0]), str(members[1]), "--out", str(out), *flags)
+        assert proc.returncode == 0, proc.stderr
+    stored = load_file(half)
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    assert any(not t.is_floating_point() for t in stored.values())  # BN step counters stay integers
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    # Loading converts back to float32: the answers differ only by the float16 rounding.
+    a = digitrec.load(full, backend="torch").predict_proba(images())
+    b = digitrec.load(half, backend="torch").predict_proba(images())
+    np.testing.assert_allclose(a, b, atol=2e-3)
+    assert load_model(half, CPU).model.members[0].features[0].weight.dtype == torch.float32

@@ -73,8 +73,13 @@ def save_model(
     normalization: Normalization = NORMALIZATION,
     class_names: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    half: bool = False,
 ) -> Path:
-    """Write ``model`` and its metadata to ``path`` atomically; returns the path."""
+    """Write ``model`` and its metadata to ``path`` atomically; returns the path.
+
+    ``half`` stores floating-point tensors as float16 (half the size; loading converts them
+    back to the model's float32), for bundling large models such as ensembles.
+    """
     meta: dict[str, Any] = dict(extra or {})
     meta.update(
         format=FORMAT,
@@ -87,6 +92,8 @@ def save_model(
     )
     # clone(): safetensors refuses tensors that share storage; contiguous(): channels_last.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     return write_blob(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}), "model file")
 
 

@@ -406,6 +406,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     _outputs(model=out)
     members = [load_model(m, "cpu") for m in args.models]
     model = build_ensemble(members)
+    if args.fp16:
+        model.half().float()  # the weights as they will be stored, so --test measures the file
     metrics: dict[str, Any] = {}
     if args.test:
         # One final measurement for the record; nothing is chosen with it.
@@ -419,7 +421,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
                           precision=resolve_precision(args.precision, device),
                           normalization=members[0].normalization)
         metrics = {"test_loss": result.loss, "test_accuracy": result.accuracy}
-    path = save_ensemble(out, model.cpu(), members, metrics=metrics)
+    path = save_ensemble(out, model.cpu(), members, metrics=metrics, half=args.fp16)
     if args.json:
         _emit_json({"model": str(path), "members": list(args.models), **metrics})
         return 0
@@ -784,6 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="ensemble model file to write")
     p.add_argument("--test", action="store_true",
                    help="evaluate the ensemble once on the MNIST test set and record the result in the file")
+    p.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the file size)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_ensemble)
 

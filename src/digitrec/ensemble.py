@@ -45,12 +45,13 @@ def build_ensemble(members: Sequence[ModelFile]) -> nn.Module:
 
 def save_ensemble(
     path: str | os.PathLike[str], model: nn.Module, members: Sequence[ModelFile], *,
-    metrics: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None, half: bool = False,
 ) -> Path:
     """Write ``model`` (from :func:`build_ensemble` on ``members``) as a model file at ``path``.
 
     The metadata records each member's file name, recipe and metrics; ``metrics`` (e.g. one
-    final test evaluation of the ensemble) are stored as the ensemble's own.
+    final test evaluation of the ensemble) are stored as the ensemble's own. ``half`` stores
+    the weights in float16 (see :func:`~digitrec.checkpoint.save_model`).
     """
     provenance = [
         {
@@ -67,7 +68,7 @@ def save_ensemble(
         extra["metrics"] = dict(metrics)
     first = members[0]
     return save_model(path, model, "ensemble", model_config_dict(model),
-                      normalization=first.normalization, class_names=first.class_names, extra=extra)
+                      normalization=first.normalization, class_names=first.class_names, extra=extra, half=half)
 
 
 def ensemble_files(
