@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,29 +105,35 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def process_tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its descendants, bytes."""
+def _tree_sum(pid: int, read_one: Callable[[int], int]) -> int:
+    """``read_one(p)`` summed over a process and its descendants; ones that just exited count 0."""
     total = 0
     for p in process_tree(pid):
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except (OSError, ValueError):
+            total += read_one(p)
+        except (OSError, ValueError, IndexError):
             continue
     return total
 
 
+def _rss_bytes(p: int) -> int:
+    lines = Path(f"/proc/{p}/status").read_text().splitlines()
+    return sum(int(line.split()[1]) * 1024 for line in lines if line.startswith("VmRSS:"))
+
+
+def _cpu_ticks(p: int) -> int:
+    fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, bytes."""
+    return _tree_sum(pid, _rss_bytes)
+
+
 def process_tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and all its descendants."""
-    ticks = 0
-    for p in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, ValueError, IndexError):
-            continue
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return _tree_sum(pid, _cpu_ticks) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
