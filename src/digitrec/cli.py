@@ -628,7 +628,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         meta = read_metadata(path)
         bundled.append({"name": name, "arch": meta["arch"], "path": str(path),
                         "test_accuracy": meta.get("metrics", {}).get("test_accuracy")})
-    from .presets import PRESETS
+    from .presets import PRESETS, preset_config
 
     presets: list[dict[str, Any]] = [{"name": n, "overrides": dict(o)} for n, o in PRESETS.items()]
     if args.json:
@@ -639,10 +639,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"  {a['name']:<10} {a['params']:>10,} params  {a['description']}")
     print("training presets (train --preset):")
     for pr in presets:
-        arch = pr["overrides"].get("arch", "seed")
-        epochs = pr["overrides"].get("epochs", 10)
+        recipe = preset_config(pr["name"])
         n = len(pr["overrides"])
-        print(f"  {pr['name']:<10} arch {arch:<8} {epochs} epochs, {n} overrides of the notebook recipe")
+        print(f"  {pr['name']:<10} arch {recipe.arch:<8} {recipe.epochs} epochs, {n} overrides of the notebook recipe")
     print("bundled models (--model):")
     for b in bundled:
         acc = f"test accuracy {b['test_accuracy']:.2%}" if b["test_accuracy"] is not None else ""

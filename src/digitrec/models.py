@@ -124,6 +124,15 @@ def check_model_output(model: nn.Module, num_classes: int = 10) -> None:
         raise ConfigError(f"model outputs {shape} for one image, expected (1, {num_classes}) logits")
 
 
+def _flat_size(features: nn.Module, in_channels: int, image_size: int) -> int:
+    """Values per image that ``features`` hands to the dense head (one probe image, eval mode)."""
+    was_training = features.training
+    with torch.no_grad():
+        flat = features.eval()(torch.zeros(1, in_channels, image_size, image_size)).numel()
+    features.train(was_training)
+    return flat
+
+
 @dataclass(frozen=True)
 class SeedCNNConfig:
     """The reference notebook's CNN."""
@@ -158,9 +167,7 @@ class SeedCNN(nn.Module):
             nn.ReLU(),
             nn.Flatten(),  # (B, 1600)
         )
-        with torch.no_grad():  # infer the flattened size instead of hard-coding 1600
-            probe = torch.zeros(1, config.in_channels, config.image_size, config.image_size)
-            flat = self.features(probe).shape[1]
+        flat = _flat_size(self.features, config.in_channels, config.image_size)  # 1600, not hard-coded
         self.classifier = nn.Sequential(
             nn.Linear(flat, config.hidden),
             nn.ReLU(),
@@ -263,11 +270,9 @@ class FastCNN(nn.Module):
             nn.ReLU(),
             nn.Flatten(),  # (B, 512)
         )
-        with torch.no_grad():
-            flat = self.features.eval()(torch.zeros(1, config.in_channels, config.image_size, config.image_size))
-        self.features.train()
+        flat = _flat_size(self.features, config.in_channels, config.image_size)
         self.classifier = nn.Sequential(
-            nn.Linear(flat.shape[1], config.hidden),
+            nn.Linear(flat, config.hidden),
             nn.ReLU(),
             nn.Linear(config.hidden, config.num_classes),
         )

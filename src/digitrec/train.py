@@ -273,9 +273,7 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True,
                                weight_decay=config.weight_decay, **kernel)
-    if config.weight_decay:
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **kernel)
-    return torch.optim.Adam(params, lr=config.lr, **kernel)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **kernel)
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -296,17 +294,20 @@ class _WeightEMA:
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self._pairs = [(e, s) for e, s in zip(self.model.state_dict().values(), model.state_dict().values())]
+        # state_dict() tensors share storage with the live weights, so these lists, built once,
+        # follow every optimiser step (update() runs once per step: nothing rebuilt there).
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self._float_ema = [e for e, _ in pairs if e.is_floating_point()]
+        self._float_src = [s for e, s in pairs if e.is_floating_point()]
+        self._int_pairs = [(e, s) for e, s in pairs if not e.is_floating_point()]
 
     @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        floats = [(e, s) for e, s in self._pairs if e.is_floating_point()]
-        torch._foreach_lerp_([e for e, _ in floats], [s.detach() for _, s in floats], 1 - d)
-        for e, s in self._pairs:
-            if not e.is_floating_point():
-                e.copy_(s)
+        torch._foreach_lerp_(self._float_ema, self._float_src, 1 - d)
+        for e, s in self._int_pairs:
+            e.copy_(s)
 
 
 def _rng_state(device: torch.device, shuffle: torch.Generator, augment: torch.Generator) -> dict[str, torch.Tensor]:

@@ -76,7 +76,9 @@ class InferenceEngine:
 
     async def _submit(self, job_kwargs: dict[str, Any]) -> list[Prediction]:
         # Started on demand: an app can serve without its lifespan having run (ASGI test clients).
-        self.start()
+        # Checked before taking the lock: this runs on every request.
+        if not self.running:
+            self.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Prediction]] = loop.create_future()
         self._queue.put(_Job(future, loop, **job_kwargs))
