@@ -641,7 +641,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for pr in presets:
         recipe = preset_config(pr["name"])
         n = len(pr["overrides"])
-        print(f"  {pr['name']:<10} arch {recipe.arch:<8} {recipe.epochs} epochs, {n} overrides of the notebook recipe")
+        epochs = f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}"
+        print(f"  {pr['name']:<10} arch {recipe.arch:<8} {epochs}, {n} overrides of the notebook recipe")
     print("bundled models (--model):")
     for b in bundled:
         acc = f"test accuracy {b['test_accuracy']:.2%}" if b["test_accuracy"] is not None else ""
