@@ -309,6 +309,8 @@ def test_callbacks_may_implement_only_some_methods(tiny_mnist):
         ("keep_best", 1, "keep_best must be true or false"),
         ("aug_rotate", -5.0, "augmentation rotate must be"),
         ("aug_scale", 1.0, "augmentation scale must be < 1"),
+        ("aug_elastic", -1.0, "augmentation elastic must be"),
+        ("aug_elastic_sigma", 0.0, "elastic sigma must be"),
     ],
 )
 def test_validate_rejects_accuracy_fields(field, value, message):
@@ -417,7 +419,7 @@ def test_early_stopping_after_patience(tiny_mnist, monkeypatch):
 def test_defaults_turn_every_accuracy_feature_off():
     off = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant", "label_smoothing": 0.0,
            "ema_decay": 0.0, "patience": 0, "keep_best": False, "aug_rotate": 0.0, "aug_shift": 0.0,
-           "aug_scale": 0.0, "aug_shear": 0.0}
+           "aug_scale": 0.0, "aug_shear": 0.0, "aug_elastic": 0.0}
     assert {k: getattr(TrainConfig(), k) for k in off} == off
     assert not TrainConfig().augment.enabled
 # --- calibration (issue 5) --------------------------------------------------------------------------

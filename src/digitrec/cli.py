@@ -278,7 +278,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 _RECIPE_FLAGS = (
     "arch", "epochs", "batch_size", "lr", "seed", "val_size", "limit", "precision", "optimizer",
     "weight_decay", "schedule", "warmup", "label_smoothing", "ema_decay", "patience", "keep_best",
-    "aug_rotate", "aug_shift", "aug_scale", "aug_shear",
+    "aug_rotate", "aug_shift", "aug_scale", "aug_shear", "aug_elastic", "aug_elastic_sigma",
 )
 
 
@@ -757,6 +757,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, unit in (("rotate", "degrees"), ("shift", "pixels"), ("scale", "fraction"), ("shear", "degrees")):
         p.add_argument(f"--aug-{name}", type=_non_negative_float, metavar="X",
                        help=f"random {name} augmentation, +- {unit} (notebook: 0 = off)")
+    p.add_argument("--aug-elastic", type=_non_negative_float, metavar="ALPHA",
+                   help="elastic distortion strength, pixels (Simard et al.: 34; notebook: 0 = off)")
+    p.add_argument("--aug-elastic-sigma", type=_non_negative_float, metavar="SIGMA",
+                   help="smoothness of the elastic distortion, Gaussian sigma in pixels (default: 4)")
     p.add_argument("--checkpoint", metavar="FILE", help="save the full training state to FILE after every epoch")
     p.add_argument("--resume", action="store_true",
                    help="continue from --checkpoint FILE if it exists (same recipe flags), else start fresh")

@@ -84,11 +84,14 @@ class TrainConfig:
     aug_shift: float = 0.0  # random translation, +- pixels per axis
     aug_scale: float = 0.0  # random zoom, +- fraction (0.1 = 90%..110%)
     aug_shear: float = 0.0  # random horizontal shear, +- degrees
+    aug_elastic: float = 0.0  # elastic distortion strength (alpha), pixels (0 = off; Simard et al.: 34)
+    aug_elastic_sigma: float = 4.0  # smoothness of the elastic field, Gaussian sigma, pixels
 
     @property
     def augment(self) -> AffineAugment:
         """The augmentation ranges as one object (identity when all are zero)."""
-        return AffineAugment(self.aug_rotate, self.aug_shift, self.aug_scale, self.aug_shear)
+        return AffineAugment(self.aug_rotate, self.aug_shift, self.aug_scale, self.aug_shear,
+                             self.aug_elastic, self.aug_elastic_sigma)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values of the wrong type or out of range.
