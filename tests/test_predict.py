@@ -140,6 +140,11 @@ def test_predict_proba_matches_predict_arrays(tiny_model_file, backend):
         rec.predict_proba(np.zeros((2, 28, 27), np.float32))
     with pytest.raises(ImageError, match="finite floats"):
         rec.predict_proba(np.full((1, 28, 28), np.nan, np.float32))
+    # 0-255 grey levels passed as floats are refused, not read as a blown-out white image.
+    with pytest.raises(ImageError, match=r"must lie in \[0, 1\].*pass uint8"):
+        rec.predict_proba(images.astype(np.float32))
+    with pytest.raises(ImageError, match=r"must lie in \[0, 1\]"):
+        rec.predict_arrays(np.full((1, 28, 28), -0.5, np.float32))
 
 
 def test_predict_bad_image_is_image_error(rec, tmp_path, digit_image):

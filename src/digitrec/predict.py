@@ -71,6 +71,10 @@ def _check_prepared(images: np.ndarray) -> np.ndarray:
         raise ImageError(f"expected prepared images of shape (N, 28, 28), got {arr.shape}")
     if arr.dtype != np.uint8 and not (arr.dtype.kind == "f" and np.isfinite(arr).all()):
         raise ImageError(f"prepared images must be uint8 or finite floats (got {arr.dtype})")
+    # Floats above 1 would be read as brighter than white, not as 0-255 grey levels.
+    if arr.dtype.kind == "f" and arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise ImageError(f"prepared float images must lie in [0, 1] (got {arr.min():g}..{arr.max():g}); "
+                         "pass uint8 for 0-255 grey levels")
     return arr
 
 
