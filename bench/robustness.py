@@ -10,7 +10,8 @@ used for training or tuning; the unsure-rate is measured on the validation split
 - sklearn 8x8:  scikit-learn's bundled digits from other writers (needs the robustness extra)
 - letters, scribbles, blanks: how often each is flagged unsure or "no digit"
 
-Usage:  python bench/robustness.py [--model seed] [--photos 2000] [--lines 500] [--out FILE.json]
+Usage:  python bench/robustness.py [--model seed] [--verifier bundled|none|FILE] [--photos 2000]
+                                  [--lines 500] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def flagged(preds, threshold: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="seed")
+    ap.add_argument("--verifier", default="bundled", help="piece verifier for reading lines: bundled, none or a file")
     ap.add_argument("--photos", type=int, default=2000, help="photographed test digits")
     ap.add_argument("--lines", type=int, default=500, help="numbers per line set")
     ap.add_argument("--fonts", type=int, default=8, help="fonts for the letter set (PIL default if none)")
@@ -56,10 +58,10 @@ def main() -> int:
     ap.add_argument("--out", default="robustness.json")
     args = ap.parse_args()
 
-    rec = load(args.model)
+    rec = load(args.model, verifier=None if args.verifier == "none" else args.verifier)
     mnist = load_mnist()
     tx, ty = mnist.test_images, mnist.test_labels
-    results: dict[str, object] = {"model": args.model, "min_confidence": rec.min_confidence,
+    results: dict[str, object] = {"model": args.model, "verifier": args.verifier, "min_confidence": rec.min_confidence,
                                   "temperature": rec.model_file.temperature}
 
     def report(name: str, value: float, n: int, extra: str = "") -> None:

@@ -173,14 +173,16 @@ def _finite_positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def _check_numbers(norm: Normalization, temperature: object, class_names: object) -> None:
+def _check_numbers(norm: Normalization, temperature: object, class_names: object, num_classes: int = 10) -> None:
     # A zero std or temperature would turn every answer into NaN; refuse the file instead.
     if not (_finite_positive(norm.std) and isinstance(norm.mean, (int, float)) and math.isfinite(norm.mean)):
         raise ModelFileError(f"bad normalisation {norm}")
     if not _finite_positive(temperature):
         raise ModelFileError(f"bad temperature {temperature!r}")
-    if not (isinstance(class_names, list) and len(class_names) == 10 and all(isinstance(c, str) for c in class_names)):
-        raise ModelFileError("class_names must be a list of ten strings (digits 0-9)")
+    if not (isinstance(class_names, list) and len(class_names) == num_classes
+            and all(isinstance(c, str) for c in class_names)):
+        what = "ten strings (digits 0-9)" if num_classes == 10 else f"{num_classes} strings"
+        raise ModelFileError(f"class_names must be a list of {what}")
 
 
 def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -190,11 +192,13 @@ def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_model(
-    name_or_path: str | os.PathLike[str], device: torch.device | str = "cpu"
+    name_or_path: str | os.PathLike[str], device: torch.device | str = "cpu", *, num_classes: int = 10
 ) -> ModelFile:
     """Load a model file (or a bundled model by name) onto ``device``, in eval mode.
 
-    Raises :class:`ModelFileError` with a one-line reason for anything wrong with the file.
+    ``num_classes`` is the number of classes the caller reads (digit models: ten; the piece
+    verifier: two). Raises :class:`ModelFileError` with a one-line reason for anything wrong
+    with the file.
     """
     path = resolve_model_path(name_or_path)
     blob = _read_blob(path)
@@ -209,7 +213,7 @@ def load_model(
         norm = Normalization(**meta["normalization"])
         class_names = meta.get("class_names", [str(i) for i in range(10)])
         temperature = meta.get("temperature", 1.0)
-        _check_numbers(norm, temperature, class_names)
+        _check_numbers(norm, temperature, class_names, num_classes)
         check_model_output(model, num_classes=len(class_names))
     except DigitrecError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc

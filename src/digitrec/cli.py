@@ -432,6 +432,57 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_verifier(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data import load_mnist
+    from .predict import load
+    from .runtime import resolve_device
+    from .verifier import VerifierConfig, label_candidates, save_verifier, train_verifier
+
+    config = VerifierConfig(lines=args.lines, seed=args.seed, epochs=args.epochs, arch=args.arch)
+    config.validate()
+    out = Path(args.out)
+    _outputs(model=out)
+    device = resolve_device(args.device)
+    rec = load(args.model, device=device, verifier=None)  # the digit model the segmenter scores with
+    mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+    bar = tqdm(total=config.lines, desc="cutting lines into candidates", unit="line", leave=False,
+               disable=True if args.quiet else None, dynamic_ncols=True)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        # Training digits only: the test split stays unseen, for the robustness bench.
+        inputs, targets, skipped = label_candidates(rec.predict_proba, mnist.train_images, mnist.train_labels,
+                                                    config, progress=advance)
+    finally:
+        bar.close()
+    progress = _TrainProgress(args.quiet)
+    try:
+        result = train_verifier(inputs, targets, config, device=device, callback=progress)
+    finally:
+        progress.close()
+    if not result.history:
+        _err("interrupted before the first epoch completed; nothing saved")
+        return EXIT_INTERRUPTED
+    positive = float(targets.mean())
+    path = save_verifier(out, result, config, labelled_with=rec.name, candidates_count=len(targets),
+                         positive_fraction=positive, skipped_lines=skipped)
+    summary = {"model": str(path), "candidates": len(targets), "positive_fraction": positive,
+               "skipped_lines": skipped, **result.metrics()}
+    if args.json:
+        _emit_json(summary)
+    else:
+        print(f"{len(targets):,} candidates from {config.lines - skipped:,} lines ({skipped} could not be "
+              f"read true); {positive:.0%} are whole digits")
+        if result.val is not None:
+            print(f"held-out candidates: accuracy {result.val.accuracy:.2%}, loss {result.val.loss:.4f}")
+        print(f"saved verifier to {path}")
+    return EXIT_INTERRUPTED if result.interrupted else 0
+
+
 def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None]]:
     """(name, image source, true label or None) for each requested input."""
     inputs: list[tuple[str, Any, int | None]] = [(p, p, None) for p in args.images]
@@ -502,7 +553,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.show_input and len(inputs) != 1:
         raise ConfigError("--show-input takes exactly one input image")
     rec = load(args.model, device=args.device, backend=_cli_backend(args.backend, len(inputs)),
-               min_confidence=args.min_confidence)
+               min_confidence=args.min_confidence, verifier=None)  # single digits need no piece verifier
     failures = 0
     for name, source, truth in inputs:
         try:
@@ -541,7 +592,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     if args.show and len(args.images) != 1:
         raise ConfigError("--show takes exactly one input image")
     rec = load(args.model, device=args.device, backend=_cli_backend(args.backend, len(args.images)),
-               min_confidence=args.min_confidence)
+               min_confidence=args.min_confidence, verifier=None if args.verifier == "none" else args.verifier)
     failures = 0
     for name in args.images:
         try:
@@ -794,6 +845,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_ensemble)
 
+    p = sub.add_parser("train-verifier", parents=[common, data_opts, device_opts],
+                       help="train the piece verifier used when reading numbers",
+                       description="Cut synthetic lines of MNIST training digits into the candidates the number "
+                       "reader considers, label them (one whole digit or not) by aligning them with the true "
+                       "number, and train a two-class network on them. 'digitrec read' uses it to tell whole "
+                       "digits from parts and from touching digits run together.")
+    p.add_argument("--model", default="best",
+                   help="digit model the reader scores candidates with while labelling (default: %(default)s)")
+    p.add_argument("--lines", type=_int_at_least(1), default=6000, help="synthetic lines (default: %(default)s)")
+    p.add_argument("--epochs", type=_int_at_least(1), default=8, help="training epochs (default: %(default)s)")
+    p.add_argument("--arch", default="fast", help="architecture, built with two classes (default: %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), default=0, help="random seed (default: 0)")
+    p.add_argument("--out", default="verifier.safetensors", help="verifier file to write (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_train_verifier)
+
     p = sub.add_parser("predict", parents=[common, data_opts], help="recognise digits in images",
                        description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF, WebP; any size "
                        "and mode), or in an MNIST test image.")
@@ -821,6 +888,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
     p.add_argument("--min-confidence", type=_fraction, metavar="X",
                    help=f"flag digits below this calibrated confidence as unsure (default: {_default_min_conf():.2f})")
+    p.add_argument("--verifier", default="bundled",
+                   help="piece verifier telling whole digits from parts and touching pairs: 'bundled', a file "
+                   "from 'digitrec train-verifier', or 'none' (default: %(default)s)")
     p.add_argument("--show", metavar="FILE", help="draw the image with a labelled box per digit (.png, .svg or .pdf)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],

@@ -16,7 +16,10 @@ pieces make up.
    a candidate (small vertical gaps between pieces bridged) and classified, all in one batch;
 7. the reading is the division of the line into candidates with the highest total score:
    log confidence (relative to the line's best-read piece), a credit per digit, a cost for
-   the ink each cut crosses, penalties for digits too wide or too short (dynamic programming).
+   the ink each cut crosses, penalties for digits too wide or too short (dynamic programming);
+8. with a piece verifier (:mod:`digitrec.verifier`, a model trained on these candidates),
+   each candidate also scores the log of its probability of being one whole digit: a digit
+   classifier alone reads two touching digits confidently as one.
 
 The thresholds were tuned on lines built from validation digits (never the test split).
 :class:`NumberReading` and :class:`DigitReading` are the answers; the recogniser's ``read``
@@ -39,9 +42,12 @@ __all__ = [
     "UNDERLINE_ASPECT",
     "MERGE_OVERLAP",
     "DIGIT_CREDIT",
+    "WHOLE_WEIGHT",
     "Piece",
+    "Candidate",
     "DigitReading",
     "NumberReading",
+    "candidates",
     "segment",
 ]
 
@@ -67,6 +73,8 @@ MIN_PIECE_HEIGHT = 0.6  # a digit spans at least this fraction of the line's hei
 SHORT_PENALTY = 5.0  # ... else it pays this much (log units): a stub, a dot, a fragment
 CUT_COST = 4.0  # log-score cost per line height of ink a cut between two digits crosses
 DIGIT_CREDIT = 0.05  # log-score credit per digit read, offsetting the product of more confidences
+WHOLE_WEIGHT = 0.5  # weight of the log probability of "one whole digit" (the piece verifier's), per candidate
+WHOLE_FLOOR = 1e-6  # that probability is counted as at least this (a finite cost for a sure "no")
 
 
 @dataclass(frozen=True)
@@ -423,22 +431,33 @@ def _best_reading(candidates: list[tuple[int, int, float]], count: int) -> list[
 
 
 Classifier = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N,) confidence of the best class
+WholeDigit = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N,) probability of one whole digit
 
 
-def segment(ink_map: InkMap, confidence: Classifier) -> list[Piece]:
-    """Find the digits of a line in a cleaned picture, left to right (empty: no ink).
+@dataclass(frozen=True)
+class Candidate:
+    """A run of neighbouring pieces of ink that could be one digit, as the model will see it."""
 
-    Recognition-based: the blobs on the line, wide ones cut along least-ink paths, are
-    ordered left to right; every run of neighbouring pieces that could be one digit is
-    classified (one batch), and the reading is the division of the line into runs with the
-    highest total :func:`_score` (dynamic programming). So broken digits are put back
-    together and touching digits are cut where the classifier is surest of the result.
+    start: int  # index of its first piece (pieces ordered left to right)
+    end: int  # one past its last piece
+    box: tuple[int, int, int, int]  # (x, y, width, height) in input-image pixels
+    input: np.ndarray  # (28, 28) float32 [0, 1]: what the model sees
+    score: float  # plausibility as one digit from the classifier and shape (log units)
+
+
+def candidates(ink_map: InkMap, confidence: Classifier) -> tuple[list[Candidate], int]:
+    """Every candidate digit of a line of digits, scored, and the number of pieces.
+
+    The blobs on the line, wide ones cut along least-ink paths, are the pieces, ordered left
+    to right; every run of neighbouring pieces that could be one digit is a candidate and is
+    classified (one batch). A reading of the line is a chain of candidates covering pieces
+    0..count-1 in order (:func:`segment` picks the best). No ink: no candidates.
     """
     ink = ink_map.ink
     labels, blobs = _blobs(ink)
     groups = _on_the_line(_merge_overlapping(_drop_lines_and_specks(blobs)))
     if not groups:
-        return []
+        return [], 0
     height = _line_height(groups)
     atoms = sorted((a for g in groups for a in _atoms(ink, labels, g, height)), key=lambda a: a.centre)
     runs = _candidates(atoms, height)
@@ -446,13 +465,31 @@ def segment(ink_map: InkMap, confidence: Classifier) -> list[Piece]:
     # A NaN confidence would never win a comparison and leave the reading without a path.
     scores = np.nan_to_num(np.asarray(confidence(np.stack(inputs)), dtype=np.float64), nan=0.0)
     reference = float(np.max(scores))
-    # A digit starting at a cut pays for the ink the cut crossed: the cheaper the joint, the likelier.
-    scored = [(i, j, _score(float(c), piece, height, reference) - CUT_COST * atoms[i].cut)
-              for (i, j, piece), c in zip(runs, scores)]
     s = ink_map.scale
-    pieces = []
-    for k in _best_reading(scored, len(atoms)):
-        p = runs[k][2]
+    out = []
+    for (i, j, p), x, c in zip(runs, inputs, scores):
         box = (int(p.x0 * s), int(p.y0 * s), max(1, round((p.x1 - p.x0) * s)), max(1, round((p.y1 - p.y0) * s)))
-        pieces.append(Piece(box=box, input=inputs[k]))
-    return pieces
+        # A digit starting at a cut pays for the ink the cut crossed: the cheaper the joint, the likelier.
+        score = _score(float(c), p, height, reference) - CUT_COST * atoms[i].cut
+        out.append(Candidate(start=i, end=j, box=box, input=x, score=score))
+    return out, len(atoms)
+
+
+def segment(ink_map: InkMap, confidence: Classifier, whole: WholeDigit | None = None) -> list[Piece]:
+    """Find the digits of a line in a cleaned picture, left to right (empty: no ink).
+
+    Recognition-based: of the :func:`candidates`, the reading is the chain with the highest
+    total score (dynamic programming). So broken digits are put back together and touching
+    digits are cut where the classifier is surest of the result. With ``whole`` (a model of
+    whether a candidate is one whole digit, not a part or two digits run together), each
+    candidate also scores ``WHOLE_WEIGHT`` times the log of that probability.
+    """
+    cands, count = candidates(ink_map, confidence)
+    if not cands:
+        return []
+    scores = [c.score for c in cands]
+    if whole is not None:
+        p_whole = np.nan_to_num(np.asarray(whole(np.stack([c.input for c in cands])), dtype=np.float64), nan=0.0)
+        scores = [s + WHOLE_WEIGHT * float(np.log(max(p, WHOLE_FLOOR))) for s, p in zip(scores, p_whole)]
+    chosen = _best_reading([(c.start, c.end, s) for c, s in zip(cands, scores)], count)
+    return [Piece(box=cands[k].box, input=cands[k].input) for k in chosen]

@@ -17,6 +17,7 @@ from .infer import InferenceEngine
 from .numbers import DigitReading, NumberReading, segment
 from .preprocess import IMAGE_SIZE, ImageSource, NoDigitError, ink_map, to_mnist
 from .runtime import resolve_device, resolve_precision
+from .verifier import bundled_verifier, whole_digit_scorer
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "Prediction", "Recogniser", "load"]
 
@@ -92,6 +93,7 @@ class Recogniser:
         precision: str = "fp32",
         backend: str = "auto",
         min_confidence: float | None = None,
+        verifier: ModelFile | None = None,
     ) -> None:
         self.model_file = model_file
         self.device = device
@@ -100,6 +102,9 @@ class Recogniser:
         self.min_confidence = _check_min_confidence(
             DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
         )
+        # The piece verifier that helps read numbers (None: candidates scored by the classifier alone).
+        self.verifier = verifier
+        self._whole = whole_digit_scorer(verifier, device) if verifier is not None else None
 
     @property
     def backend(self) -> str:
@@ -197,7 +202,8 @@ class Recogniser:
         Finds each digit (see :mod:`digitrec.numbers`), classifies all of them in one batch
         and returns them left to right. A picture without ink gives ``number`` None.
         """
-        pieces = segment(ink_map(image), lambda x: np.array([p.confidence for p in self.predict_arrays(x)]))
+        pieces = segment(ink_map(image), lambda x: np.array([p.confidence for p in self.predict_arrays(x)]),
+                         whole=self._whole)
         if not pieces:
             return NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
         preds = self.predict_arrays(np.stack([p.input for p in pieces]))
@@ -229,6 +235,7 @@ def load(
     precision: str = "fp32",
     backend: str = "auto",
     min_confidence: float | None = None,
+    verifier: str | os.PathLike[str] | None = "bundled",
 ) -> Recogniser:
     """Load a bundled model by name (``"seed"``) or a model file by path into a :class:`Recogniser`.
 
@@ -236,8 +243,13 @@ def load(
     pass ``device="auto"`` to use CUDA when available. ``backend`` is ``"auto"`` (ONNX Runtime
     when installed and on the CPU in fp32, else PyTorch), ``"torch"`` or ``"onnx"``. Answers
     whose calibrated confidence is below ``min_confidence`` (default
-    :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure.
+    :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure. ``verifier`` is the piece verifier
+    :meth:`Recogniser.read` uses to find whole digits: ``"bundled"`` (the one shipped, if any),
+    a verifier file, or None for none (see :mod:`digitrec.verifier`).
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)
-    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold)
+    verifier_path = bundled_verifier() if verifier == "bundled" else verifier
+    verifier_file = load_model(verifier_path, dev, num_classes=2) if verifier_path is not None else None
+    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold,
+                      verifier_file)

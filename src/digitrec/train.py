@@ -135,7 +135,9 @@ class TrainConfig:
             self.augment.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        check_model_output(create_model(self.arch, dict(self.model_config)))
+        # Ten digit classes, unless the recipe asks for another head (the piece verifier's two).
+        check_model_output(create_model(self.arch, dict(self.model_config)),
+                           num_classes=int(self.model_config.get("num_classes", 10)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in the model file)."""
