@@ -274,6 +274,7 @@ def test_ctrl_c_in_first_epoch_returns_initial_weights(tiny_mnist):
         ("seed", 2**70, "seed must be < 2\\*\\*63"),
         ("lr", "0.1", "learning rate must be a positive number"),
         ("model_config", {"num_classes": 2}, r"expected \(1, 10\)"),
+        ("num_classes", 1, "num_classes must be an integer >= 2"),
         ("model_config", {"hidden": -1}, "cannot build"),
     ],
 )

@@ -78,6 +78,12 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="val fraction"):
         VerifierConfig(val_fraction=1.0).validate()
     assert VerifierConfig().train_config().model_config["num_classes"] == 2
+    assert VerifierConfig().train_config().num_classes == 2
+    # The MNIST trainer refuses a two-class recipe: its labels are ten digits.
+    from digitrec.train import train
+
+    with pytest.raises(ConfigError, match="MNIST has ten classes"):
+        train(VerifierConfig().train_config())
 
 
 def test_train_save_load_and_score(tmp_path):

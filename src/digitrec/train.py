@@ -86,6 +86,7 @@ class TrainConfig:
     aug_shear: float = 0.0  # random horizontal shear, +- degrees
     aug_elastic: float = 0.0  # elastic distortion strength (alpha), pixels (0 = off; Simard et al.: 34)
     aug_elastic_sigma: float = 4.0  # smoothness of the elastic field, Gaussian sigma, pixels
+    num_classes: int = 10  # classes of the labels and the model's outputs (digits: 10; piece verifier: 2)
 
     @property
     def augment(self) -> AffineAugment:
@@ -135,9 +136,9 @@ class TrainConfig:
             self.augment.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        # Ten digit classes, unless the recipe asks for another head (the piece verifier's two).
-        check_model_output(create_model(self.arch, dict(self.model_config)),
-                           num_classes=int(self.model_config.get("num_classes", 10)))
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise ConfigError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
+        check_model_output(create_model(self.arch, dict(self.model_config)), num_classes=self.num_classes)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in the model file)."""
@@ -568,6 +569,8 @@ def train(
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
     config.validate()
+    if config.num_classes != 10:
+        raise ConfigError(f"MNIST has ten classes; this recipe has num_classes {config.num_classes}")
     dev = resolve_device(device)
     mnist = data if data is not None else load_mnist()
     images, labels = mnist.train_images, mnist.train_labels

@@ -89,7 +89,7 @@ class VerifierConfig:
         return TrainConfig(
             arch=self.arch, model_config={**self.model_config, "num_classes": 2}, epochs=self.epochs,
             batch_size=self.batch_size, lr=self.lr, seed=self.seed, val_size=0, schedule="onecycle",
-            warmup=0.25,
+            warmup=0.25, num_classes=2,
         )
 
 
