@@ -106,7 +106,7 @@ def test_train_save_load_and_score(tmp_path):
     # A verifier is not a digit model, and a digit model is not a verifier.
     with pytest.raises(ModelFileError, match="ten strings"):
         load(path, verifier=None)
-    with pytest.raises(ModelFileError, match="class_names must be a list of 2 strings"):
+    with pytest.raises(ModelFileError, match="piece verifier: .*list of 2 strings; it has 10 classes"):
         load("seed", verifier="seed")
     relabelled = load_model("seed")
     relabelled.class_names[:] = ["a", "b"]  # two classes, but not the verifier's

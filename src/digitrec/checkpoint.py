@@ -182,7 +182,8 @@ def _check_numbers(norm: Normalization, temperature: object, class_names: object
     if not (isinstance(class_names, list) and len(class_names) == num_classes
             and all(isinstance(c, str) for c in class_names)):
         what = "ten strings (digits 0-9)" if num_classes == 10 else f"{num_classes} strings"
-        raise ModelFileError(f"class_names must be a list of {what}")
+        found = f"; it has {len(class_names)} classes" if isinstance(class_names, list) else ""
+        raise ModelFileError(f"class_names must be a list of {what}{found}")
 
 
 def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:

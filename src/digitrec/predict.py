@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import ModelFile, load_model
-from .errors import ConfigError, ImageError
+from .errors import ConfigError, ImageError, ModelFileError
 from .infer import InferenceEngine
 from .numbers import DigitReading, NumberReading, segment
 from .preprocess import IMAGE_SIZE, ImageSource, NoDigitError, ink_map, to_mnist
@@ -250,6 +250,11 @@ def load(
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)
     verifier_path = bundled_verifier() if verifier == "bundled" else verifier
-    verifier_file = load_model(verifier_path, dev, num_classes=2) if verifier_path is not None else None
+    verifier_file = None
+    if verifier_path is not None:
+        try:
+            verifier_file = load_model(verifier_path, dev, num_classes=2)
+        except ModelFileError as exc:
+            raise ModelFileError(f"piece verifier: {exc}") from exc
     return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold,
                       verifier_file)
