@@ -58,7 +58,7 @@ def main() -> int:
     ap.add_argument("--out", default="robustness.json")
     args = ap.parse_args()
 
-    rec = load(args.model, verifier=None if args.verifier == "none" else args.verifier)
+    rec = load(args.model, verifier=args.verifier)
     mnist = load_mnist()
     tx, ty = mnist.test_images, mnist.test_labels
     results: dict[str, object] = {"model": args.model, "verifier": args.verifier, "min_confidence": rec.min_confidence,

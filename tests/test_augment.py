@@ -79,6 +79,7 @@ def test_matrices_do_not_depend_on_which_ranges_are_set():
     ({"rotate": -1}, "rotate must be"), ({"shift": float("nan")}, "shift must be"),
     ({"scale": 1.0}, "scale must be < 1"), ({"shear": 70}, "shear <= 60"), ({"rotate": True}, "rotate must be"),
     ({"elastic": -1}, "elastic must be"), ({"elastic": 34, "elastic_sigma": 0}, "elastic sigma must be"),
+    ({"elastic": 34, "elastic_sigma": 1e300}, r"elastic sigma must be a number in \(0, 28\]"),
 ])
 def test_validate_rejects(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from digitrec.errors import ConfigError, ModelFileError
 from digitrec.train import TrainConfig, fit
-from digitrec.trainstate import load_train_state
+from digitrec.trainstate import load_train_state, save_train_state
 
 CPU = torch.device("cpu")
 
@@ -103,6 +103,26 @@ def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
     fit(config, x, y, device=CPU, checkpoint=ckpt)
     with pytest.raises(ConfigError, match="different recipe"):
         fit(dataclasses.replace(config, lr=0.01), x, y, device=CPU, checkpoint=ckpt, resume=True)
+
+
+def test_resume_accepts_a_checkpoint_from_before_new_recipe_fields(tmp_path: Path) -> None:
+    # A checkpoint written before a field existed (e.g. aug_elastic) ran with its default.
+    x, y = tiny_data()
+    config = TrainConfig(epochs=2, batch_size=64, precision="fp32", model_config={"hidden": 8})
+    ckpt = tmp_path / "run.ckpt"
+    fit(dataclasses.replace(config, epochs=1), x, y, device=CPU, checkpoint=ckpt)
+    groups, meta = load_train_state(ckpt)
+    for key in ("aug_elastic", "aug_elastic_sigma", "num_classes"):
+        del meta["config"][key]
+    meta["config"]["epochs"] = 2
+    save_train_state(ckpt, groups, {k: v for k, v in meta.items() if k not in ("format", "format_version")})
+    resumed = fit(config, x, y, device=CPU, checkpoint=ckpt, resume=True)
+    assert [r.epoch for r in resumed.history] == [1, 2]
+    # A field that differs from its default still tells recipes apart.
+    meta["config"]["aug_elastic"] = 5.0
+    save_train_state(ckpt, groups, {k: v for k, v in meta.items() if k not in ("format", "format_version")})
+    with pytest.raises(ConfigError, match="different recipe"):
+        fit(config, x, y, device=CPU, checkpoint=ckpt, resume=True)
 
 
 def test_resume_without_checkpoint_is_config_error() -> None:

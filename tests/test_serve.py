@@ -310,6 +310,7 @@ def test_model_info(client):
     assert body["version"] == __version__
     assert body["metrics"]["test_accuracy"] >= 0.99
     assert body["class_names"] == [str(d) for d in range(10)]
+    assert body["verifier"] == "pieces"  # the bundled piece verifier, by file name only
 
 
 def test_metrics_count_requests_and_inference(rec, seven_png):

@@ -70,6 +70,15 @@ def seed():
     return load("seed", verifier=None)
 
 
+def test_a_missing_verifier_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFileError, match="piece verifier: .*no such model file") as info:
+        load("seed", verifier=tmp_path / "missing.safetensors")
+    assert "bundled models" not in str(info.value) and "train-verifier" in str(info.value)
+    with pytest.raises(ConfigError, match="at least 6 digit images"):
+        label_candidates(lambda x: np.full((len(x), 10), 0.1), np.zeros((3, 28, 28), np.uint8), np.zeros(3),
+                         VerifierConfig(lines=1))
+
+
 def test_config_is_validated():
     with pytest.raises(ConfigError, match="lines must be"):
         VerifierConfig(lines=0).validate()
@@ -119,6 +128,7 @@ def test_bundled_verifier_is_used_by_default():
     assert path is not None and path.is_file()
     assert load("seed").verifier is not None
     assert load("seed", verifier=None).verifier is None
+    assert load("seed", verifier="none").verifier is None
     meta = load_model(path, num_classes=2).metadata
     assert meta["role"] == "piece verifier" and meta["labelled_with"] == "best"
 
@@ -153,3 +163,22 @@ def test_cli_train_verifier(tmp_path, real_mnist):
     bad = subprocess.run([sys.executable, "-m", "digitrec", "train-verifier", "--lines", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "digitrec", "train-verifier", "--arch", "nope", "--out",
+                          str(tmp_path / "x.safetensors")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unknown" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_read_with_and_without_verifier(tmp_path):
+    png = tmp_path / "n.png"
+    draw_number().save(png)
+    runs = {}
+    for flag in ("bundled", "none"):
+        proc = subprocess.run([sys.executable, "-m", "digitrec", "read", str(png), "--verifier", flag, "--json"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        runs[flag] = json.loads(proc.stdout)["number"]
+    assert runs == {"bundled": "107", "none": "107"}
+    bad = subprocess.run([sys.executable, "-m", "digitrec", "read", str(png), "--verifier", "seed"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.startswith("digitrec: error: piece verifier:")
+    assert "Traceback" not in bad.stderr

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AffineAugment", "random_affine_matrices", "random_elastic_field", "random_affine"]
+__all__ = ["AffineAugment", "MAX_ELASTIC_SIGMA", "random_affine_matrices", "random_elastic_field", "random_affine"]
+
+MAX_ELASTIC_SIGMA = 28.0  # largest elastic smoothness accepted, pixels (an MNIST image's side)
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,11 @@ class AffineAugment:
 
     def validate(self) -> None:
         """Raise ``ValueError`` for ranges that are negative, not finite or would flip images."""
+        # Beyond about a digit's width the blur is flat anyway (and its kernel only grows).
         if not (isinstance(self.elastic_sigma, (int, float)) and not isinstance(self.elastic_sigma, bool)
-                and math.isfinite(self.elastic_sigma) and self.elastic_sigma > 0):
-            raise ValueError(f"elastic sigma must be a finite number > 0, got {self.elastic_sigma!r}")
+                and math.isfinite(self.elastic_sigma) and 0 < self.elastic_sigma <= MAX_ELASTIC_SIGMA):
+            raise ValueError(f"elastic sigma must be a number in (0, {MAX_ELASTIC_SIGMA:g}] pixels, "
+                             f"got {self.elastic_sigma!r}")
         for name in ("rotate", "shift", "scale", "shear", "elastic"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

@@ -592,7 +592,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     if args.show and len(args.images) != 1:
         raise ConfigError("--show takes exactly one input image")
     rec = load(args.model, device=args.device, backend=_cli_backend(args.backend, len(args.images)),
-               min_confidence=args.min_confidence, verifier=None if args.verifier == "none" else args.verifier)
+               min_confidence=args.min_confidence, verifier=args.verifier)
     failures = 0
     for name in args.images:
         try:
@@ -705,8 +705,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import MISSING_EXTRA, ServeConfig
 
     config = ServeConfig(
-        model=args.model, host=args.host, port=args.port, workers=args.workers, device=args.device,
-        precision=args.precision, backend=args.backend,
+        model=args.model, verifier=args.verifier, host=args.host, port=args.port, workers=args.workers,
+        device=args.device, precision=args.precision, backend=args.backend,
         cors_origin=args.cors_origin, timeout_s=args.timeout, max_batch=args.max_batch,
         torch_threads=args.torch_threads, access_log=not args.no_access_log,
         log_level="warning" if args.quiet else "info",
@@ -926,6 +926,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve the HTTP API (/v1/predict, /v1/predict/batch, /v1/read, /v1/model, "
                        "/healthz, /metrics, /docs) and the drawing page at /. Needs the serve extra.")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
+    p.add_argument("--verifier", default="bundled",
+                   help="piece verifier for /v1/read: 'bundled', a file from 'digitrec train-verifier', or 'none' "
+                   "(default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=_int_at_least(0, 65535), default=8000, help="TCP port (default: %(default)s)")

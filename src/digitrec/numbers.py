@@ -21,7 +21,8 @@ pieces make up.
    each candidate also scores the log of its probability of being one whole digit: a digit
    classifier alone reads two touching digits confidently as one.
 
-The thresholds were tuned on lines built from validation digits (never the test split).
+The thresholds were tuned on lines built from validation digits, ``WHOLE_WEIGHT`` on lines
+built from training digits (never the test split).
 :class:`NumberReading` and :class:`DigitReading` are the answers; the recogniser's ``read``
 method classifies the pieces.
 """
@@ -43,6 +44,7 @@ __all__ = [
     "MERGE_OVERLAP",
     "DIGIT_CREDIT",
     "WHOLE_WEIGHT",
+    "WHOLE_FLOOR",
     "Piece",
     "Candidate",
     "DigitReading",

@@ -245,16 +245,19 @@ def load(
     whose calibrated confidence is below ``min_confidence`` (default
     :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure. ``verifier`` is the piece verifier
     :meth:`Recogniser.read` uses to find whole digits: ``"bundled"`` (the one shipped, if any),
-    a verifier file, or None for none (see :mod:`digitrec.verifier`).
+    a verifier file, or None (or ``"none"``) for none (see :mod:`digitrec.verifier`).
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)
-    verifier_path = bundled_verifier() if verifier == "bundled" else verifier
+    verifier_path = bundled_verifier() if verifier == "bundled" else None if verifier == "none" else verifier
     verifier_file = None
     if verifier_path is not None:
         try:
             verifier_file = load_model(verifier_path, dev, num_classes=2)
         except ModelFileError as exc:
-            raise ModelFileError(f"piece verifier: {exc}") from exc
+            # The bundled-model hint of a missing file names digit models, which are no verifiers.
+            reason = str(exc).split("; bundled models:", 1)[0]
+            raise ModelFileError(f"piece verifier: {reason} (use 'bundled', 'none' or a file from "
+                                 "'digitrec train-verifier')") from exc
     return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold,
                       verifier_file)

@@ -395,7 +395,9 @@ def fit(
     first_epoch = 1
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         groups, meta = load_train_state(checkpoint)
-        if meta.get("config") != json.loads(json.dumps(config.to_dict())):
+        # Fields added since a checkpoint was written read as their defaults: the recipe it ran.
+        stored = {**json.loads(json.dumps(TrainConfig().to_dict())), **(meta.get("config") or {})}
+        if stored != json.loads(json.dumps(config.to_dict())):
             raise ConfigError(f"{checkpoint}: checkpoint was written by a different recipe; "
                               "use the same flags or a new checkpoint file")
         model.load_state_dict(groups["model"])

@@ -136,6 +136,9 @@ def label_candidates(
     ``predict_proba``).
     """
     config.validate()
+    if len(images) < 6 or len(images) != len(labels):
+        raise ConfigError(f"need at least 6 digit images with one label each (got {len(images)} images, "
+                          f"{len(labels)} labels)")
     rng = np.random.default_rng(config.seed)
     xs: list[np.ndarray] = []
     ys: list[int] = []
@@ -152,7 +155,10 @@ def label_candidates(
             return seen[-1].max(axis=1)
 
         cands, count = candidates(ink_map(line), confidence)
-        chosen = align(cands, [int(labels[j]) for j in idx], count, seen[0]) if cands else None
+        probs = np.concatenate(seen) if seen else np.zeros((0, 10), np.float32)
+        if len(probs) != len(cands):
+            raise RuntimeError(f"{len(probs)} probability rows for {len(cands)} candidates")
+        chosen = align(cands, [int(labels[j]) for j in idx], count, probs) if cands else None
         if chosen is None:
             skipped += 1
         else:
@@ -202,7 +208,7 @@ def save_verifier(path: str | Path, result: TrainResult, config: VerifierConfig,
         "metrics": {k: metrics[k] for k in ("val_accuracy", "val_loss", "train_seconds") if k in metrics},
         "history": [dataclasses.asdict(r) for r in result.history],
     }
-    return save_model(path, model.cpu(), config.arch, model_config, class_names=list(PIECE_CLASSES), extra=extra)
+    return save_model(path, model, config.arch, model_config, class_names=list(PIECE_CLASSES), extra=extra)
 
 
 def bundled_verifier() -> Path | None:

@@ -82,7 +82,8 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
     """
     config = config or ServeConfig()
     rec = recogniser if recogniser is not None else load(
-        config.model, device=config.device, precision=config.precision, backend=config.backend)
+        config.model, device=config.device, precision=config.precision, backend=config.backend,
+        verifier=config.verifier)
     metrics = Metrics()
     engine = InferenceEngine(
         rec, partial(prepare, max_pixels=config.max_pixels, small_pixels=SMALL_IMAGE_PIXELS),
@@ -165,6 +166,7 @@ def run(config: ServeConfig) -> None:
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
         return
     # Fail here, once, on a bad model (or a missing backend) rather than in every worker.
-    load(config.model, device=config.device, precision=config.precision, backend=config.backend)
+    load(config.model, device=config.device, precision=config.precision, backend=config.backend,
+         verifier=config.verifier)
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ class ServeConfig:
     """How ``digitrec serve`` runs: model, address, limits and tuning."""
 
     model: str = "seed"  # bundled model name or model file path, loaded once per worker
+    verifier: str = "bundled"  # piece verifier for /v1/read: "bundled", "none" or a file from train-verifier
     host: str = "127.0.0.1"  # address to bind; loopback by default, so nothing is exposed by accident
     port: int = 8000  # TCP port; 0 picks a free one
     workers: int = 1  # server processes (each loads the model and runs its own inference thread)
@@ -43,6 +44,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ConfigError("model must be a bundled model name or a model file path")
+        if not self.verifier:
+            raise ConfigError("verifier must be 'bundled', 'none' or a verifier file path")
         if not self.host:
             raise ConfigError("host must not be empty")
         if not 0 <= self.port <= 65535:

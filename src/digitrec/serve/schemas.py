@@ -82,6 +82,7 @@ class ModelOut(BaseModel):
     device: str
     precision: str
     class_names: list[str]
+    verifier: str | None = Field(default=None, description="piece verifier used by /v1/read (null: none)")
 
 
 class HealthOut(BaseModel):

@@ -36,6 +36,8 @@ def model_info(service: Service) -> dict[str, Any]:
         "device": str(rec.device),
         "precision": rec.precision,
         "class_names": list(mf.class_names),
+        # The file name only: a server path says nothing to a client and something to an attacker.
+        "verifier": rec.verifier.path.stem if rec.verifier is not None and rec.verifier.path else None,
     }
 
 
