@@ -12,7 +12,7 @@ import torch
 from conftest import requires_mnist
 from test_numbers import confidences, draw_number
 
-from digitrec.checkpoint import load_model
+from digitrec.checkpoint import bundled_models, load_model
 from digitrec.errors import ConfigError, ModelFileError
 from digitrec.numbers import Candidate, candidates, segment
 from digitrec.predict import load
@@ -71,7 +71,7 @@ def seed():
 
 
 def test_a_missing_verifier_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelFileError, match="piece verifier: .*no such model file") as info:
+    with pytest.raises(ModelFileError, match="piece verifier: .*no such verifier file") as info:
         load("seed", verifier=tmp_path / "missing.safetensors")
     assert "bundled models" not in str(info.value) and "train-verifier" in str(info.value)
     with pytest.raises(ConfigError, match="at least 6 digit images"):
@@ -116,7 +116,7 @@ def test_train_save_load_and_score(tmp_path):
     with pytest.raises(ModelFileError, match="ten strings"):
         load(path, verifier=None)
     with pytest.raises(ModelFileError, match="piece verifier: .*list of 2 strings; it has 10 classes"):
-        load("seed", verifier="seed")
+        load("seed", verifier=bundled_models()["seed"])
     relabelled = load_model("seed")
     relabelled.class_names[:] = ["a", "b"]  # two classes, but not the verifier's
     with pytest.raises(ModelFileError, match="not a piece verifier"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, overload
 
 import numpy as np
@@ -252,12 +253,13 @@ def load(
     verifier_path = bundled_verifier() if verifier == "bundled" else None if verifier == "none" else verifier
     verifier_file = None
     if verifier_path is not None:
+        # A verifier is a file, never a bundled model name (those are digit models).
+        if not Path(verifier_path).is_file():
+            raise ModelFileError(f"piece verifier: {verifier_path}: no such verifier file (use 'bundled', 'none' "
+                                 "or a file from 'digitrec train-verifier')")
         try:
             verifier_file = load_model(verifier_path, dev, num_classes=2)
         except ModelFileError as exc:
-            # The bundled-model hint of a missing file names digit models, which are no verifiers.
-            reason = str(exc).split("; bundled models:", 1)[0]
-            raise ModelFileError(f"piece verifier: {reason} (use 'bundled', 'none' or a file from "
-                                 "'digitrec train-verifier')") from exc
+            raise ModelFileError(f"piece verifier: {exc}") from exc
     return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold,
                       verifier_file)
