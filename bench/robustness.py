@@ -7,11 +7,13 @@ used for training or tuning; the unsure-rate is measured on the validation split
 - photographed: test digits photographed on paper (any canvas, off-centre, light, blur, JPEG,
                 both polarities), through the pipeline; plus the naive "resize to 28x28" baseline
 - lines:        numbers of 2-6 test digits, exact-match rate, spaced and with touching digits
-- sklearn 8x8:  scikit-learn's bundled digits from other writers (needs the robustness extra)
+- sklearn 8x8:  scikit-learn's bundled digits from other writers (needs the robustness extra),
+                single and as lines of 2-6 digits (spaced and with touching digits)
 - letters, scribbles, blanks: how often each is flagged unsure or "no digit"
 
-Usage:  python bench/robustness.py [--model seed] [--verifier bundled|none|FILE] [--photos 2000]
-                                  [--lines 500] [--out FILE.json]
+Usage:  python bench/robustness.py [--model seed] [--verifier bundled|none|FILE]
+                                  [--line-reader bundled|none|FILE] [--photos 2000] [--lines 500]
+                                  [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="seed")
     ap.add_argument("--verifier", default="bundled", help="piece verifier for reading lines: bundled, none or a file")
+    ap.add_argument("--line-reader", default="bundled", help="line reader for reading lines: bundled, none or a file")
     ap.add_argument("--photos", type=int, default=2000, help="photographed test digits")
     ap.add_argument("--lines", type=int, default=500, help="numbers per line set")
     ap.add_argument("--fonts", type=int, default=8, help="fonts for the letter set (PIL default if none)")
@@ -58,10 +61,11 @@ def main() -> int:
     ap.add_argument("--out", default="robustness.json")
     args = ap.parse_args()
 
-    rec = load(args.model, verifier=args.verifier)
+    rec = load(args.model, verifier=args.verifier, line_reader=args.line_reader)
     mnist = load_mnist()
     tx, ty = mnist.test_images, mnist.test_labels
-    results: dict[str, object] = {"model": args.model, "verifier": args.verifier, "min_confidence": rec.min_confidence,
+    results: dict[str, object] = {"model": args.model, "verifier": args.verifier, "line_reader": args.line_reader,
+                                  "min_confidence": rec.min_confidence,
                                   "temperature": rec.model_file.temperature}
 
     def report(name: str, value: float, n: int, extra: str = "") -> None:
@@ -120,6 +124,18 @@ def main() -> int:
         acc = float(np.mean([p.digit == y for p, y in zip(preds, d.target)]))
         results["sklearn_8x8"] = {"n": len(imgs), "accuracy": acc}
         report("sklearn 8x8 (other writers)", acc, len(imgs))
+        # Numbers written by those other writers: each 8x8 digit (with its margin) as a 28x28
+        # MNIST-sized image, then lines of them as for the test digits.
+        as28 = np.stack([np.asarray(Image.fromarray(im).resize((28, 28), Image.Resampling.BICUBIC)) for im in imgs])
+        rng = np.random.default_rng(8)
+        for name, touching in (("sklearn_lines_spaced", 0.0), ("sklearn_lines_some_touching", 0.17)):
+            exact = 0
+            for i in range(args.lines):
+                idx = rng.choice(len(as28), int(rng.integers(2, 7)), replace=False)
+                truth = "".join(str(int(d.target[j])) for j in idx)
+                exact += rec.read(digit_line([as28[j] for j in idx], 6_000_000 + i, touching=touching)).number == truth
+            results[name] = {"n": args.lines, "exact": exact / args.lines, "touching_gap_fraction": touching}
+            report(f"sklearn numbers ({name[14:]})", exact / args.lines, args.lines)
 
     fonts = available_fonts()[: args.fonts] or [None]
     letters = string.ascii_letters

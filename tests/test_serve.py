@@ -311,6 +311,7 @@ def test_model_info(client):
     assert body["metrics"]["test_accuracy"] >= 0.99
     assert body["class_names"] == [str(d) for d in range(10)]
     assert body["verifier"] == "pieces"  # the bundled piece verifier, by file name only
+    assert body["line_reader"] == "lines"  # the bundled line reader, likewise
 
 
 def test_metrics_count_requests_and_inference(rec, seven_png):
@@ -506,7 +507,7 @@ def test_config_defaults_are_safe():
     "kwargs",
     [{"port": 70000}, {"workers": 0}, {"max_body_bytes": 0}, {"timeout_s": 0}, {"timeout_s": float("nan")},
      {"cors_origin": " "}, {"model": ""}, {"log_level": "loud"}, {"max_batch": True}, {"precision": "fp8"},
-     {"backend": "tensorrt"}],
+     {"backend": "tensorrt"}, {"verifier": ""}, {"line_reader": ""}],
 )
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ConfigError):
@@ -514,7 +515,8 @@ def test_config_rejects_bad_values(kwargs):
 
 
 def test_config_json_round_trip():
-    cfg = ServeConfig(model="x.safetensors", port=0, workers=3, cors_origin="https://a.b", timeout_s=2.5)
+    cfg = ServeConfig(model="x.safetensors", port=0, workers=3, cors_origin="https://a.b", timeout_s=2.5,
+                      line_reader="none")
     assert ServeConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ConfigError, match="unknown"):
         ServeConfig.from_json(json.dumps({"modle": "seed"}))

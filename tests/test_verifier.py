@@ -71,7 +71,7 @@ def seed():
 
 
 def test_a_missing_verifier_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelFileError, match="piece verifier: .*no such verifier file") as info:
+    with pytest.raises(ModelFileError, match="piece verifier: .*no such piece verifier file") as info:
         load("seed", verifier=tmp_path / "missing.safetensors")
     assert "bundled models" not in str(info.value) and "train-verifier" in str(info.value)
     with pytest.raises(ConfigError, match="at least 6 digit images"):

@@ -22,9 +22,9 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import __version__
-from .errors import DigitrecError, ModelFileError, first_line
+from .errors import ConfigError, DigitrecError, ModelFileError, first_line
 from .fileio import atomic_write
-from .models import check_model_output, create_model
+from .models import check_line_output, check_model_output, create_model, get_model_spec
 from .preprocess import NORMALIZATION, Normalization
 
 __all__ = [
@@ -193,13 +193,18 @@ def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_model(
-    name_or_path: str | os.PathLike[str], device: torch.device | str = "cpu", *, num_classes: int = 10
+    name_or_path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    *,
+    num_classes: int = 10,
+    task: str = "digits",
 ) -> ModelFile:
     """Load a model file (or a bundled model by name) onto ``device``, in eval mode.
 
     ``num_classes`` is the number of classes the caller reads (digit models: ten; the piece
-    verifier: two). Raises :class:`ModelFileError` with a one-line reason for anything wrong
-    with the file.
+    verifier: two; the line reader: eleven) and ``task`` what the model must read (see
+    :data:`~digitrec.models.TASKS`). Raises :class:`ModelFileError` with a one-line reason for
+    anything wrong with the file.
     """
     path = resolve_model_path(name_or_path)
     blob = _read_blob(path)
@@ -209,13 +214,19 @@ def load_model(
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: corrupt model file ({exc})") from exc
     try:
+        stored_task = get_model_spec(meta["arch"]).task
+        if stored_task != task:
+            raise ConfigError(f"a model for {stored_task} ({meta['arch']}), not for {task}")
         model = create_model(meta["arch"], meta.get("model_config") or {})
         model.load_state_dict(tensors, strict=True)
         norm = Normalization(**meta["normalization"])
         class_names = meta.get("class_names", [str(i) for i in range(10)])
         temperature = meta.get("temperature", 1.0)
         _check_numbers(norm, temperature, class_names, num_classes)
-        check_model_output(model, num_classes=len(class_names))
+        if task == "lines":
+            check_line_output(model, num_classes=len(class_names))
+        else:
+            check_model_output(model, num_classes=len(class_names))
     except DigitrecError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -483,6 +483,47 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.interrupted else 0
 
 
+def cmd_train_line_reader(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data import load_mnist
+    from .linereader import LineTrainConfig, save_line_reader, train_line_reader
+    from .runtime import resolve_device
+
+    config = LineTrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    config.validate()
+    out = Path(args.out)
+    _outputs(model=out)
+    device = resolve_device(args.device)
+    mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
+    bar = tqdm(total=config.steps, desc="training the line reader", unit="step", leave=False,
+               disable=True if args.quiet else None, dynamic_ncols=True)
+
+    def advance(done: int, total: int, loss: float) -> None:
+        bar.update(done - bar.n)
+        if done % 50 == 0 or done == total:
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        # Training digits only: the test split stays unseen, for the robustness bench.
+        model, metrics = train_line_reader(config, mnist.train_images, mnist.train_labels, device=device,
+                                           progress=advance)
+    except KeyboardInterrupt:
+        bar.close()
+        _err("interrupted; nothing saved")
+        return EXIT_INTERRUPTED
+    finally:
+        bar.close()
+    path = save_line_reader(out, model, config, metrics)
+    if args.json:
+        _emit_json({"model": str(path), "threads": _torch_threads(), **metrics})
+    else:
+        print(f"validation lines ({metrics['val_lines']:,}, held-out training digits): "
+              f"{metrics['val_exact']:.2%} read exactly; training {metrics['train_seconds']:.0f} s")
+        print(f"saved line reader to {path}")
+    return 0
+
+
 def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None]]:
     """(name, image source, true label or None) for each requested input."""
     inputs: list[tuple[str, Any, int | None]] = [(p, p, None) for p in args.images]
@@ -592,7 +633,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     if args.show and len(args.images) != 1:
         raise ConfigError("--show takes exactly one input image")
     rec = load(args.model, device=args.device, backend=_cli_backend(args.backend, len(args.images)),
-               min_confidence=args.min_confidence, verifier=args.verifier)
+               min_confidence=args.min_confidence, verifier=args.verifier, line_reader=args.line_reader)
     failures = 0
     for name in args.images:
         try:
@@ -671,9 +712,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import count_parameters, create_model, get_model_spec, list_models
 
     archs = []
-    for name in list_models():
+    for name in list_models(None):
         trainable, frozen = count_parameters(create_model(name))
-        archs.append({"name": name, "params": trainable + frozen, "description": get_model_spec(name).description})
+        spec = get_model_spec(name)
+        archs.append({"name": name, "params": trainable + frozen, "task": spec.task, "description": spec.description})
     bundled = []
     for name, path in sorted(bundled_models().items()):
         meta = read_metadata(path)
@@ -685,9 +727,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json({"architectures": archs, "presets": presets, "bundled": bundled})
         return 0
-    print("architectures (--arch):")
-    for a in archs:
-        print(f"  {a['name']:<10} {a['params']:>10,} params  {a['description']}")
+    for task, heading in (("digits", "architectures (--arch):"), ("lines", "line readers (train-line-reader):")):
+        print(heading)
+        for a in archs:
+            if a["task"] == task:
+                print(f"  {a['name']:<10} {a['params']:>10,} params  {a['description']}")
     print("training presets (train --preset):")
     for pr in presets:
         recipe = preset_config(pr["name"])
@@ -705,7 +749,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import MISSING_EXTRA, ServeConfig
 
     config = ServeConfig(
-        model=args.model, verifier=args.verifier, host=args.host, port=args.port, workers=args.workers,
+        model=args.model, verifier=args.verifier, line_reader=args.line_reader, host=args.host, port=args.port,
+        workers=args.workers,
         device=args.device, precision=args.precision, backend=args.backend,
         cors_origin=args.cors_origin, timeout_s=args.timeout, max_batch=args.max_batch,
         torch_threads=args.torch_threads, access_log=not args.no_access_log,
@@ -861,6 +906,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_verifier)
 
+    p = sub.add_parser("train-line-reader", parents=[common, data_opts, device_opts],
+                       help="train the line reader used when reading numbers",
+                       description="Train a CNN that reads a whole line of digits without cutting it (CTC), on "
+                       "lines composed on the fly from MNIST training digits (some touching or overlapping). "
+                       "'digitrec read' asks it for a second opinion on every line.")
+    p.add_argument("--steps", type=_int_at_least(1), default=5000, help="optimiser steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=64, help="lines per step (default: %(default)s)")
+    p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), default=0, help="random seed (default: 0)")
+    p.add_argument("--out", default="lines.safetensors", help="line reader file to write (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_train_line_reader)
+
     p = sub.add_parser("predict", parents=[common, data_opts], help="recognise digits in images",
                        description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF, WebP; any size "
                        "and mode), or in an MNIST test image.")
@@ -891,6 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verifier", default="bundled",
                    help="piece verifier telling whole digits from parts and touching pairs: 'bundled', a file "
                    "from 'digitrec train-verifier', or 'none' (default: %(default)s)")
+    p.add_argument("--line-reader", default="bundled",
+                   help="line reader, a second opinion that reads the whole line without cutting it: 'bundled', "
+                   "a file from 'digitrec train-line-reader', or 'none' (default: %(default)s)")
     p.add_argument("--show", metavar="FILE", help="draw the image with a labelled box per digit (.png, .svg or .pdf)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
@@ -928,6 +988,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
     p.add_argument("--verifier", default="bundled",
                    help="piece verifier for /v1/read: 'bundled', a file from 'digitrec train-verifier', or 'none' "
+                   "(default: %(default)s)")
+    p.add_argument("--line-reader", default="bundled",
+                   help="line reader for /v1/read: 'bundled', a file from 'digitrec train-line-reader', or 'none' "
                    "(default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it)")

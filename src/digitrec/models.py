@@ -1,7 +1,9 @@
-"""Model registry and architectures. Every model takes its config and returns logits (B, 10).
+"""Model registry and architectures. Every model takes its config and returns logits.
 
 Register a new architecture with ``@register_model("name", ConfigClass)``; it then works with
-``--arch name`` everywhere, and checkpoints rebuild it from the stored name and config.
+``--arch name`` everywhere, and checkpoints rebuild it from the stored name and config. Digit
+models (task ``"digits"``) map (B, 1, 28, 28) images to (B, classes) logits; line readers
+(task ``"lines"``) map (B, 1, 32, W) lines of digits to (B, 11, W/4) per-frame CTC logits.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ __all__ = [
     "get_model_spec",
     "create_model",
     "check_model_output",
+    "check_line_output",
+    "TASKS",
     "SeedCNNConfig",
     "SeedCNN",
     "VGGNetConfig",
@@ -33,14 +37,23 @@ __all__ = [
     "Ensemble",
     "FastCNNConfig",
     "FastCNN",
+    "LineCNNConfig",
+    "LineCNN",
+    "LINE_HEIGHT",
+    "LINE_STRIDE",
     "LayerInfo",
     "layer_table",
+    "example_input_shape",
     "format_summary",
     "count_parameters",
     "model_config_dict",
 ]
 
 M = TypeVar("M", bound=nn.Module)
+
+TASKS = ("digits", "lines")  # what a registered architecture reads: one 28x28 digit, or a line of digits
+LINE_HEIGHT = 32  # height of a line reader's input, pixels (digits are 20 high, as in MNIST)
+LINE_STRIDE = 4  # input columns per output frame of a line reader
 
 
 @dataclass(frozen=True)
@@ -51,27 +64,32 @@ class ModelSpec:
     builder: Callable[[Any], nn.Module]
     config_cls: type
     description: str
+    task: str = "digits"  # one of TASKS
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, config_cls: type, description: str = "") -> Callable[[type[M]], type[M]]:
-    """Class decorator that registers an architecture under ``name``."""
+def register_model(
+    name: str, config_cls: type, description: str = "", task: str = "digits"
+) -> Callable[[type[M]], type[M]]:
+    """Class decorator that registers an architecture under ``name`` for ``task`` (see TASKS)."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
 
     def decorator(cls: type[M]) -> type[M]:
         if name in _REGISTRY:
             raise ConfigError(f"model {name!r} is already registered")
         doc = description or (cls.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[name] = ModelSpec(name=name, builder=cls, config_cls=config_cls, description=doc)
+        _REGISTRY[name] = ModelSpec(name=name, builder=cls, config_cls=config_cls, description=doc, task=task)
         return cls
 
     return decorator
 
 
-def list_models() -> list[str]:
-    """Names of all registered architectures."""
-    return sorted(_REGISTRY)
+def list_models(task: str | None = "digits") -> list[str]:
+    """Names of the registered architectures for ``task`` (None: all of them)."""
+    return sorted(n for n, s in _REGISTRY.items() if task is None or s.task == task)
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -80,7 +98,7 @@ def get_model_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         raise ConfigError(
-            f"unknown architecture {name!r}; available: {', '.join(list_models())}"
+            f"unknown architecture {name!r}; available: {', '.join(list_models(None))}"
         ) from None
 
 
@@ -103,25 +121,44 @@ def create_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
         raise ConfigError(f"cannot build {name!r} with config {config or {}}: {first_line(exc)}") from exc
 
 
+def _probe(model: nn.Module, shape: tuple[int, ...], what: str) -> object:
+    """``model``'s output for one all-zero input of ``shape`` (eval mode, restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            return model(torch.zeros(*shape, device=device))
+    except (RuntimeError, ValueError, TypeError, StopIteration) as exc:
+        raise ConfigError(f"model does not accept {'x'.join(map(str, shape[1:]))} {what} ({first_line(exc)})") from exc
+    finally:
+        model.train(was_training)
+
+
+def _check_shape(out: object, expected: tuple[int, ...], what: str) -> None:
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model outputs {shape} for one {what}, expected {expected} logits")
+
+
 def check_model_output(model: nn.Module, num_classes: int = 10) -> None:
     """Raise :class:`ConfigError` unless ``model`` maps a (1, 1, 28, 28) image to (1, num_classes).
 
     digitrec feeds 28x28 grey images and reads ten digit classes; a model built or stored
     for anything else is refused up front rather than failing (or answering NaN) later.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with torch.inference_mode():
-            out = model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=device))
-    except (RuntimeError, ValueError, TypeError, StopIteration) as exc:
-        raise ConfigError(f"model does not accept 1x{IMAGE_SIZE}x{IMAGE_SIZE} images ({first_line(exc)})") from exc
-    finally:
-        model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"model outputs {shape} for one image, expected (1, {num_classes}) logits")
+    _check_shape(_probe(model, (1, 1, IMAGE_SIZE, IMAGE_SIZE), "images"), (1, num_classes), "image")
+
+
+def check_line_output(model: nn.Module, num_classes: int = 11) -> None:
+    """Raise :class:`ConfigError` unless ``model`` maps a (1, 1, 32, 64) line to (1, num_classes, 16).
+
+    A line reader answers one frame of ``num_classes`` logits (the CTC blank and the digits)
+    per ``LINE_STRIDE`` input columns.
+    """
+    width = 16 * LINE_STRIDE
+    out = _probe(model, (1, 1, LINE_HEIGHT, width), "lines")
+    _check_shape(out, (1, num_classes, width // LINE_STRIDE), "line (frame logits)")
 
 
 def _flat_size(features: nn.Module, in_channels: int, image_size: int) -> int:
@@ -189,7 +226,7 @@ class VGGNetConfig:
     num_classes: int = 10  # output classes (digits 0-9)
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
+def _conv_bn(cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, padding: int = 0) -> list[nn.Module]:
     # No conv bias: the BatchNorm shift that follows makes it redundant.
     return [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -282,6 +319,54 @@ class FastCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+@dataclass(frozen=True)
+class LineCNNConfig:
+    """A fully convolutional line reader: per-frame digit logits for CTC decoding."""
+
+    in_channels: int = 1  # input image channels (grey)
+    width: int = 16  # filters in the first layer; later stages have 2x, 4x and 8x
+    dropout: float = 0.2  # dropout probability before the column features and the classifier
+    num_classes: int = 11  # frame classes: the CTC blank (index 0), then the digits 0-9
+
+
+@register_model("line-ctc", LineCNNConfig,
+                "Line reader: a CNN over a 32-pixel-high line, one 11-class frame per 4 columns (CTC)",
+                task="lines")
+class LineCNN(nn.Module):
+    """Reads a whole line of digits without cutting it: CTC frame logits from a CNN.
+
+    Convolutions and pooling shrink the 32-pixel height to one row and the width by
+    ``LINE_STRIDE``; a 1-D convolution over the frames (about two digits wide in all) gives
+    each frame context from its neighbours, so touching and overlapping digits are read
+    where they are, with no segmentation.
+    """
+
+    def __init__(self, config: LineCNNConfig) -> None:
+        super().__init__()
+        if config.width < 1 or not 0.0 <= config.dropout < 1.0 or config.num_classes < 2:
+            raise ValueError("width must be >= 1, dropout in [0, 1) and num_classes >= 2")
+        self.config = config
+        w = config.width
+        self.features = nn.Sequential(
+            *_conv_bn(config.in_channels, w, 3, padding=1), nn.MaxPool2d(2),  # (B, w, 16, W/2)
+            *_conv_bn(w, 2 * w, 3, padding=1),
+            *_conv_bn(2 * w, 2 * w, 3, padding=1), nn.MaxPool2d(2),  # (B, 2w, 8, W/4)
+            *_conv_bn(2 * w, 4 * w, 3, padding=1),
+            *_conv_bn(4 * w, 4 * w, 3, padding=1), nn.MaxPool2d((2, 1)),  # (B, 4w, 4, W/4)
+            nn.Dropout(config.dropout),
+            *_conv_bn(4 * w, 8 * w, (4, 1)),  # (B, 8w, 1, W/4): one feature column per frame
+        )
+        self.frames = nn.Sequential(
+            nn.Conv1d(8 * w, 8 * w, 5, padding=2, bias=False), nn.BatchNorm1d(8 * w), nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Conv1d(8 * w, config.num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 32, W) standardised lines, W a multiple of 4 -> (B, 11, W/4) frame logits."""
+        return self.frames(self.features(x).flatten(2))  # (B, 8w, W/4) -> (B, 11, W/4)
+
+
 def _default_members() -> tuple[dict[str, Any], ...]:
     return ({"arch": "seed"}, {"arch": "seed"})
 
@@ -357,8 +442,17 @@ class LayerInfo:
     params: int  # parameters owned directly by this layer
 
 
-def layer_table(model: nn.Module, input_shape: tuple[int, ...] = (1, IMAGE_SIZE, IMAGE_SIZE)) -> list[LayerInfo]:
-    """Run one dummy forward pass and record every leaf module's output shape and parameters."""
+def example_input_shape(model: nn.Module) -> tuple[int, ...]:
+    """The (C, H, W) of one example input: a 28x28 digit, or a 32x128 line for a line reader."""
+    if isinstance(model, LineCNN):
+        return (model.config.in_channels, LINE_HEIGHT, 128)
+    return (1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[LayerInfo]:
+    """Run one dummy forward pass (``input_shape``: (C, H, W), default :func:`example_input_shape`)
+    and record every leaf module's output shape and parameters."""
+    input_shape = input_shape or example_input_shape(model)
     rows: list[LayerInfo] = []
     hooks = []
 

@@ -21,6 +21,10 @@ pieces make up.
    each candidate also scores the log of its probability of being one whole digit: a digit
    classifier alone reads two touching digits confidently as one.
 
+The recogniser's ``read`` then asks a line reader (:mod:`digitrec.linereader`, a network
+that reads the whole line without cutting it) for a second opinion; :func:`line_ink` gives
+it the ink of steps 1-4.
+
 The thresholds were tuned on lines built from validation digits, ``WHOLE_WEIGHT`` on lines
 built from training digits (never the test split).
 :class:`NumberReading` and :class:`DigitReading` are the answers; the recogniser's ``read``
@@ -49,6 +53,8 @@ __all__ = [
     "Candidate",
     "DigitReading",
     "NumberReading",
+    "LineInk",
+    "line_ink",
     "candidates",
     "segment",
 ]
@@ -432,6 +438,37 @@ def _best_reading(candidates: list[tuple[int, int, float]], count: int) -> list[
     return chosen[::-1]
 
 
+def _line_groups(ink: np.ndarray) -> tuple[np.ndarray, list[_Blob]]:
+    """Blob labels of ``ink`` and the groups of blobs on the line of digits (steps 1-4)."""
+    labels, blobs = _blobs(ink)
+    return labels, _on_the_line(_merge_overlapping(_drop_lines_and_specks(blobs)))
+
+
+@dataclass(frozen=True)
+class LineInk:
+    """The ink of a line of digits alone: specks, underlines and stray marks removed."""
+
+    ink: np.ndarray  # (y1 - y0, x1 - x0) float32 [0, 1], the digits' ink cropped to ``box``
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1) of that crop in working pixels, exclusive ends
+    height: float  # line height: the median height of the digits' groups, working pixels
+    centre: float  # the median centre row of those groups, working pixels
+
+
+def line_ink(ink_map: InkMap) -> LineInk | None:
+    """The digits' ink of a line, as :func:`candidates` sees it before cutting (None: no ink)."""
+    labels, groups = _line_groups(ink_map.ink)
+    if not groups:
+        return None
+    keep = np.zeros(int(labels.max()) + 1, bool)
+    for g in groups:
+        keep[g.labels] = True
+    x0, x1 = min(g.x0 for g in groups), max(g.x1 for g in groups)
+    y0, y1 = min(g.y0 for g in groups), max(g.y1 for g in groups)
+    crop = np.where(keep[labels[y0:y1, x0:x1]], ink_map.ink[y0:y1, x0:x1], 0.0).astype(np.float32)
+    centre = float(np.median([(g.y0 + g.y1) / 2 for g in groups]))
+    return LineInk(ink=crop, box=(x0, y0, x1, y1), height=_line_height(groups), centre=centre)
+
+
 Classifier = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N,) confidence of the best class
 WholeDigit = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N,) probability of one whole digit
 
@@ -456,8 +493,7 @@ def candidates(ink_map: InkMap, confidence: Classifier) -> tuple[list[Candidate]
     0..count-1 in order (:func:`segment` picks the best). No ink: no candidates.
     """
     ink = ink_map.ink
-    labels, blobs = _blobs(ink)
-    groups = _on_the_line(_merge_overlapping(_drop_lines_and_specks(blobs)))
+    labels, groups = _line_groups(ink)
     if not groups:
         return [], 0
     height = _line_height(groups)

@@ -26,10 +26,9 @@ from torch import nn
 
 from .errors import ConfigError
 from .fileio import atomic_write
-from .models import count_parameters, layer_table
+from .models import count_parameters, example_input_shape, layer_table
 from .numbers import NumberReading
 from .predict import Prediction
-from .preprocess import IMAGE_SIZE
 from .train import EpochRecord
 
 __all__ = [
@@ -311,7 +310,7 @@ def plot_model_diagram(
     model: nn.Module,
     path: str | os.PathLike[str],
     name: str = "",
-    input_shape: tuple[int, ...] = (1, IMAGE_SIZE, IMAGE_SIZE),
+    input_shape: tuple[int, ...] | None = None,
 ) -> Path:
     """A Keras ``plot_model(show_shapes=True)``-style diagram: one box per leaf layer, top to bottom.
 
@@ -319,6 +318,7 @@ def plot_model_diagram(
     layer's own parameter count; the title gives the model's total.
     """
     check_plot_path(path)
+    input_shape = input_shape or example_input_shape(model)
     rows = layer_table(model, input_shape)
     trainable, frozen = count_parameters(model)
     boxes = [("input (Input)", f"shape: {(None, *input_shape)}", False)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, overload
@@ -15,8 +15,9 @@ from PIL import Image
 from .checkpoint import ModelFile, load_model
 from .errors import ConfigError, ImageError, ModelFileError
 from .infer import InferenceEngine
-from .numbers import DigitReading, NumberReading, segment
-from .preprocess import IMAGE_SIZE, ImageSource, NoDigitError, ink_map, to_mnist
+from .linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
+from .numbers import DigitReading, NumberReading, line_ink, segment
+from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, ink_map, to_mnist
 from .runtime import resolve_device, resolve_precision
 from .verifier import bundled_verifier, whole_digit_scorer
 
@@ -95,6 +96,7 @@ class Recogniser:
         backend: str = "auto",
         min_confidence: float | None = None,
         verifier: ModelFile | None = None,
+        line_reader: ModelFile | None = None,
     ) -> None:
         self.model_file = model_file
         self.device = device
@@ -106,6 +108,9 @@ class Recogniser:
         # The piece verifier that helps read numbers (None: candidates scored by the classifier alone).
         self.verifier = verifier
         self._whole = whole_digit_scorer(verifier, device) if verifier is not None else None
+        # The line reader, a second opinion on numbers that needs no cuts (None: segmentation alone).
+        self.line_reader = line_reader
+        self._lines = LineReader(line_reader, device) if line_reader is not None else None
 
     @property
     def backend(self) -> str:
@@ -201,9 +206,13 @@ class Recogniser:
         """Read a line of handwritten digits (a whole number) in one picture.
 
         Finds each digit (see :mod:`digitrec.numbers`), classifies all of them in one batch
-        and returns them left to right. A picture without ink gives ``number`` None.
+        and returns them left to right. With a line reader (:mod:`digitrec.linereader`), its
+        reading of the whole line replaces the segmenter's where it is clearly more likely;
+        its digits then carry the line reader's confidences and boxes split between them.
+        A picture without ink gives ``number`` None.
         """
-        pieces = segment(ink_map(image), lambda x: np.array([p.confidence for p in self.predict_arrays(x)]),
+        cleaned = ink_map(image)
+        pieces = segment(cleaned, lambda x: np.array([p.confidence for p in self.predict_arrays(x)]),
                          whole=self._whole)
         if not pieces:
             return NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
@@ -213,12 +222,29 @@ class Recogniser:
             for p, piece in zip(preds, pieces)
             if p.digit is not None
         )
+        if self._lines is not None:
+            digits = self._second_opinion(cleaned, digits)
         return NumberReading(
             number="".join(str(d.digit) for d in digits),
             confidence=float(np.prod([d.confidence for d in digits])),
             digits=digits,
             unsure=any(d.unsure for d in digits),
         )
+
+    def _second_opinion(self, cleaned: InkMap, digits: tuple[DigitReading, ...]) -> tuple[DigitReading, ...]:
+        """The line reader's digits if it reads the line clearly better than ``digits``, else ``digits``."""
+        assert self._lines is not None
+        line = line_ink(cleaned)
+        if line is None:
+            return digits
+        view = line_image(line)
+        log_probs = self._lines.log_probs(view)
+        own = choose_reading(log_probs, "".join(str(d.digit) for d in digits))
+        if own is None:
+            return digits
+        boxes = digit_boxes(line, view, [d.frame for d in own], cleaned.scale)
+        return tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=box,
+                                  unsure=d.confidence < self.min_confidence) for d, box in zip(own, boxes))
 
 
 def _prepare_or_blank(image: ImageSource) -> np.ndarray:
@@ -237,6 +263,7 @@ def load(
     backend: str = "auto",
     min_confidence: float | None = None,
     verifier: str | os.PathLike[str] | None = "bundled",
+    line_reader: str | os.PathLike[str] | None = "bundled",
 ) -> Recogniser:
     """Load a bundled model by name (``"seed"``) or a model file by path into a :class:`Recogniser`.
 
@@ -247,19 +274,30 @@ def load(
     :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure. ``verifier`` is the piece verifier
     :meth:`Recogniser.read` uses to find whole digits: ``"bundled"`` (the one shipped, if any),
     a verifier file, or None (or ``"none"``) for none (see :mod:`digitrec.verifier`).
+    ``line_reader`` is the second opinion :meth:`Recogniser.read` asks about whole lines, the
+    same way: ``"bundled"``, a file from ``digitrec train-line-reader``, or None / ``"none"``
+    (see :mod:`digitrec.linereader`).
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)
-    verifier_path = bundled_verifier() if verifier == "bundled" else None if verifier == "none" else verifier
-    verifier_file = None
-    if verifier_path is not None:
-        # A verifier is a file, never a bundled model name (those are digit models).
-        if not Path(verifier_path).is_file():
-            raise ModelFileError(f"piece verifier: {verifier_path}: no such verifier file (use 'bundled', 'none' "
-                                 "or a file from 'digitrec train-verifier')")
-        try:
-            verifier_file = load_model(verifier_path, dev, num_classes=2)
-        except ModelFileError as exc:
-            raise ModelFileError(f"piece verifier: {exc}") from exc
+    verifier_file = _helper_model(verifier, bundled_verifier, "piece verifier", "train-verifier", dev, num_classes=2)
+    line_file = _helper_model(line_reader, bundled_line_reader, "line reader", "train-line-reader", dev,
+                              num_classes=11, task="lines")
     return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold,
-                      verifier_file)
+                      verifier_file, line_file)
+
+
+def _helper_model(choice: str | os.PathLike[str] | None, bundled: Callable[[], Path | None], what: str,
+                  command: str, device: torch.device, **expect: Any) -> ModelFile | None:
+    """The piece verifier or line reader ``choice`` names ("bundled", "none", None or a file), loaded."""
+    path = bundled() if choice == "bundled" else None if choice == "none" else choice
+    if path is None:
+        return None
+    # A helper model is a file, never a bundled model name (those are digit models).
+    if not Path(path).is_file():
+        raise ModelFileError(f"{what}: {path}: no such {what} file (use 'bundled', 'none' "
+                             f"or a file from 'digitrec {command}')")
+    try:
+        return load_model(path, device, **expect)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{what}: {exc}") from exc

@@ -100,7 +100,8 @@ class TrainConfig:
         Also builds the architecture once and checks that it maps 28x28 images to ten
         classes, so a bad ``model_config`` fails before any data is loaded.
         """
-        get_model_spec(self.arch)
+        if get_model_spec(self.arch).task != "digits":
+            raise ConfigError(f"{self.arch!r} reads lines, not digits; train it with 'digitrec train-line-reader'")
         for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("val_size", 0), ("limit", 0),
                           ("eval_batch_size", 1)):
             value = getattr(self, name)

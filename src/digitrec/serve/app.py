@@ -83,7 +83,7 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
     config = config or ServeConfig()
     rec = recogniser if recogniser is not None else load(
         config.model, device=config.device, precision=config.precision, backend=config.backend,
-        verifier=config.verifier)
+        verifier=config.verifier, line_reader=config.line_reader)
     metrics = Metrics()
     engine = InferenceEngine(
         rec, partial(prepare, max_pixels=config.max_pixels, small_pixels=SMALL_IMAGE_PIXELS),
@@ -167,6 +167,6 @@ def run(config: ServeConfig) -> None:
         return
     # Fail here, once, on a bad model (or a missing backend) rather than in every worker.
     load(config.model, device=config.device, precision=config.precision, backend=config.backend,
-         verifier=config.verifier)
+         verifier=config.verifier, line_reader=config.line_reader)
     os.environ[CONFIG_ENV] = config.to_json()
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ class ServeConfig:
 
     model: str = "seed"  # bundled model name or model file path, loaded once per worker
     verifier: str = "bundled"  # piece verifier for /v1/read: "bundled", "none" or a file from train-verifier
+    line_reader: str = "bundled"  # line reader for /v1/read: "bundled", "none" or a file from train-line-reader
     host: str = "127.0.0.1"  # address to bind; loopback by default, so nothing is exposed by accident
     port: int = 8000  # TCP port; 0 picks a free one
     workers: int = 1  # server processes (each loads the model and runs its own inference thread)
@@ -46,6 +47,8 @@ class ServeConfig:
             raise ConfigError("model must be a bundled model name or a model file path")
         if not self.verifier:
             raise ConfigError("verifier must be 'bundled', 'none' or a verifier file path")
+        if not self.line_reader:
+            raise ConfigError("line_reader must be 'bundled', 'none' or a line reader file path")
         if not self.host:
             raise ConfigError("host must not be empty")
         if not 0 <= self.port <= 65535:

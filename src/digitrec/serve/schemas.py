@@ -83,6 +83,7 @@ class ModelOut(BaseModel):
     precision: str
     class_names: list[str]
     verifier: str | None = Field(default=None, description="piece verifier used by /v1/read (null: none)")
+    line_reader: str | None = Field(default=None, description="line reader used by /v1/read (null: none)")
 
 
 class HealthOut(BaseModel):

@@ -38,6 +38,7 @@ def model_info(service: Service) -> dict[str, Any]:
         "class_names": list(mf.class_names),
         # The file name only: a server path says nothing to a client and something to an attacker.
         "verifier": rec.verifier.path.stem if rec.verifier is not None and rec.verifier.path else None,
+        "line_reader": rec.line_reader.path.stem if rec.line_reader is not None and rec.line_reader.path else None,
     }
 
 

@@ -1,0 +1,379 @@
+"""The line reader: read a whole line of digits at once, without cutting it (CTC).
+
+Segmentation (:mod:`digitrec.numbers`) reads a number by cutting it into digits; where digits
+touch or overlap, no cut may separate them and the reading is lost. The line reader is a
+second opinion that needs no cuts: a fully convolutional network (``line-ctc`` in the model
+registry) looks at the whole line, scaled so the digits are 20 pixels high as in MNIST, and
+answers per column frame a distribution over "no digit here" (the CTC blank) and the ten
+digits. The number is the best path with repeats and blanks removed (Graves et al., 2006).
+
+It is trained on lines composed on the fly from MNIST *training* digits (:func:`compose_line`:
+random spacing, touching and overlapping neighbours, broken strokes, thicker and thinner
+pens, blur), never from the bench's photographed lines, so the bench measures it on a
+generator it never saw. The validation digits (``val_size``, seeded) are kept out.
+
+:func:`choose_reading` combines both readers: the segmenter's digits win unless the line
+reader finds its own reading clearly more likely than the segmenter's (``PREFER_SEGMENTS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
+
+from .checkpoint import ModelFile, save_model
+from .errors import ConfigError
+from .models import LINE_HEIGHT, LINE_STRIDE, create_model, model_config_dict
+from .numbers import LineInk
+from .preprocess import NORMALIZATION, Normalization, normalize
+
+__all__ = [
+    "DIGIT_HEIGHT",
+    "PREFER_SEGMENTS",
+    "LineImage",
+    "LineDigit",
+    "LineTrainConfig",
+    "line_image",
+    "compose_line",
+    "decode",
+    "string_log_prob",
+    "choose_reading",
+    "digit_boxes",
+    "train_line_reader",
+    "save_line_reader",
+    "bundled_line_reader",
+    "LineReader",
+]
+
+DIGIT_HEIGHT = 20  # digits' height in the line reader's input, pixels (MNIST fits digits in 20x20)
+_PAD = 4  # blank columns on either side of a line, pixels
+# The line reader's reading replaces the segmenter's only when it is this many nats more likely
+# (both scored by the line reader): the digit classifier is the better judge of single digits.
+PREFER_SEGMENTS = 3.0
+BLANK = 0  # CTC blank class; digit d is class d + 1
+
+
+@dataclass(frozen=True)
+class LineImage:
+    """A line of digits as the line reader sees it, and where it sits in the working picture."""
+
+    image: np.ndarray  # (LINE_HEIGHT, W) float32 [0, 1], white on black, W a multiple of LINE_STRIDE
+    x0: float  # working-picture column of the line image's column 0, pixels
+    scale: float  # line-image pixels per working-picture pixel
+
+
+@dataclass(frozen=True)
+class LineDigit:
+    """One digit of a line reader's reading."""
+
+    digit: int  # 0-9
+    confidence: float  # the highest probability of this digit over its frames
+    frame: int  # the frame where that probability peaks (column LINE_STRIDE * frame of the line image)
+
+
+def line_image(line: LineInk) -> LineImage:
+    """Scale a line's ink so its digits are ``DIGIT_HEIGHT`` high, centred in ``LINE_HEIGHT`` rows."""
+    scale = DIGIT_HEIGHT / max(line.height, 1.0)
+    h, w = line.ink.shape
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+    small = np.clip(np.asarray(Image.fromarray(line.ink, mode="F").resize((new_w, new_h), resample)), 0.0, 1.0)
+    width = -(-(new_w + 2 * _PAD) // LINE_STRIDE) * LINE_STRIDE
+    out = np.zeros((LINE_HEIGHT, width), np.float32)
+    # The line's centre row goes to the middle; ink beyond the band (a tall stray stroke) is clipped.
+    top = int(round(LINE_HEIGHT / 2 - (line.centre - line.box[1]) * scale))
+    r0, r1 = max(0, top), min(LINE_HEIGHT, top + new_h)
+    if r1 > r0:
+        out[r0:r1, _PAD : _PAD + new_w] = small[r0 - top : r1 - top]
+    return LineImage(image=out, x0=line.box[0] - _PAD / scale, scale=scale)
+
+
+# --- training lines -------------------------------------------------------------------------------
+
+
+def _ink_bounds(glyph: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last inked column of each of ``rows`` (0 where a row has none)."""
+    inked = glyph[rows] > 0.3
+    first = np.where(inked.any(axis=1), inked.argmax(axis=1), 0)
+    last = np.where(inked.any(axis=1), glyph.shape[1] - 1 - inked[:, ::-1].argmax(axis=1), 0)
+    return first, last
+
+
+def compose_line(images: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
+    """A line of the MNIST digits ``images`` ((n, 28, 28) uint8) as the line reader sees lines.
+
+    Each digit is cropped to its ink, rescaled to about ``DIGIT_HEIGHT`` (±15%, width ±15%
+    more), sometimes with a broken stroke, and placed right of the previous ones with a gap
+    measured row by row between the inks, as a writer spaces digits: a fraction ``touching``
+    of the gaps are 0 to 2 pixels of overlap, the others 1 to 14 pixels. The whole line is
+    sometimes drawn with a thicker or thinner pen or blurred. Returns (LINE_HEIGHT, W) float32.
+    """
+    pieces = []
+    for digit in images:
+        d = digit.astype(np.float32) / 255.0
+        if rng.random() < 0.1:  # a broken stroke: a one-pixel gap across the digit
+            d[int(rng.integers(8, 20))] = 0.0
+        rows, cols = np.flatnonzero(d.max(axis=1) > 0), np.flatnonzero(d.max(axis=0) > 0)
+        if rows.size:
+            d = d[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        scale = rng.uniform(0.85, 1.15) * DIGIT_HEIGHT / max(d.shape[0], 12)
+        size = (max(1, round(d.shape[1] * scale * rng.uniform(0.85, 1.15))), max(1, round(d.shape[0] * scale)))
+        d = np.clip(np.asarray(Image.fromarray(d, mode="F").resize(size, Image.Resampling.BILINEAR)), 0.0, 1.0)
+        pieces.append(d[:LINE_HEIGHT])
+    canvas = np.zeros((LINE_HEIGHT, sum(p.shape[1] for p in pieces) + 16 * len(pieces) + 2 * _PAD), np.float32)
+    right = np.full(LINE_HEIGHT, -(10**6))  # rightmost ink column so far, per row
+    x = _PAD
+    for i, p in enumerate(pieces):
+        top = int(np.clip(round((LINE_HEIGHT - p.shape[0]) / 2 + rng.normal(0.0, 1.2)), 0, LINE_HEIGHT - p.shape[0]))
+        rows = np.flatnonzero(p.max(axis=1) > 0.3)
+        if rows.size == 0:
+            rows = np.arange(p.shape[0])
+        first, last = _ink_bounds(p, rows)
+        if i > 0:
+            gap = int(rng.integers(-2, 1)) if rng.random() < touching else int(rng.uniform(1, 14))
+            x = max(int(np.max(right[top + rows] - first)) + 1 + gap, 1)
+        region = canvas[top : top + p.shape[0], x : x + p.shape[1]]
+        np.maximum(region, p[:, : region.shape[1]], out=region)
+        right[top + rows] = np.maximum(right[top + rows], x + last)
+    canvas = canvas[:, : int(right.max()) + 1 + _PAD]
+    if rng.random() < 0.3:  # another pen
+        if rng.random() < 0.6:
+            canvas = ndimage.grey_dilation(canvas, size=(2, 2))
+        else:
+            canvas = ndimage.grey_erosion(canvas, size=(2, 1))
+    if rng.random() < 0.3:
+        canvas = ndimage.gaussian_filter(canvas, float(rng.uniform(0.3, 0.9)))
+    return canvas
+
+
+def _batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: int, max_digits: int,
+           touching: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``size`` composed lines of one random length (little padding): (x, targets, target lengths, frames)."""
+    count = int(rng.integers(1, max_digits + 1))
+    lines, targets = [], []
+    for _ in range(size):
+        idx = rng.integers(0, len(images), count)
+        lines.append(compose_line(images[idx], rng, float(rng.choice(touching))))
+        targets.append(labels[idx] + 1)
+    width = -(-max(line.shape[1] for line in lines) // LINE_STRIDE) * LINE_STRIDE
+    x = np.zeros((size, 1, LINE_HEIGHT, width), np.float32)
+    for i, line in enumerate(lines):
+        x[i, 0, :, : line.shape[1]] = line
+    frames = torch.tensor([line.shape[1] // LINE_STRIDE for line in lines])
+    return (torch.from_numpy(x), torch.from_numpy(np.concatenate(targets).astype(np.int64)),
+            torch.full((size,), count, dtype=torch.long), frames)
+
+
+# --- decoding -----------------------------------------------------------------------------------------
+
+
+def decode(log_probs: np.ndarray) -> list[LineDigit]:
+    """Best-path CTC decoding of (T, 11) frame log-probabilities: the digits, left to right."""
+    best = log_probs.argmax(axis=1)
+    out: list[LineDigit] = []
+    prev = BLANK
+    for t, c in enumerate(best.tolist()):
+        if c != BLANK:
+            p = float(np.exp(log_probs[t, c]))
+            if c != prev:
+                out.append(LineDigit(digit=c - 1, confidence=p, frame=t))
+            elif p > out[-1].confidence:
+                out[-1] = LineDigit(digit=c - 1, confidence=p, frame=t)
+        prev = c
+    return out
+
+
+def string_log_prob(log_probs: np.ndarray, digits: str) -> float:
+    """log p(``digits`` | line) under the line reader (CTC forward algorithm); -inf if impossible."""
+    if not digits:
+        return float(log_probs[:, BLANK].sum())
+    lp = torch.from_numpy(np.ascontiguousarray(log_probs, dtype=np.float32))[:, None]  # (T, 1, 11)
+    target = torch.tensor([[int(d) + 1 for d in digits]])
+    loss = F.ctc_loss(lp, target, torch.tensor([lp.shape[0]]), torch.tensor([len(digits)]), blank=BLANK,
+                      reduction="sum", zero_infinity=False)
+    return -float(loss)
+
+
+def choose_reading(log_probs: np.ndarray, segmented: str | None) -> list[LineDigit] | None:
+    """The line reader's best reading if it beats the segmenter's by ``PREFER_SEGMENTS`` nats, else None.
+
+    Both readings are scored by the line reader; None means: keep the segmenter's.
+    """
+    own = decode(log_probs)
+    text = "".join(str(d.digit) for d in own)
+    if not own or text == segmented:
+        return None
+    theirs = string_log_prob(log_probs, segmented) if segmented else -math.inf
+    return own if string_log_prob(log_probs, text) > theirs + PREFER_SEGMENTS else None
+
+
+def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
+                scale: float = 1.0) -> list[tuple[int, int, int, int]]:
+    """A box (x, y, width, height; input pixels) per digit of a line reader's reading.
+
+    The line's ink is divided midway between the frames where neighbouring digits peak; each
+    box bounds the ink of one part (``scale``: input pixels per working pixel).
+    """
+    h, w = line.ink.shape
+    # Frame t covers line-image columns [LINE_STRIDE * t, LINE_STRIDE * (t + 1)).
+    centres = [view.x0 + (f + 0.5) * LINE_STRIDE / view.scale - line.box[0] for f in frames]
+    cuts = [0, *(int(round((a + b) / 2)) for a, b in zip(centres, centres[1:])), w]
+    boxes = []
+    for lo, hi in zip(cuts, cuts[1:]):
+        lo = min(max(lo, 0), w - 1)
+        hi = min(max(hi, lo + 1), w)
+        part = line.ink[:, lo:hi]
+        rows, cols = np.flatnonzero(part.max(axis=1) > 0), np.flatnonzero(part.max(axis=0) > 0)
+        y0, y1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, h)
+        x0, x1 = (lo + int(cols[0]), lo + int(cols[-1]) + 1) if cols.size else (lo, hi)
+        gx, gy = line.box[0] + x0, line.box[1] + y0
+        boxes.append((int(gx * scale), int(gy * scale), max(1, round((x1 - x0) * scale)),
+                      max(1, round((y1 - y0) * scale))))
+    return boxes
+
+
+# --- training ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineTrainConfig:
+    """How the line reader is trained (on lines composed from MNIST training digits)."""
+
+    steps: int = 5000  # optimiser steps (one batch of freshly composed lines each)
+    batch_size: int = 64  # lines per step
+    max_digits: int = 6  # lines hold 1 to this many digits
+    touching: tuple[float, ...] = (0.0, 0.2, 0.4, 0.7)  # share of touching gaps; one value drawn per line
+    lr: float = 3e-3  # peak learning rate of one-cycle AdamW
+    weight_decay: float = 1e-2  # decoupled weight decay
+    warmup: float = 0.15  # fraction of the steps spent warming up
+    val_size: int = 5000  # training digits held out (seeded) and used only for the validation lines
+    val_lines: int = 1000  # validation lines composed from the held-out digits
+    seed: int = 0  # seeds the held-out split, the lines and the weights
+    model_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of line-ctc's config
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values out of range."""
+        for name in ("steps", "batch_size", "max_digits", "val_lines"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"line reader {name.replace('_', ' ')} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.val_size, int) or self.val_size < 1:
+            raise ConfigError(f"line reader val size must be an integer >= 1, got {self.val_size!r}")
+        if not self.touching or any(not 0.0 <= t <= 1.0 for t in self.touching):
+            raise ConfigError(f"touching fractions must lie in [0, 1], got {self.touching!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf \
+                or not 0.0 <= self.warmup < 1.0:
+            raise ConfigError("lr must be > 0, weight decay >= 0 and warmup in [0, 1)")
+
+
+Progress = Callable[[int, int, float], None]  # (steps done, steps in all, last loss)
+
+
+def _log_probs(model: torch.nn.Module, x: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    return model(normalize(x, norm)).float().log_softmax(dim=1)  # (B, 11, T)
+
+
+def _exact_rate(model: torch.nn.Module, lines: list[tuple[np.ndarray, str]], device: torch.device) -> float:
+    model.eval()
+    right = 0
+    with torch.inference_mode():
+        for image, truth in lines:
+            lp = _log_probs(model, torch.from_numpy(image)[None, None].to(device), NORMALIZATION)[0].T
+            right += "".join(str(d.digit) for d in decode(lp.cpu().numpy())) == truth
+    return right / max(len(lines), 1)
+
+
+def train_line_reader(
+    config: LineTrainConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a ``line-ctc`` reader on lines composed from ``images`` (MNIST training digits).
+
+    ``config.val_size`` digits (seeded) are held out; ``config.val_lines`` lines of them
+    measure the exact-reading rate at the end. Returns the model (eval mode) and metrics.
+    """
+    from .train import split_train_val
+
+    config.validate()
+    tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = create_model("line-ctc", config.model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps,
+                                                   pct_start=max(config.warmup, 1e-3))
+    start = time.perf_counter()
+    losses: list[float] = []
+    model.train()
+    for step in range(config.steps):
+        x, targets, target_lengths, frames = _batch(tx, ty, rng, config.batch_size, config.max_digits,
+                                                    config.touching)
+        logp = _log_probs(model, x.to(device), NORMALIZATION).permute(2, 0, 1)  # (T, B, 11)
+        loss = F.ctc_loss(logp, targets.to(device), frames.to(device), target_lengths.to(device), blank=BLANK,
+                          zero_infinity=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, config.steps, losses[-1])
+    train_seconds = time.perf_counter() - start
+    val_rng = np.random.default_rng([config.seed, 1])
+    val = []
+    for i in range(config.val_lines):
+        idx = val_rng.choice(len(vx), 1 + i % config.max_digits, replace=False)
+        touching = config.touching[i % len(config.touching)]
+        val.append((compose_line(vx[idx], val_rng, touching), "".join(str(int(vy[j])) for j in idx)))
+    metrics = {"val_exact": _exact_rate(model, val, device), "val_lines": len(val),
+               "final_loss": float(np.mean(losses[-100:])), "train_seconds": train_seconds}
+    return model.eval(), metrics
+
+
+def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrainConfig,
+                     metrics: dict[str, Any]) -> Path:
+    """Write the line reader's model file (atomically) with how it was trained; returns the path."""
+    extra = {
+        "role": "line reader",
+        "line_train_config": {**dataclasses.asdict(config), "touching": list(config.touching)},
+        "metrics": dict(metrics),
+    }
+    return save_model(path, model, "line-ctc", model_config_dict(model),
+                      class_names=["blank", *(str(d) for d in range(10))], extra=extra)
+
+
+def bundled_line_reader() -> Path | None:
+    """The line reader shipped inside the package, or None if this installation has none."""
+    entry = resources.files("digitrec") / "weights" / "linereader" / "lines.safetensors"
+    return Path(str(entry)) if entry.is_file() else None
+
+
+class LineReader:
+    """A loaded line reader: frame log-probabilities for the ink of a line."""
+
+    def __init__(self, model_file: ModelFile, device: torch.device) -> None:
+        self.file = model_file
+        self.device = device
+
+    def log_probs(self, line: LineImage) -> np.ndarray:
+        """(T, 11) frame log-probabilities of a line image (T = its width / LINE_STRIDE)."""
+        self.file.model.eval()
+        x = torch.from_numpy(line.image)[None, None].to(self.device)  # (1, 1, 32, W)
+        with torch.inference_mode():
+            return _log_probs(self.file.model, x, self.file.normalization)[0].T.cpu().numpy()

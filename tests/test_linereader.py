@@ -1,0 +1,278 @@
+"""Tests for digitrec.linereader: composing lines, the line-ctc model, CTC decoding, training and reading."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import requires_mnist
+from test_numbers import draw_number
+
+from digitrec.checkpoint import load_model, save_model
+from digitrec.errors import ConfigError, ModelFileError
+from digitrec.linereader import (
+    DIGIT_HEIGHT,
+    PREFER_SEGMENTS,
+    LineTrainConfig,
+    choose_reading,
+    compose_line,
+    decode,
+    digit_boxes,
+    line_image,
+    save_line_reader,
+    string_log_prob,
+    train_line_reader,
+)
+from digitrec.models import LINE_HEIGHT, LINE_STRIDE, check_line_output, create_model, list_models
+from digitrec.numbers import LineInk, line_ink
+from digitrec.predict import load
+from digitrec.preprocess import ink_map
+
+
+def frames(*classes: int, sure: float = 0.9) -> np.ndarray:
+    """(T, 11) log-probabilities putting ``sure`` on one class per frame (0 = blank, d + 1 = digit d)."""
+    p = np.full((len(classes), 11), (1 - sure) / 10, np.float64)
+    p[np.arange(len(classes)), classes] = sure
+    return np.log(p)
+
+
+def made_up_digits(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Blocky made-up 'digits' (uint8 28x28): a bar whose height and width depend on the label."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, y in enumerate(labels):
+        images[i, 4:24, 10 : 12 + int(y)] = 255
+    return images, labels
+
+
+# --- the line-ctc model contract ---------------------------------------------------------------
+
+
+def test_line_model_is_registered_for_lines_only():
+    assert "line-ctc" in list_models(None) and "line-ctc" not in list_models()
+    with pytest.raises(ConfigError, match="unknown task"):
+        from digitrec.models import register_model
+
+        register_model("x", LineTrainConfig, task="pictures")
+
+
+@pytest.mark.parametrize("width", [16, 64, 200])
+def test_line_model_gives_one_frame_per_stride(width):
+    torch.manual_seed(0)
+    model = create_model("line-ctc").eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 1, LINE_HEIGHT, width))
+    assert out.shape == (3, 11, width // LINE_STRIDE)
+    assert torch.isfinite(out).all()
+    check_line_output(model)
+
+
+def test_line_model_every_parameter_learns_under_ctc():
+    torch.manual_seed(0)
+    model = create_model("line-ctc").train()
+    logp = model(torch.randn(4, 1, LINE_HEIGHT, 96)).log_softmax(1).permute(2, 0, 1)  # (T, B, 11)
+    targets = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8])
+    loss = F.ctc_loss(logp, targets, torch.full((4,), logp.shape[0]), torch.full((4,), 2))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+
+
+def test_a_digit_model_is_not_a_line_reader_and_back(tmp_path):
+    with pytest.raises(ConfigError, match="lines"):
+        check_line_output(create_model("seed"))
+    digit = save_model(tmp_path / "d.safetensors", create_model("seed"), "seed", {})
+    with pytest.raises(ModelFileError, match="a model for digits"):
+        load_model(digit, num_classes=11, task="lines")
+    line = save_model(tmp_path / "l.safetensors", create_model("line-ctc"), "line-ctc", {},
+                      class_names=["blank", *"0123456789"])
+    with pytest.raises(ModelFileError, match="a model for lines"):
+        load_model(line)
+    with pytest.raises(ModelFileError, match="line reader: .*a model for digits"):
+        load("seed", line_reader=digit)
+    with pytest.raises(ModelFileError, match="no such line reader file"):
+        load("seed", line_reader=tmp_path / "missing.safetensors")
+
+
+# --- composing and normalising lines ------------------------------------------------------------
+
+
+def test_compose_line_is_deterministic_and_in_range():
+    images, _ = made_up_digits()
+    a = compose_line(images[:4], np.random.default_rng(3), touching=0.5)
+    b = compose_line(images[:4], np.random.default_rng(3), touching=0.5)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape[0] == LINE_HEIGHT and a.dtype == np.float32
+    assert a.min() >= 0.0 and a.max() <= 1.0 and a.max() > 0.5
+
+
+def test_touching_lines_are_narrower_than_spaced_ones():
+    images, _ = made_up_digits()
+    spaced = [compose_line(images[i : i + 5], np.random.default_rng(i), touching=0.0).shape[1] for i in range(20)]
+    touching = [compose_line(images[i : i + 5], np.random.default_rng(i), touching=1.0).shape[1] for i in range(20)]
+    assert np.mean(touching) < np.mean(spaced) - 10
+
+
+def test_line_image_scales_digits_to_digit_height():
+    ink = np.zeros((200, 500), np.float32)
+    ink[50:150, 100:130] = 1.0  # two 100 px high bars, 200 px apart
+    ink[50:150, 300:330] = 1.0
+    line = LineInk(ink=ink[50:150, 100:330], box=(100, 50, 330, 150), height=100.0, centre=100.0)
+    view = line_image(line)
+    assert view.image.shape[0] == LINE_HEIGHT and view.image.shape[1] % LINE_STRIDE == 0
+    rows = np.flatnonzero(view.image.max(axis=1) > 0.5)
+    assert rows[-1] - rows[0] + 1 == DIGIT_HEIGHT
+    # Column c of the line image sits at working column x0 + c / scale.
+    cols = np.flatnonzero(view.image.max(axis=0) > 0.5)
+    assert view.x0 + cols[0] / view.scale == pytest.approx(100, abs=3)
+    assert view.x0 + (cols[-1] + 1) / view.scale == pytest.approx(330, abs=3)
+
+
+def test_line_ink_keeps_the_digits_and_drops_an_underline():
+    line = line_ink(ink_map(draw_number(underline=True)))
+    assert line is not None
+    h, w = line.ink.shape
+    assert (line.box[2] - line.box[0], line.box[3] - line.box[1]) == (w, h)
+    assert h < 110  # the digits are about 90 px high; the underline 25 px below them is gone
+    assert line_ink(ink_map(np.zeros((50, 80), np.uint8))) is None
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def test_decode_collapses_repeats_and_drops_blanks():
+    digits = decode(frames(0, 4, 4, 0, 4, 6, 6, 0))
+    assert [d.digit for d in digits] == [3, 3, 5]
+    assert [d.frame for d in digits] == [1, 4, 5]
+    assert all(d.confidence == pytest.approx(0.9) for d in digits)
+    assert decode(frames(0, 0, 0)) == []
+
+
+def test_string_log_prob_matches_summing_every_path():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 11))
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    for text in ("3", "33", "35", "353"):
+        target = [int(c) + 1 for c in text]
+        total = 0.0
+        for path in itertools.product(range(11), repeat=4):
+            collapsed = [c for k, c in enumerate(path) if c != 0 and (k == 0 or c != path[k - 1])]
+            if collapsed == target:
+                total += math.exp(sum(log_probs[t, c] for t, c in enumerate(path)))
+        assert string_log_prob(log_probs, text) == pytest.approx(math.log(total), rel=1e-4)
+    assert string_log_prob(log_probs, "") == pytest.approx(float(log_probs[:, 0].sum()))
+    assert string_log_prob(log_probs, "33333") == -math.inf  # 5 digits (4 repeats apart) need 9 frames
+
+
+def test_choose_reading_prefers_the_segmenter_unless_clearly_beaten():
+    sure = frames(0, 5, 0, 8, 0, sure=0.99)  # reads "47" with near certainty
+    assert [d.digit for d in choose_reading(sure, "41")] == [4, 7]
+    assert [d.digit for d in choose_reading(sure, None)] == [4, 7]
+    assert choose_reading(sure, "47") is None
+    # Nearly undecided between 7 and 1 in one frame: within PREFER_SEGMENTS nats, the segmenter stays.
+    p = np.full((5, 11), 1e-3)
+    p[[0, 2, 4], 0] = 1.0
+    p[1, 5] = 1.0
+    p[3, 8], p[3, 2] = 0.55, 0.45
+    log_probs = np.log(p / p.sum(axis=1, keepdims=True))
+    assert string_log_prob(log_probs, "47") - string_log_prob(log_probs, "41") < PREFER_SEGMENTS
+    assert choose_reading(log_probs, "41") is None
+
+
+def test_digit_boxes_split_the_ink_between_the_peaks():
+    ink = np.zeros((40, 100), np.float32)
+    ink[5:35, 10:20] = 1.0
+    ink[10:38, 60:80] = 1.0
+    line = LineInk(ink=ink, box=(200, 100, 300, 140), height=30.0, centre=20.0)
+    view = line_image(line)
+    # The frames over each bar's centre (working column -> line-image column -> frame).
+    peaks = [int(((200 + c) - view.x0) * view.scale // LINE_STRIDE) for c in (15, 70)]
+    boxes = digit_boxes(line, view, peaks, scale=2.0)
+    assert boxes == [(420, 210, 20, 60), (520, 220, 40, 56)]
+
+
+# --- training and reading ---------------------------------------------------------------------------
+
+
+def test_config_is_validated():
+    for bad in ({"steps": 0}, {"batch_size": 0}, {"touching": ()}, {"touching": (2.0,)}, {"lr": 0.0},
+                {"val_size": 0}, {"warmup": 1.0}):
+        with pytest.raises(ConfigError):
+            LineTrainConfig(**bad).validate()
+
+
+def test_tiny_training_run_saves_a_loadable_reader(tmp_path):
+    images, labels = made_up_digits(60)
+    config = LineTrainConfig(steps=3, batch_size=4, max_digits=3, val_size=10, val_lines=5)
+    seen = []
+    model, metrics = train_line_reader(config, images, labels, device=torch.device("cpu"),
+                                       progress=lambda done, total, loss: seen.append((done, total, loss)))
+    assert [s[:2] for s in seen] == [(1, 3), (2, 3), (3, 3)] and all(math.isfinite(s[2]) for s in seen)
+    assert metrics["val_lines"] == 5 and 0.0 <= metrics["val_exact"] <= 1.0
+    path = save_line_reader(tmp_path / "lines.safetensors", model, config, metrics)
+    loaded = load_model(path, num_classes=11, task="lines")
+    x = torch.rand(1, 1, LINE_HEIGHT, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model.eval()(x))
+    assert loaded.metadata["role"] == "line reader"
+    assert loaded.metadata["line_train_config"]["steps"] == 3
+
+
+def test_read_takes_the_line_readers_reading_only_when_clearly_better(monkeypatch, tmp_path):
+    rec = load("seed", backend="torch", verifier="none", line_reader="none")
+    image = draw_number()
+    plain = rec.read(image)
+    assert plain.number == "107"
+    untrained = save_model(tmp_path / "l.safetensors", create_model("line-ctc"), "line-ctc", {},
+                           class_names=["blank", *"0123456789"])
+    rec = load("seed", backend="torch", verifier="none", line_reader=untrained)
+    # Sure of "42" (frames: blank 4 blank 2 blank ...): replaces the segmenter's "107", with two boxes.
+    monkeypatch.setattr(rec._lines, "log_probs", lambda view: frames(*([0] * 10 + [5, 0, 3] + [0] * 10), sure=0.99))
+    reading = rec.read(image)
+    assert reading.number == "42" and len(reading.digits) == 2
+    assert all(d.confidence == pytest.approx(0.99) for d in reading.digits)
+    (x0, _, w0, _), (x1, _, _, _) = reading.digits[0].box, reading.digits[1].box
+    assert x0 + w0 <= x1
+    # Sure of the segmenter's own reading: its boxes and confidences stay.
+    monkeypatch.setattr(rec._lines, "log_probs", lambda view: frames(*([0] * 5 + [2, 0, 1, 0, 8] + [0] * 5)))
+    assert rec.read(image) == plain
+
+
+@requires_mnist
+def test_cli_train_line_reader(tmp_path, real_mnist):
+    out = tmp_path / "l.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "digitrec", "train-line-reader", "--steps", "2", "--batch-size", "4", "--threads",
+         "1", "--out", str(out), "--json", "--data-dir", str(real_mnist.directory)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["model"] == str(out) and summary["val_lines"] > 0
+    assert load_model(out, num_classes=11, task="lines").arch == "line-ctc"
+    bad = subprocess.run([sys.executable, "-m", "digitrec", "train-line-reader", "--steps", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_cli_read_with_and_without_line_reader(tmp_path):
+    png = tmp_path / "n.png"
+    draw_number().save(png)
+    for flag in ("bundled", "none"):
+        proc = subprocess.run([sys.executable, "-m", "digitrec", "read", str(png), "--line-reader", flag, "--json"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["number"] == "107"
+    bad = subprocess.run([sys.executable, "-m", "digitrec", "read", str(png), "--line-reader", "seed"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.startswith("digitrec: error: line reader:")
+    assert "Traceback" not in bad.stderr
