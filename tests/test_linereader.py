@@ -19,8 +19,11 @@ from digitrec.checkpoint import load_model, save_model
 from digitrec.errors import ConfigError, ModelFileError
 from digitrec.linereader import (
     DIGIT_HEIGHT,
+    LINE_CLASSES,
     PREFER_SEGMENTS,
+    LineReader,
     LineTrainConfig,
+    _batch,
     choose_reading,
     compose_line,
     decode,
@@ -94,7 +97,7 @@ def test_a_digit_model_is_not_a_line_reader_and_back(tmp_path):
     with pytest.raises(ModelFileError, match="a model for digits"):
         load_model(digit, num_classes=11, task="lines")
     line = save_model(tmp_path / "l.safetensors", create_model("line-ctc"), "line-ctc", {},
-                      class_names=["blank", *"0123456789"])
+                      class_names=LINE_CLASSES)
     with pytest.raises(ModelFileError, match="a model for lines"):
         load_model(line)
     with pytest.raises(ModelFileError, match="line reader: .*a model for digits"):
@@ -189,15 +192,42 @@ def test_choose_reading_prefers_the_segmenter_unless_clearly_beaten():
 
 
 def test_digit_boxes_split_the_ink_between_the_peaks():
-    ink = np.zeros((40, 100), np.float32)
+    ink = np.zeros((40, 60), np.float32)
     ink[5:35, 10:20] = 1.0
-    ink[10:38, 60:80] = 1.0
-    line = LineInk(ink=ink, box=(200, 100, 300, 140), height=30.0, centre=20.0)
+    ink[10:38, 26:36] = 1.0  # 6 px from the first bar: one frame is 6 px here
+    line = LineInk(ink=ink, box=(200, 100, 260, 140), height=30.0, centre=20.0)
     view = line_image(line)
     # The frames over each bar's centre (working column -> line-image column -> frame).
-    peaks = [int(((200 + c) - view.x0) * view.scale // LINE_STRIDE) for c in (15, 70)]
+    peaks = [int(((200 + c) - view.x0) * view.scale // LINE_STRIDE) for c in (15, 31)]
+    assert LINE_STRIDE / view.scale == pytest.approx(6, abs=0.1)
     boxes = digit_boxes(line, view, peaks, scale=2.0)
-    assert boxes == [(420, 210, 20, 60), (520, 220, 40, 56)]
+    assert boxes == [(420, 210, 20, 60), (452, 220, 20, 56)]
+    assert digit_boxes(line, view, [], scale=2.0) == []
+
+
+def test_training_batches_give_each_line_its_own_frame_count():
+    images, labels = made_up_digits()
+    x, targets, target_lengths, frame_counts = _batch(images, labels, np.random.default_rng(0), 6, 4, (0.0, 1.0))
+    count = int(target_lengths[0])
+    assert x.shape[:3] == (6, 1, LINE_HEIGHT) and x.shape[3] % LINE_STRIDE == 0
+    assert (target_lengths == count).all() and len(targets) == 6 * count
+    assert targets.min() >= 1  # class 0 is the blank, never a target
+    widths = [int(np.flatnonzero(line[0].numpy().max(axis=0) > 0)[-1]) + 1 for line in x]  # last inked column
+    assert len(set(frame_counts.tolist())) > 1  # lines of one length still differ in width
+    for width, frames_ in zip(widths, frame_counts.tolist()):
+        assert width // LINE_STRIDE <= frames_ <= x.shape[3] // LINE_STRIDE
+
+
+def test_a_line_reader_must_be_one(tmp_path):
+    mf = load_model(save_model(tmp_path / "d.safetensors", create_model("seed"), "seed", {}))
+    with pytest.raises(ModelFileError, match="not a line reader"):
+        LineReader(mf, torch.device("cpu"))
+    odd = save_model(tmp_path / "l.safetensors", create_model("line-ctc"), "line-ctc", {},
+                     class_names=[*"0123456789", "blank"])
+    with pytest.raises(ModelFileError, match="not a line reader"):
+        LineReader(load_model(odd, num_classes=11, task="lines"), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="unknown task"):
+        load_model(odd, task="line")
 
 
 # --- training and reading ---------------------------------------------------------------------------
@@ -205,7 +235,7 @@ def test_digit_boxes_split_the_ink_between_the_peaks():
 
 def test_config_is_validated():
     for bad in ({"steps": 0}, {"batch_size": 0}, {"touching": ()}, {"touching": (2.0,)}, {"lr": 0.0},
-                {"val_size": 0}, {"warmup": 1.0}):
+                {"val_size": 0}, {"val_size": 5}, {"val_size": True}, {"warmup": 1.0}):
         with pytest.raises(ConfigError):
             LineTrainConfig(**bad).validate()
 
@@ -233,7 +263,7 @@ def test_read_takes_the_line_readers_reading_only_when_clearly_better(monkeypatc
     plain = rec.read(image)
     assert plain.number == "107"
     untrained = save_model(tmp_path / "l.safetensors", create_model("line-ctc"), "line-ctc", {},
-                           class_names=["blank", *"0123456789"])
+                           class_names=LINE_CLASSES)
     rec = load("seed", backend="torch", verifier="none", line_reader=untrained)
     # Sure of "42" (frames: blank 4 blank 2 blank ...): replaces the segmenter's "107", with two boxes.
     monkeypatch.setattr(rec._lines, "log_probs", lambda view: frames(*([0] * 10 + [5, 0, 3] + [0] * 10), sure=0.99))

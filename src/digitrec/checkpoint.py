@@ -24,7 +24,7 @@ from torch import nn
 from . import __version__
 from .errors import ConfigError, DigitrecError, ModelFileError, first_line
 from .fileio import atomic_write
-from .models import check_line_output, check_model_output, create_model, get_model_spec
+from .models import TASKS, check_line_output, check_model_output, create_model, get_model_spec
 from .preprocess import NORMALIZATION, Normalization
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "write_blob",
     "bundled_models",
     "resolve_model_path",
+    "packaged_file",
 ]
 
 FORMAT = "digitrec-model"
@@ -106,6 +107,12 @@ def write_blob(path: str | os.PathLike[str], blob: bytes, what: str) -> Path:
     except OSError as exc:
         raise ModelFileError(f"cannot write {what} {out}: {exc.strerror or exc}") from exc
     return out
+
+
+def packaged_file(*parts: str) -> Path | None:
+    """A file shipped inside the package under ``weights/`` (e.g. a helper model), or None if absent."""
+    entry = resources.files("digitrec").joinpath("weights", *parts)
+    return Path(str(entry)) if entry.is_file() else None
 
 
 def bundled_models() -> dict[str, Path]:
@@ -206,6 +213,8 @@ def load_model(
     :data:`~digitrec.models.TASKS`). Raises :class:`ModelFileError` with a one-line reason for
     anything wrong with the file.
     """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
     path = resolve_model_path(name_or_path)
     blob = _read_blob(path)
     meta = _parse_metadata(blob, path)

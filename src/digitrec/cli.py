@@ -906,12 +906,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_verifier)
 
-    p = sub.add_parser("train-line-reader", parents=[common, data_opts, device_opts],
+    p = sub.add_parser("train-line-reader", parents=[common, data_opts, threads_opts],
                        help="train the line reader used when reading numbers",
                        description="Train a CNN that reads a whole line of digits without cutting it (CTC), on "
                        "lines composed on the fly from MNIST training digits (some touching or overlapping). "
                        "'digitrec read' asks it for a second opinion on every line.")
-    p.add_argument("--steps", type=_int_at_least(1), default=5000, help="optimiser steps (default: %(default)s)")
+    p.add_argument("--steps", type=_int_at_least(1), default=12000, help="optimiser steps (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=_int_at_least(1), default=64, help="lines per step (default: %(default)s)")
     p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="lines.safetensors", help="line reader file to write (default: %(default)s)")

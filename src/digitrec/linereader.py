@@ -23,7 +23,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,16 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from .checkpoint import ModelFile, save_model
-from .errors import ConfigError
-from .models import LINE_HEIGHT, LINE_STRIDE, create_model, model_config_dict
-from .numbers import LineInk
+from .checkpoint import ModelFile, packaged_file, save_model
+from .errors import ConfigError, ModelFileError
+from .models import LINE_HEIGHT, LINE_STRIDE, create_model, get_model_spec, model_config_dict
+from .numbers import LineInk, input_box
 from .preprocess import NORMALIZATION, Normalization, normalize
 
 __all__ = [
     "DIGIT_HEIGHT",
     "PREFER_SEGMENTS",
+    "LINE_CLASSES",
     "LineImage",
     "LineDigit",
     "LineTrainConfig",
@@ -63,6 +63,7 @@ _PAD = 4  # blank columns on either side of a line, pixels
 # (both scored by the line reader): the digit classifier is the better judge of single digits.
 PREFER_SEGMENTS = 3.0
 BLANK = 0  # CTC blank class; digit d is class d + 1
+LINE_CLASSES = ["blank", *(str(d) for d in range(10))]  # a line reader's class names, in logit order
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class LineImage:
 
     image: np.ndarray  # (LINE_HEIGHT, W) float32 [0, 1], white on black, W a multiple of LINE_STRIDE
     x0: float  # working-picture column of the line image's column 0, pixels
-    scale: float  # line-image pixels per working-picture pixel
+    scale: float  # line-image columns per working-picture column
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def line_image(line: LineInk) -> LineImage:
     scale = DIGIT_HEIGHT / max(line.height, 1.0)
     h, w = line.ink.shape
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    x_scale = new_w / w  # what the resize really did across, after rounding the width
     resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
     small = np.clip(np.asarray(Image.fromarray(line.ink, mode="F").resize((new_w, new_h), resample)), 0.0, 1.0)
     width = -(-(new_w + 2 * _PAD) // LINE_STRIDE) * LINE_STRIDE
@@ -97,7 +99,7 @@ def line_image(line: LineInk) -> LineImage:
     r0, r1 = max(0, top), min(LINE_HEIGHT, top + new_h)
     if r1 > r0:
         out[r0:r1, _PAD : _PAD + new_w] = small[r0 - top : r1 - top]
-    return LineImage(image=out, x0=line.box[0] - _PAD / scale, scale=scale)
+    return LineImage(image=out, x0=line.box[0] - _PAD / x_scale, scale=x_scale)
 
 
 # --- training lines -------------------------------------------------------------------------------
@@ -117,9 +119,11 @@ def compose_line(images: np.ndarray, rng: np.random.Generator, touching: float) 
     Each digit is cropped to its ink, rescaled to about ``DIGIT_HEIGHT`` (±15%, width ±15%
     more), sometimes with a broken stroke, and placed right of the previous ones with a gap
     measured row by row between the inks, as a writer spaces digits: a fraction ``touching``
-    of the gaps are 0 to 2 pixels of overlap, the others 1 to 14 pixels. The whole line is
+    of the gaps are 0 to 2 pixels of overlap, the others 1 to 13 pixels. The whole line is
     sometimes drawn with a thicker or thinner pen or blurred. Returns (LINE_HEIGHT, W) float32.
     """
+    # Its own composer rather than synthetic.digit_line (which builds the bench's lines): the
+    # bench then measures the line reader on a generator it was never trained on.
     pieces = []
     for digit in images:
         d = digit.astype(np.float32) / 255.0
@@ -226,6 +230,8 @@ def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
     The line's ink is divided midway between the frames where neighbouring digits peak; each
     box bounds the ink of one part (``scale``: input pixels per working pixel).
     """
+    if not frames:
+        return []
     h, w = line.ink.shape
     # Frame t covers line-image columns [LINE_STRIDE * t, LINE_STRIDE * (t + 1)).
     centres = [view.x0 + (f + 0.5) * LINE_STRIDE / view.scale - line.box[0] for f in frames]
@@ -238,9 +244,8 @@ def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
         rows, cols = np.flatnonzero(part.max(axis=1) > 0), np.flatnonzero(part.max(axis=0) > 0)
         y0, y1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, h)
         x0, x1 = (lo + int(cols[0]), lo + int(cols[-1]) + 1) if cols.size else (lo, hi)
-        gx, gy = line.box[0] + x0, line.box[1] + y0
-        boxes.append((int(gx * scale), int(gy * scale), max(1, round((x1 - x0) * scale)),
-                      max(1, round((y1 - y0) * scale))))
+        bx, by = line.box[0], line.box[1]
+        boxes.append(input_box(bx + x0, by + y0, bx + x1, by + y1, scale))
     return boxes
 
 
@@ -251,7 +256,7 @@ def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
 class LineTrainConfig:
     """How the line reader is trained (on lines composed from MNIST training digits)."""
 
-    steps: int = 5000  # optimiser steps (one batch of freshly composed lines each)
+    steps: int = 12000  # optimiser steps (one batch of freshly composed lines each)
     batch_size: int = 64  # lines per step
     max_digits: int = 6  # lines hold 1 to this many digits
     touching: tuple[float, ...] = (0.0, 0.2, 0.4, 0.7)  # share of touching gaps; one value drawn per line
@@ -269,8 +274,9 @@ class LineTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"line reader {name.replace('_', ' ')} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.val_size, int) or self.val_size < 1:
-            raise ConfigError(f"line reader val size must be an integer >= 1, got {self.val_size!r}")
+        if isinstance(self.val_size, bool) or not isinstance(self.val_size, int) or self.val_size < self.max_digits:
+            raise ConfigError(f"line reader val size must be an integer >= max digits ({self.max_digits}), "
+                              f"got {self.val_size!r}")
         if not self.touching or any(not 0.0 <= t <= 1.0 for t in self.touching):
             raise ConfigError(f"touching fractions must lie in [0, 1], got {self.touching!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf \
@@ -355,25 +361,26 @@ def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrain
         "metrics": dict(metrics),
     }
     return save_model(path, model, "line-ctc", model_config_dict(model),
-                      class_names=["blank", *(str(d) for d in range(10))], extra=extra)
+                      class_names=list(LINE_CLASSES), extra=extra)
 
 
 def bundled_line_reader() -> Path | None:
     """The line reader shipped inside the package, or None if this installation has none."""
-    entry = resources.files("digitrec") / "weights" / "linereader" / "lines.safetensors"
-    return Path(str(entry)) if entry.is_file() else None
+    return packaged_file("linereader", "lines.safetensors")
 
 
 class LineReader:
     """A loaded line reader: frame log-probabilities for the ink of a line."""
 
     def __init__(self, model_file: ModelFile, device: torch.device) -> None:
-        self.file = model_file
+        if get_model_spec(model_file.arch).task != "lines" or model_file.class_names != LINE_CLASSES:
+            raise ModelFileError(f"{model_file.path}: not a line reader ({model_file.arch}, classes "
+                                 f"{model_file.class_names})")
+        self.file = model_file  # loaded in eval mode, and never switched: requests may share it
         self.device = device
 
     def log_probs(self, line: LineImage) -> np.ndarray:
         """(T, 11) frame log-probabilities of a line image (T = its width / LINE_STRIDE)."""
-        self.file.model.eval()
         x = torch.from_numpy(line.image)[None, None].to(self.device)  # (1, 1, 32, W)
         with torch.inference_mode():
             return _log_probs(self.file.model, x, self.file.normalization)[0].T.cpu().numpy()

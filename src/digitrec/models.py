@@ -444,9 +444,11 @@ class LayerInfo:
 
 def example_input_shape(model: nn.Module) -> tuple[int, ...]:
     """The (C, H, W) of one example input: a 28x28 digit, or a 32x128 line for a line reader."""
-    if isinstance(model, LineCNN):
-        return (model.config.in_channels, LINE_HEIGHT, 128)
-    return (1, IMAGE_SIZE, IMAGE_SIZE)
+    spec = next((s for s in _REGISTRY.values() if s.builder is type(model)), None)
+    channels = getattr(getattr(model, "config", None), "in_channels", 1)
+    if spec is not None and spec.task == "lines":
+        return (channels, LINE_HEIGHT, 32 * LINE_STRIDE)
+    return (channels, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[LayerInfo]:

@@ -55,6 +55,7 @@ __all__ = [
     "NumberReading",
     "LineInk",
     "line_ink",
+    "input_box",
     "candidates",
     "segment",
 ]
@@ -438,6 +439,11 @@ def _best_reading(candidates: list[tuple[int, int, float]], count: int) -> list[
     return chosen[::-1]
 
 
+def input_box(x0: float, y0: float, x1: float, y1: float, scale: float) -> tuple[int, int, int, int]:
+    """(x, y, width, height) in input pixels of the working-picture box [x0, x1) x [y0, y1)."""
+    return int(x0 * scale), int(y0 * scale), max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+
+
 def _line_groups(ink: np.ndarray) -> tuple[np.ndarray, list[_Blob]]:
     """Blob labels of ``ink`` and the groups of blobs on the line of digits (steps 1-4)."""
     labels, blobs = _blobs(ink)
@@ -503,10 +509,9 @@ def candidates(ink_map: InkMap, confidence: Classifier) -> tuple[list[Candidate]
     # A NaN confidence would never win a comparison and leave the reading without a path.
     scores = np.nan_to_num(np.asarray(confidence(np.stack(inputs)), dtype=np.float64), nan=0.0)
     reference = float(np.max(scores))
-    s = ink_map.scale
     out = []
     for (i, j, p), x, c in zip(runs, inputs, scores):
-        box = (int(p.x0 * s), int(p.y0 * s), max(1, round((p.x1 - p.x0) * s)), max(1, round((p.y1 - p.y0) * s)))
+        box = input_box(p.x0, p.y0, p.x1, p.y1, ink_map.scale)
         # A digit starting at a cut pays for the ink the cut crossed: the cheaper the joint, the likelier.
         score = _score(float(c), p, height, reference) - CUT_COST * atoms[i].cut
         out.append(Candidate(start=i, end=j, box=box, input=x, score=score))

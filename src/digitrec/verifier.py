@@ -21,14 +21,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .checkpoint import ModelFile, save_model
+from .checkpoint import ModelFile, packaged_file, save_model
 from .errors import ConfigError, ModelFileError
 from .evaluate import predict_logits
 from .models import model_config_dict
@@ -213,8 +212,7 @@ def save_verifier(path: str | Path, result: TrainResult, config: VerifierConfig,
 
 def bundled_verifier() -> Path | None:
     """The verifier shipped inside the package, or None if this installation has none."""
-    entry = resources.files("digitrec") / "weights" / "verifier" / "pieces.safetensors"
-    return Path(str(entry)) if entry.is_file() else None
+    return packaged_file("verifier", "pieces.safetensors")
 
 
 def whole_digit_scorer(verifier: ModelFile, device: torch.device, precision: str = "fp32") -> WholeDigit:
