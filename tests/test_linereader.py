@@ -205,6 +205,19 @@ def test_digit_boxes_split_the_ink_between_the_peaks():
     assert digit_boxes(line, view, [], scale=2.0) == []
 
 
+def test_digit_boxes_leave_a_grazed_neighbours_sliver_out():
+    ink = np.zeros((40, 80), np.float32)
+    ink[5:35, 10:52] = 1.0  # two touching digits: one stroke, split between the first two boxes
+    ink[5:35, 60:64] = 1.0  # a "1" on its own
+    line = LineInk(ink=ink, box=(0, 0, 80, 40), height=30.0, centre=20.0)
+    view = line_image(line)
+    peaks = [int((c - view.x0) * view.scale // LINE_STRIDE) for c in (20, 40, 62)]
+    (x0, _, w0, _), (x1, _, w1, _), (x2, _, w2, _) = digit_boxes(line, view, peaks)
+    assert x0 == 10 and abs(x0 + w0 - x1) <= 1  # the shared stroke is split at the cut
+    assert 48 <= x1 + w1 <= 52  # the first cut's far side; the sliver past the second cut is left out
+    assert (x2, w2) == (60, 4)  # the "1" alone, without the stroke's edge the cut grazed
+
+
 def test_training_batches_give_each_line_its_own_frame_count():
     images, labels = made_up_digits()
     x, targets, target_lengths, frame_counts = _batch(images, labels, np.random.default_rng(0), 6, 4, (0.0, 1.0))

@@ -63,6 +63,7 @@ _PAD = 4  # blank columns on either side of a line, pixels
 # (both scored by the line reader): the digit classifier is the better judge of single digits.
 PREFER_SEGMENTS = 3.0
 BLANK = 0  # CTC blank class; digit d is class d + 1
+_STRAY = 0.25  # a stroke with less than this share of its ink beyond a box's cut belongs wholly to the box
 LINE_CLASSES = ["blank", *(str(d) for d in range(10))]  # a line reader's class names, in logit order
 
 
@@ -227,23 +228,35 @@ def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
                 scale: float = 1.0) -> list[tuple[int, int, int, int]]:
     """A box (x, y, width, height; input pixels) per digit of a line reader's reading.
 
-    The line's ink is divided midway between the frames where neighbouring digits peak; each
-    box bounds the ink of one part (``scale``: input pixels per working pixel).
+    The line's columns are divided midway between the frames where neighbouring digits peak.
+    A part ignores slivers, strokes with under ``_STRAY`` of their ink in it (a cut grazing a
+    neighbour's edge); a stroke with all other parts' shares that small goes wholly to its
+    part, and one shared more evenly (two touching digits) is split at the cut. Each box bounds
+    its part's ink (``scale``: input pixels per working pixel).
     """
     if not frames:
         return []
     h, w = line.ink.shape
     # Frame t covers line-image columns [LINE_STRIDE * t, LINE_STRIDE * (t + 1)).
     centres = [view.x0 + (f + 0.5) * LINE_STRIDE / view.scale - line.box[0] for f in frames]
-    cuts = [0, *(int(round((a + b) / 2)) for a, b in zip(centres, centres[1:])), w]
+    cuts = np.clip([0, *(int(round((a + b) / 2)) for a, b in zip(centres, centres[1:])), w], 0, w)
+    labels, count = ndimage.label(line.ink > 0, structure=np.ones((3, 3)))
+    part_of_column = np.searchsorted(cuts[1:-1], np.arange(w), side="right")  # (w,) part index
+    # share[c, k]: the fraction of stroke c's ink in part k.
+    share = np.zeros((count + 1, len(frames)))
+    np.add.at(share, (labels.ravel(), np.broadcast_to(part_of_column, (h, w)).ravel()), line.ink.ravel())
+    share /= np.maximum(share.sum(axis=1, keepdims=True), 1e-9)
+    owner = share.argmax(axis=1)
+    whole = (np.sort(share, axis=1)[:, -2] if len(frames) > 1 else np.zeros(count + 1)) < _STRAY
     boxes = []
-    for lo, hi in zip(cuts, cuts[1:]):
-        lo = min(max(lo, 0), w - 1)
-        hi = min(max(hi, lo + 1), w)
-        part = line.ink[:, lo:hi]
-        rows, cols = np.flatnonzero(part.max(axis=1) > 0), np.flatnonzero(part.max(axis=0) > 0)
+    for k, (lo, hi) in enumerate(zip(cuts, cuts[1:])):
+        in_columns = (part_of_column == k)[None, :] & (labels > 0)
+        mask = (in_columns & (share[:, k] >= _STRAY)[labels]) | ((whole & (owner == k))[labels] & (labels > 0))
+        if not mask.any():  # only slivers of other digits' strokes here: keep them rather than nothing
+            mask = in_columns
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         y0, y1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, h)
-        x0, x1 = (lo + int(cols[0]), lo + int(cols[-1]) + 1) if cols.size else (lo, hi)
+        x0, x1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (int(lo), max(int(hi), int(lo) + 1))
         bx, by = line.box[0], line.box[1]
         boxes.append(input_box(bx + x0, by + y0, bx + x1, by + y1, scale))
     return boxes
