@@ -218,6 +218,24 @@ def test_digit_boxes_leave_a_grazed_neighbours_sliver_out():
     assert (x2, w2) == (60, 4)  # the "1" alone, without the stroke's edge the cut grazed
 
 
+@pytest.mark.parametrize("fragment", [False, True])
+def test_digit_boxes_split_one_stroke_over_many_digits(fragment):
+    ink = np.zeros((40, 160), np.float32)
+    ink[5:35, 10:150] = 1.0  # five touching digits: one stroke, 28 px each
+    if fragment:
+        ink[11:15, 69:73] = 0.0  # a separate speck inside the third digit, its own stroke
+        ink[12:14, 70:72] = 1.0
+    line = LineInk(ink=ink, box=(0, 0, 160, 40), height=30.0, centre=20.0)
+    view = line_image(line)
+    peaks = [int((c - view.x0) * view.scale // LINE_STRIDE) for c in (24, 52, 80, 108, 136)]
+    boxes = digit_boxes(line, view, peaks)
+    assert len(boxes) == 5
+    for (x, y, w, h), lo in zip(boxes, (10, 38, 66, 94, 122)):
+        assert abs(x - lo) <= 4 and abs(w - 28) <= 8 and (y, h) == (5, 30)
+    with pytest.raises(ValueError, match="ascending"):
+        digit_boxes(line, view, peaks[::-1])
+
+
 def test_training_batches_give_each_line_its_own_frame_count():
     images, labels = made_up_digits()
     x, targets, target_lengths, frame_counts = _batch(images, labels, np.random.default_rng(0), 6, 4, (0.0, 1.0))
@@ -248,7 +266,8 @@ def test_a_line_reader_must_be_one(tmp_path):
 
 def test_config_is_validated():
     for bad in ({"steps": 0}, {"batch_size": 0}, {"touching": ()}, {"touching": (2.0,)}, {"lr": 0.0},
-                {"val_size": 0}, {"val_size": 5}, {"val_size": True}, {"warmup": 1.0}):
+                {"val_size": 0}, {"val_size": 5}, {"val_size": True}, {"warmup": 1.0},
+                {"model_config": {"num_classes": 10}}):
         with pytest.raises(ConfigError):
             LineTrainConfig(**bad).validate()
 

@@ -509,7 +509,7 @@ def cmd_train_line_reader(args: argparse.Namespace) -> int:
         model, metrics = train_line_reader(config, mnist.train_images, mnist.train_labels, device=device,
                                            progress=advance)
     except KeyboardInterrupt:
-        bar.close()
+        bar.close()  # before the message, so the bar does not overwrite it
         _err("interrupted; nothing saved")
         return EXIT_INTERRUPTED
     finally:

@@ -63,7 +63,9 @@ _PAD = 4  # blank columns on either side of a line, pixels
 # (both scored by the line reader): the digit classifier is the better judge of single digits.
 PREFER_SEGMENTS = 3.0
 BLANK = 0  # CTC blank class; digit d is class d + 1
-_STRAY = 0.25  # a stroke with less than this share of its ink beyond a box's cut belongs wholly to the box
+# Boxes: a piece of a stroke under this fraction of the stroke's largest piece is a sliver (left
+# out), and a stroke with more than 1 - _STRAY of its ink in one box belongs to that box whole.
+_STRAY = 0.25
 LINE_CLASSES = ["blank", *(str(d) for d in range(10))]  # a line reader's class names, in logit order
 
 
@@ -228,14 +230,16 @@ def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
                 scale: float = 1.0) -> list[tuple[int, int, int, int]]:
     """A box (x, y, width, height; input pixels) per digit of a line reader's reading.
 
-    The line's columns are divided midway between the frames where neighbouring digits peak.
-    A part ignores slivers, strokes with under ``_STRAY`` of their ink in it (a cut grazing a
-    neighbour's edge); a stroke with all other parts' shares that small goes wholly to its
-    part, and one shared more evenly (two touching digits) is split at the cut. Each box bounds
-    its part's ink (``scale``: input pixels per working pixel).
+    The line's columns are divided midway between the frames (ascending) where neighbouring
+    digits peak. A part ignores slivers, pieces of a stroke under ``_STRAY`` of the stroke's
+    largest piece (a cut grazing a neighbour's edge); a stroke with more than ``1 - _STRAY`` of
+    its ink in one part goes to it whole, and one shared more evenly (touching digits) is split
+    at the cuts. Each box bounds its part's ink (``scale``: input pixels per working pixel).
     """
     if not frames:
         return []
+    if any(b < a for a, b in zip(frames, frames[1:])):
+        raise ValueError(f"frames must be in ascending order, got {list(frames)}")
     h, w = line.ink.shape
     # Frame t covers line-image columns [LINE_STRIDE * t, LINE_STRIDE * (t + 1)).
     centres = [view.x0 + (f + 0.5) * LINE_STRIDE / view.scale - line.box[0] for f in frames]
@@ -246,12 +250,13 @@ def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
     share = np.zeros((count + 1, len(frames)))
     np.add.at(share, (labels.ravel(), np.broadcast_to(part_of_column, (h, w)).ravel()), line.ink.ravel())
     share /= np.maximum(share.sum(axis=1, keepdims=True), 1e-9)
-    owner = share.argmax(axis=1)
-    whole = (np.sort(share, axis=1)[:, -2] if len(frames) > 1 else np.zeros(count + 1)) < _STRAY
+    owner, largest = share.argmax(axis=1), share.max(axis=1)
+    whole = largest > 1 - _STRAY
     boxes = []
     for k, (lo, hi) in enumerate(zip(cuts, cuts[1:])):
         in_columns = (part_of_column == k)[None, :] & (labels > 0)
-        mask = (in_columns & (share[:, k] >= _STRAY)[labels]) | ((whole & (owner == k))[labels] & (labels > 0))
+        owned = (whole & (owner == k))[labels] & (labels > 0)  # strokes this part holds whole
+        mask = (in_columns & (share[:, k] >= _STRAY * largest)[labels]) | owned
         if not mask.any():  # only slivers of other digits' strokes here: keep them rather than nothing
             mask = in_columns
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -292,6 +297,8 @@ class LineTrainConfig:
                               f"got {self.val_size!r}")
         if not self.touching or any(not 0.0 <= t <= 1.0 for t in self.touching):
             raise ConfigError(f"touching fractions must lie in [0, 1], got {self.touching!r}")
+        if self.model_config.get("num_classes", 11) != 11:
+            raise ConfigError("a line reader has 11 classes (the CTC blank and ten digits)")
         if not (self.lr > 0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf \
                 or not 0.0 <= self.warmup < 1.0:
             raise ConfigError("lr must be > 0, weight decay >= 0 and warmup in [0, 1)")
