@@ -445,7 +445,7 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _outputs(model=out)
     device = resolve_device(args.device)
-    rec = load(args.model, device=device, verifier=None)  # the digit model the segmenter scores with
+    rec = load(args.model, device=device, verifier=None, line_reader=None)  # the digit model the segmenter scores with
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
     bar = tqdm(total=config.lines, desc="cutting lines into candidates", unit="line", leave=False,
                disable=True if args.quiet else None, dynamic_ncols=True)
@@ -594,7 +594,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.show_input and len(inputs) != 1:
         raise ConfigError("--show-input takes exactly one input image")
     rec = load(args.model, device=args.device, backend=_cli_backend(args.backend, len(inputs)),
-               min_confidence=args.min_confidence, verifier=None)  # single digits need no piece verifier
+               min_confidence=args.min_confidence, verifier=None, line_reader=None)  # single digits: no number helpers
     failures = 0
     for name, source, truth in inputs:
         try:
@@ -750,8 +750,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = ServeConfig(
         model=args.model, verifier=args.verifier, line_reader=args.line_reader, host=args.host, port=args.port,
-        workers=args.workers,
-        device=args.device, precision=args.precision, backend=args.backend,
+        workers=args.workers, device=args.device, precision=args.precision, backend=args.backend,
         cors_origin=args.cors_origin, timeout_s=args.timeout, max_batch=args.max_batch,
         torch_threads=args.torch_threads, access_log=not args.no_access_log,
         log_level="warning" if args.quiet else "info",
@@ -788,8 +787,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=_int_at_least(1), metavar="N",
         help="CPU threads for PyTorch (default: one per core); 1 is far faster on a busy machine",
     )
-    device_opts = _Parser(add_help=False, parents=[threads_opts])
-    device_opts.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
+    placement_opts = _Parser(add_help=False, parents=[threads_opts])  # where to compute
+    placement_opts.add_argument("--device", default="auto",
+                                help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
+    device_opts = _Parser(add_help=False, parents=[placement_opts])  # ... and in which precision
+    reading_opts = _Parser(add_help=False)  # the helper models that read numbers (read, serve's /v1/read)
+    reading_opts.add_argument(
+        "--verifier", default="bundled",
+        help="piece verifier telling whole digits from parts and touching pairs when reading numbers: "
+        "'bundled', a file from 'digitrec train-verifier', or 'none' (default: %(default)s)")
+    reading_opts.add_argument(
+        "--line-reader", default="bundled",
+        help="line reader, a second opinion that reads a whole number without cutting it: 'bundled', a file "
+        "from 'digitrec train-line-reader', or 'none' (default: %(default)s)")
     device_opts.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "bf16"],
         help="compute precision; auto uses bf16 where the hardware runs it natively",
@@ -890,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_ensemble)
 
-    p = sub.add_parser("train-verifier", parents=[common, data_opts, device_opts],
+    p = sub.add_parser("train-verifier", parents=[common, data_opts, placement_opts],
                        help="train the piece verifier used when reading numbers",
                        description="Cut synthetic lines of MNIST training digits into the candidates the number "
                        "reader considers, label them (one whole digit or not) by aligning them with the true "
@@ -906,13 +916,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_verifier)
 
-    p = sub.add_parser("train-line-reader", parents=[common, data_opts, threads_opts],
+    p = sub.add_parser("train-line-reader", parents=[common, data_opts, placement_opts],
                        help="train the line reader used when reading numbers",
                        description="Train a CNN that reads a whole line of digits without cutting it (CTC), on "
                        "lines composed on the fly from MNIST training digits (some touching or overlapping). "
                        "'digitrec read' asks it for a second opinion on every line.")
     p.add_argument("--steps", type=_int_at_least(1), default=12000, help="optimiser steps (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=_int_at_least(1), default=64, help="lines per step (default: %(default)s)")
     p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="lines.safetensors", help="line reader file to write (default: %(default)s)")
@@ -939,19 +948,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("read", parents=[common], help="read whole numbers (lines of digits) in images",
+    p = sub.add_parser("read", parents=[common, reading_opts], help="read whole numbers (lines of digits) in images",
                        description="Find each handwritten digit in a line of digits, left to right, and print "
                        "the number with per-digit confidence and boxes (x, y, width, height in image pixels).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
     p.add_argument("--min-confidence", type=_fraction, metavar="X",
                    help=f"flag digits below this calibrated confidence as unsure (default: {_default_min_conf():.2f})")
-    p.add_argument("--verifier", default="bundled",
-                   help="piece verifier telling whole digits from parts and touching pairs: 'bundled', a file "
-                   "from 'digitrec train-verifier', or 'none' (default: %(default)s)")
-    p.add_argument("--line-reader", default="bundled",
-                   help="line reader, a second opinion that reads the whole line without cutting it: 'bundled', "
-                   "a file from 'digitrec train-line-reader', or 'none' (default: %(default)s)")
     p.add_argument("--show", metavar="FILE", help="draw the image with a labelled box per digit (.png, .svg or .pdf)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
@@ -983,16 +986,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("serve", parents=[common], help="serve the HTTP API and the drawing page",
+    p = sub.add_parser("serve", parents=[common, reading_opts], help="serve the HTTP API and the drawing page",
                        description="Serve the HTTP API (/v1/predict, /v1/predict/batch, /v1/read, /v1/model, "
                        "/healthz, /metrics, /docs) and the drawing page at /. Needs the serve extra.")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
-    p.add_argument("--verifier", default="bundled",
-                   help="piece verifier for /v1/read: 'bundled', a file from 'digitrec train-verifier', or 'none' "
-                   "(default: %(default)s)")
-    p.add_argument("--line-reader", default="bundled",
-                   help="line reader for /v1/read: 'bundled', a file from 'digitrec train-line-reader', or 'none' "
-                   "(default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=_int_at_least(0, 65535), default=8000, help="TCP port (default: %(default)s)")

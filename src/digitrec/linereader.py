@@ -219,7 +219,7 @@ def choose_reading(log_probs: np.ndarray, segmented: str | None) -> list[LineDig
     Both readings are scored by the line reader; None means: keep the segmenter's.
     """
     own = decode(log_probs)
-    text = "".join(str(d.digit) for d in own)
+    text = _text(own)
     if not own or text == segmented:
         return None
     theirs = string_log_prob(log_probs, segmented) if segmented else -math.inf
@@ -311,13 +311,21 @@ def _log_probs(model: torch.nn.Module, x: torch.Tensor, norm: Normalization) -> 
     return model(normalize(x, norm)).float().log_softmax(dim=1)  # (B, 11, T)
 
 
+def _line_log_probs(model: torch.nn.Module, image: np.ndarray, device: torch.device,
+                    norm: Normalization = NORMALIZATION) -> np.ndarray:
+    """(T, 11) frame log-probabilities of one (LINE_HEIGHT, W) line image (model in eval mode)."""
+    x = torch.from_numpy(image)[None, None].to(device)  # (1, 1, 32, W)
+    with torch.inference_mode():
+        return _log_probs(model, x, norm)[0].T.cpu().numpy()
+
+
+def _text(digits: Sequence[LineDigit]) -> str:
+    return "".join(str(d.digit) for d in digits)
+
+
 def _exact_rate(model: torch.nn.Module, lines: list[tuple[np.ndarray, str]], device: torch.device) -> float:
     model.eval()
-    right = 0
-    with torch.inference_mode():
-        for image, truth in lines:
-            lp = _log_probs(model, torch.from_numpy(image)[None, None].to(device), NORMALIZATION)[0].T
-            right += "".join(str(d.digit) for d in decode(lp.cpu().numpy())) == truth
+    right = sum(_text(decode(_line_log_probs(model, image, device))) == truth for image, truth in lines)
     return right / max(len(lines), 1)
 
 
@@ -401,6 +409,4 @@ class LineReader:
 
     def log_probs(self, line: LineImage) -> np.ndarray:
         """(T, 11) frame log-probabilities of a line image (T = its width / LINE_STRIDE)."""
-        x = torch.from_numpy(line.image)[None, None].to(self.device)  # (1, 1, 32, W)
-        with torch.inference_mode():
-            return _log_probs(self.file.model, x, self.file.normalization)[0].T.cpu().numpy()
+        return _line_log_probs(self.file.model, line.image, self.device, self.file.normalization)
