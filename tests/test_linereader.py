@@ -7,11 +7,13 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from conftest import requires_mnist
 from test_numbers import draw_number
 
@@ -28,12 +30,15 @@ from digitrec.linereader import (
     compose_line,
     decode,
     digit_boxes,
+    frame_spans,
+    grey_boxes,
     line_image,
     save_line_reader,
     string_log_prob,
     train_line_reader,
 )
 from digitrec.models import LINE_HEIGHT, LINE_STRIDE, check_line_output, create_model, list_models
+from digitrec.lineprep import line_input
 from digitrec.numbers import LineInk, line_ink
 from digitrec.predict import load
 from digitrec.preprocess import ink_map
@@ -338,3 +343,80 @@ def test_cli_read_with_and_without_line_reader(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.startswith("digitrec: error: line reader:")
     assert "Traceback" not in bad.stderr
+
+
+# --- the grey line reader (line-crnn on paper lines) -----------------------------------------------
+
+
+def grey_reader(tmp_path) -> Path:
+    """An untrained grey line reader file (its answers are stubbed where a test needs them)."""
+    return save_line_reader(tmp_path / "grey.safetensors", create_model("line-crnn"), LineTrainConfig(), {})
+
+
+def test_line_crnn_contract_and_every_parameter_learns():
+    model = create_model("line-crnn")
+    check_line_output(model)
+    assert "line-crnn" in list_models("lines") and "line-crnn" not in list_models()
+    model.train()
+    logp = model(torch.rand(2, 1, LINE_HEIGHT, 96)).log_softmax(dim=1).permute(2, 0, 1)  # (24, 2, 11)
+    F.ctc_loss(logp, torch.tensor([1, 2, 3]), torch.tensor([24, 24]), torch.tensor([2, 1])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_frame_spans_follow_the_best_path():
+    lp = frames(0, 5, 5, 0, 3, 0, 0, 3, 3, 0)
+    assert frame_spans(lp) == [(1, 2), (4, 4), (7, 8)]
+    assert [d.digit for d in decode(lp)] == [4, 2, 2]
+    assert frame_spans(frames(0, 0, 0)) == []
+
+
+def test_grey_boxes_bound_each_digit_in_input_pixels():
+    img = np.full((40, 120), 0.9, np.float32)
+    img[10:30, 18:22] = 0.1
+    img[12:28, 78:84] = 0.1
+    view = line_input(img)
+    at = [int(20 * view.scale / LINE_STRIDE), int(81 * view.scale / LINE_STRIDE)]
+    (x0, y0, w0, h0), (x1, y1, w1, h1) = grey_boxes(view, [(f, f) for f in at])
+    assert 16 <= x0 <= 18 and 22 <= x0 + w0 <= 24 and 76 <= x1 <= 78 and 83 <= x1 + w1 <= 86  # tight, +-1 px
+    assert abs(y0 - 10) <= 2 and abs(y0 + h0 - 30) <= 2 and abs(y1 - 12) <= 2 and abs(y1 + h1 - 28) <= 2
+
+
+def test_a_reader_says_what_it_reads(tmp_path):
+    grey = LineReader(load_model(grey_reader(tmp_path), num_classes=11, task="lines"), torch.device("cpu"))
+    assert grey.reads_grey and grey.input == "paper"
+    old = save_model(tmp_path / "ink.safetensors", create_model("line-ctc"), "line-ctc", {}, class_names=LINE_CLASSES)
+    assert not LineReader(load_model(old, num_classes=11, task="lines"), torch.device("cpu")).reads_grey
+    with pytest.raises(ConfigError, match="not a line reader"):
+        LineTrainConfig(arch="seed").validate()
+    with pytest.raises(ConfigError, match="lines must be one of"):
+        LineTrainConfig(lines="ink-and-paper").validate()
+
+
+def test_read_with_a_grey_reader_reads_the_picture_itself(monkeypatch, tmp_path):
+    rec = load("seed", backend="torch", verifier="none", line_reader=grey_reader(tmp_path))
+    seen = []
+
+    def sure_of_42(view):
+        seen.append(view)
+        lp = frames(*([0] * (view.image.shape[1] // LINE_STRIDE)), sure=0.99)
+        lp[6], lp[12] = frames(5, 3, sure=0.99)  # "4" at frame 6, "2" at frame 12
+        return lp
+
+    monkeypatch.setattr(rec._lines, "log_probs", sure_of_42)
+    reading = rec.read(draw_number())  # 400x160: small enough to be read whole
+    assert seen[-1].box == (0, 0, 400, 160)
+    assert reading.number == "42" and [d.digit for d in reading.digits] == [4, 2]
+    assert 0.5 < reading.confidence < 1.0 and not reading.unsure
+    assert all(d.confidence == pytest.approx(0.99) for d in reading.digits)
+    (x0, _, w0, _), (x1, _, w1, _) = reading.digits[0].box, reading.digits[1].box
+    assert 0 <= x0 < x0 + w0 <= x1 < x1 + w1 <= 400
+    # A page: the reader is shown the band of ink, not the whole page.
+    page = Image.new("L", (1600, 1200), 235)
+    page.paste(draw_number(), (600, 500))
+    rec.read(page)
+    x, y, w, h = seen[-1].box
+    assert 600 <= x + 60 and x + w <= 1000 + 60 and 500 <= y + 40 and y + h <= 660 + 40 and h < 300
+    # Nothing read: no number.
+    monkeypatch.setattr(rec._lines, "log_probs", lambda view: frames(*([0] * (view.image.shape[1] // LINE_STRIDE))))
+    blank = rec.read(draw_number())
+    assert blank.number is None and blank.digits == () and blank.unsure

@@ -490,7 +490,9 @@ def cmd_train_line_reader(args: argparse.Namespace) -> int:
     from .linereader import LineTrainConfig, save_line_reader, train_line_reader
     from .runtime import resolve_device
 
-    config = LineTrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    arch = "line-crnn" if args.lines == "paper" else "line-ctc"
+    config = LineTrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, lines=args.lines,
+                             arch=arch, workers=args.workers)
     config.validate()
     out = Path(args.out)
     _outputs(model=out)
@@ -916,13 +918,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_verifier)
 
+    from .linereader import LINE_KINDS, LineTrainConfig
+
     p = sub.add_parser("train-line-reader", parents=[common, data_opts, placement_opts],
-                       help="train the line reader used when reading numbers",
-                       description="Train a CNN that reads a whole line of digits without cutting it (CTC), on "
-                       "lines composed on the fly from MNIST training digits (some touching or overlapping). "
-                       "'digitrec read' asks it for a second opinion on every line.")
-    p.add_argument("--steps", type=_int_at_least(1), default=12000, help="optimiser steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=64, help="lines per step (default: %(default)s)")
+                       help="train the line reader that reads numbers",
+                       description="Train a network that reads a whole line of digits without cutting it (CTC), "
+                       "on lines made on the fly from MNIST training digits: by default grey lines on simulated "
+                       "paper (rules, separators, scanner effects), which 'digitrec read' reads pictures with; "
+                       "--lines ink trains the older reader of binarised ink.")
+    p.add_argument("--steps", type=_int_at_least(1), default=LineTrainConfig.steps,
+                   help="optimiser steps (default: %(default)s)")
+    p.add_argument("--lines", choices=LINE_KINDS, default=LineTrainConfig.lines,
+                   help="what to train on: grey paper lines or binarised ink (default: %(default)s)")
+    p.add_argument("--workers", type=_int_at_least(0), default=LineTrainConfig.workers,
+                   help="processes making lines while training (0: none; default: %(default)s)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=LineTrainConfig.batch_size,
+                   help="lines per step (default: %(default)s)")
     p.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1), default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="lines.safetensors", help="line reader file to write (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -34,9 +34,12 @@ from scipy import ndimage
 
 from .checkpoint import ModelFile, packaged_file, save_model
 from .errors import ConfigError, ModelFileError
-from .models import LINE_HEIGHT, LINE_STRIDE, create_model, get_model_spec, model_config_dict
+from .models import LINE_HEIGHT, LINE_STRIDE, create_model, get_model_spec, list_models, model_config_dict
 from .numbers import LineInk, input_box
+from .lineprep import GreyLine, line_input
+from .paper import NO_DIGITS, render_line
 from .preprocess import NORMALIZATION, Normalization, normalize
+from .runtime import autocast, resolve_precision
 
 __all__ = [
     "DIGIT_HEIGHT",
@@ -55,6 +58,11 @@ __all__ = [
     "save_line_reader",
     "bundled_line_reader",
     "LineReader",
+    "GreyDigit",
+    "frame_spans",
+    "grey_boxes",
+    "validation_lines",
+    "LINE_KINDS",
 ]
 
 DIGIT_HEIGHT = 20  # digits' height in the line reader's input, pixels (MNIST fits digits in 20x20)
@@ -165,22 +173,52 @@ def compose_line(images: np.ndarray, rng: np.random.Generator, touching: float) 
     return canvas
 
 
+def _ink_line(images: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
+    """A binarised-ink training line (``lines="ink"``), as the segmenter's ink reaches the reader."""
+    return compose_line(images, rng, touching)
+
+
+def _paper_line(images: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
+    """A grey training line (``lines="paper"``), prepared exactly as :meth:`LineReader.read_grey` prepares pictures."""
+    return line_input(render_line(images, rng)).image
+
+
 def _batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: int, max_digits: int,
-           touching: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``size`` composed lines of one random length (little padding): (x, targets, target lengths, frames)."""
+           touching: Sequence[float], lines: str = "ink") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``size`` lines of one random length (little padding): (x, targets, target lengths, frames).
+
+    Grey lines hold no digit with probability ``paper.NO_DIGITS`` (the CTC target is then empty).
+    """
     count = int(rng.integers(1, max_digits + 1))
-    lines, targets = [], []
+    make = _paper_line if lines == "paper" else _ink_line
+    out, targets, lengths = [], [], []
     for _ in range(size):
-        idx = rng.integers(0, len(images), count)
-        lines.append(compose_line(images[idx], rng, float(rng.choice(touching))))
+        n = 0 if lines == "paper" and rng.random() < NO_DIGITS else count
+        idx = rng.integers(0, len(images), n)
+        out.append(make(images[idx], rng, float(rng.choice(touching))))
         targets.append(labels[idx] + 1)
-    width = -(-max(line.shape[1] for line in lines) // LINE_STRIDE) * LINE_STRIDE
+        lengths.append(n)
+    width = -(-max(line.shape[1] for line in out) // LINE_STRIDE) * LINE_STRIDE
     x = np.zeros((size, 1, LINE_HEIGHT, width), np.float32)
-    for i, line in enumerate(lines):
+    for i, line in enumerate(out):
         x[i, 0, :, : line.shape[1]] = line
-    frames = torch.tensor([line.shape[1] // LINE_STRIDE for line in lines])
+    frames = torch.tensor([line.shape[1] // LINE_STRIDE for line in out])
     return (torch.from_numpy(x), torch.from_numpy(np.concatenate(targets).astype(np.int64)),
-            torch.full((size,), count, dtype=torch.long), frames)
+            torch.tensor(lengths, dtype=torch.long), frames)
+
+
+class _Lines(torch.utils.data.IterableDataset):
+    """An endless stream of training batches; each data-loading process draws its own lines."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, config: LineTrainConfig) -> None:
+        self.images, self.labels, self.config = images, labels, config
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.config.seed, 2, info.id if info is not None else 0])
+        c = self.config
+        while True:
+            yield _batch(self.images, self.labels, rng, c.batch_size, c.max_digits, c.touching, c.lines)
 
 
 # --- decoding -----------------------------------------------------------------------------------------
@@ -270,21 +308,29 @@ def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
 # --- training ---------------------------------------------------------------------------------------------
 
 
+LINE_KINDS = ("paper", "ink")  # what a line reader is trained on: grey lines on paper, or binarised ink
+
+
 @dataclass(frozen=True)
 class LineTrainConfig:
-    """How the line reader is trained (on lines composed from MNIST training digits)."""
+    """How a line reader is trained (on lines made from MNIST training digits)."""
 
-    steps: int = 12000  # optimiser steps (one batch of freshly composed lines each)
+    steps: int = 10000  # optimiser steps (one batch of freshly made lines each)
     batch_size: int = 64  # lines per step
-    max_digits: int = 6  # lines hold 1 to this many digits
-    touching: tuple[float, ...] = (0.0, 0.2, 0.4, 0.7)  # share of touching gaps; one value drawn per line
+    max_digits: int = 7  # lines hold 1 to this many digits
+    touching: tuple[float, ...] = (0.0, 0.2, 0.4, 0.7)  # share of touching gaps (ink lines only); one drawn per line
     lr: float = 3e-3  # peak learning rate of one-cycle AdamW
     weight_decay: float = 1e-2  # decoupled weight decay
     warmup: float = 0.15  # fraction of the steps spent warming up
+    clip: float = 5.0  # largest gradient norm applied (larger ones are scaled down to it)
     val_size: int = 5000  # training digits held out (seeded) and used only for the validation lines
-    val_lines: int = 1000  # validation lines composed from the held-out digits
+    val_lines: int = 1000  # validation lines made from the held-out digits
     seed: int = 0  # seeds the held-out split, the lines and the weights
-    model_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of line-ctc's config
+    arch: str = "line-crnn"  # registered line architecture (task "lines")
+    lines: str = "paper"  # "paper": grey lines (digitrec.paper), the default reader; "ink": binarised ink
+    workers: int = 1  # processes making lines while the model trains (0: in the training process)
+    precision: str = "auto"  # "auto" (bf16 autocast where the hardware has it), "bf16" or "fp32"
+    model_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of the arch's config
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values out of range."""
@@ -295,13 +341,21 @@ class LineTrainConfig:
         if isinstance(self.val_size, bool) or not isinstance(self.val_size, int) or self.val_size < self.max_digits:
             raise ConfigError(f"line reader val size must be an integer >= max digits ({self.max_digits}), "
                               f"got {self.val_size!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"line reader workers must be an integer >= 0, got {self.workers!r}")
         if not self.touching or any(not 0.0 <= t <= 1.0 for t in self.touching):
             raise ConfigError(f"touching fractions must lie in [0, 1], got {self.touching!r}")
+        if self.lines not in LINE_KINDS:
+            raise ConfigError(f"line reader lines must be one of {', '.join(LINE_KINDS)}, got {self.lines!r}")
+        if self.arch not in list_models("lines"):
+            raise ConfigError(f"{self.arch!r} is not a line reader; available: {', '.join(list_models('lines'))}")
         if self.model_config.get("num_classes", 11) != 11:
             raise ConfigError("a line reader has 11 classes (the CTC blank and ten digits)")
         if not (self.lr > 0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf \
-                or not 0.0 <= self.warmup < 1.0:
-            raise ConfigError("lr must be > 0, weight decay >= 0 and warmup in [0, 1)")
+                or not 0.0 <= self.warmup < 1.0 or not (self.clip > 0 and math.isfinite(self.clip)):
+            raise ConfigError("lr must be > 0, weight decay >= 0, warmup in [0, 1) and clip > 0")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"invalid precision {self.precision!r} (use auto, fp32 or bf16)")
 
 
 Progress = Callable[[int, int, float], None]  # (steps done, steps in all, last loss)
@@ -329,6 +383,21 @@ def _exact_rate(model: torch.nn.Module, lines: list[tuple[np.ndarray, str]], dev
     return right / max(len(lines), 1)
 
 
+Snapshot = Callable[[int, float, torch.nn.Module], None]  # (steps done, training seconds, model in eval mode)
+
+
+def validation_lines(config: LineTrainConfig, images: np.ndarray, labels: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """``config.val_lines`` (line image, digits) pairs made from the held-out digits ``images`` (seeded)."""
+    rng = np.random.default_rng([config.seed, 1])
+    make = _paper_line if config.lines == "paper" else _ink_line
+    val = []
+    for i in range(config.val_lines):
+        idx = rng.choice(len(images), 1 + i % config.max_digits, replace=False)
+        touching = config.touching[i % len(config.touching)]
+        val.append((make(images[idx], rng, touching), "".join(str(int(labels[j])) for j in idx)))
+    return val
+
+
 def train_line_reader(
     config: LineTrainConfig,
     images: np.ndarray,
@@ -336,48 +405,60 @@ def train_line_reader(
     *,
     device: torch.device,
     progress: Progress | None = None,
+    snapshot: Snapshot | None = None,
+    snapshot_every: int = 0,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train a ``line-ctc`` reader on lines composed from ``images`` (MNIST training digits).
+    """Train a line reader (``config.arch``) on lines made from ``images`` (MNIST training digits).
 
     ``config.val_size`` digits (seeded) are held out; ``config.val_lines`` lines of them
-    measure the exact-reading rate at the end. Returns the model (eval mode) and metrics.
+    measure the exact-reading rate at the end. ``snapshot`` (if given) is called with the
+    model in eval mode every ``snapshot_every`` steps, to measure it elsewhere (a learning
+    curve); it must not change the model. Returns the model (eval mode) and metrics.
     """
     from .train import split_train_val
 
     config.validate()
     tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = create_model("line-ctc", config.model_config).to(device)
+    precision = resolve_precision(config.precision, device)
+    model = create_model(config.arch, config.model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps,
                                                    pct_start=max(config.warmup, 1e-3))
+    stream = torch.utils.data.DataLoader(_Lines(tx, ty, config), batch_size=None, num_workers=config.workers,
+                                         prefetch_factor=4 if config.workers else None)
     start = time.perf_counter()
     losses: list[float] = []
     model.train()
-    for step in range(config.steps):
-        x, targets, target_lengths, frames = _batch(tx, ty, rng, config.batch_size, config.max_digits,
-                                                    config.touching)
-        logp = _log_probs(model, x.to(device), NORMALIZATION).permute(2, 0, 1)  # (T, B, 11)
+    for step, (x, targets, target_lengths, frames) in enumerate(stream):
+        if step == config.steps:
+            break
+        with autocast(device, precision):
+            logits = model(normalize(x.to(device), NORMALIZATION))
+        logp = logits.float().log_softmax(dim=1).permute(2, 0, 1)  # (T, B, 11)
         loss = F.ctc_loss(logp, targets.to(device), frames.to(device), target_lengths.to(device), blank=BLANK,
                           zero_infinity=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # CTC through an LSTM has rare huge gradients (a line that barely fits its frames).
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
         if progress is not None:
             progress(step + 1, config.steps, losses[-1])
+        if snapshot is not None and snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < config.steps:
+            snapshot(step + 1, time.perf_counter() - start, model.eval())
+            model.train()
     train_seconds = time.perf_counter() - start
-    val_rng = np.random.default_rng([config.seed, 1])
-    val = []
-    for i in range(config.val_lines):
-        idx = val_rng.choice(len(vx), 1 + i % config.max_digits, replace=False)
-        touching = config.touching[i % len(config.touching)]
-        val.append((compose_line(vx[idx], val_rng, touching), "".join(str(int(vy[j])) for j in idx)))
+    val = validation_lines(config, vx, vy)
     metrics = {"val_exact": _exact_rate(model, val, device), "val_lines": len(val),
-               "final_loss": float(np.mean(losses[-100:])), "train_seconds": train_seconds}
-    return model.eval(), metrics
+               "final_loss": float(np.mean(losses[-100:])), "train_seconds": train_seconds,
+               "precision": precision}
+    model.eval()
+    if snapshot is not None:
+        snapshot(config.steps, train_seconds, model)
+    return model, metrics
 
 
 def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrainConfig,
@@ -386,9 +467,10 @@ def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrain
     extra = {
         "role": "line reader",
         "line_train_config": {**dataclasses.asdict(config), "touching": list(config.touching)},
+        "input": config.lines,  # what the reader reads: "paper" (grey pictures) or "ink" (binarised)
         "metrics": dict(metrics),
     }
-    return save_model(path, model, "line-ctc", model_config_dict(model),
+    return save_model(path, model, config.arch, model_config_dict(model),
                       class_names=list(LINE_CLASSES), extra=extra)
 
 
@@ -397,8 +479,64 @@ def bundled_line_reader() -> Path | None:
     return packaged_file("linereader", "lines.safetensors")
 
 
+@dataclass(frozen=True)
+class GreyDigit:
+    """One digit of the grey reader's reading, placed in the input picture."""
+
+    digit: int  # 0-9
+    confidence: float  # the highest probability of this digit over its frames
+    box: tuple[int, int, int, int]  # (x, y, width, height) in input pixels
+
+
+def frame_spans(log_probs: np.ndarray) -> list[tuple[int, int]]:
+    """The [first, last] frames of each digit on the best CTC path, left to right (as :func:`decode` reads it)."""
+    best = log_probs.argmax(axis=1)
+    spans: list[tuple[int, int]] = []
+    prev = BLANK
+    for t, c in enumerate(best.tolist()):
+        if c != BLANK:
+            if c != prev:
+                spans.append((t, t))
+            else:
+                spans[-1] = (spans[-1][0], t)
+        prev = c
+    return spans
+
+
+def grey_boxes(view: GreyLine, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """A box (x, y, width, height; input pixels) per digit from its CTC frames.
+
+    Frames mark where a digit is recognised, usually its middle, not its edges: each digit
+    gets the columns from midway to its left neighbour's frames to midway to its right one's
+    (the line's first and last ink at the ends), and its box bounds the ink in those columns.
+    """
+    if not spans:
+        return []
+    image = view.image
+    inked_cols = np.flatnonzero(image.max(axis=0) > 0.35)
+    first = int(inked_cols[0]) if inked_cols.size else 0
+    last = int(inked_cols[-1]) + 1 if inked_cols.size else image.shape[1]
+    centres = [LINE_STRIDE * (a + b + 1) / 2 for a, b in spans]
+    edges = [min(first, int(centres[0]) - 1), *(int(round((c + d) / 2)) for c, d in zip(centres, centres[1:])),
+             max(last, int(centres[-1]) + 1)]
+    x, y, w, h = view.box
+    y_scale = LINE_HEIGHT / h
+    boxes = []
+    for lo, hi in zip(edges, edges[1:]):
+        lo, hi = max(lo, 0), min(max(hi, lo + 1), image.shape[1])
+        rows = np.flatnonzero(image[:, lo:hi].max(axis=1) > 0.35)
+        r0, r1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, LINE_HEIGHT)
+        cols = np.flatnonzero(image[:, lo:hi].max(axis=0) > 0.35)
+        if cols.size:  # the ink in the band, not the band
+            lo, hi = lo + int(cols[0]), lo + int(cols[-1]) + 1
+        x0, x1 = x + lo / view.scale, x + hi / view.scale
+        y0, y1 = y + r0 / y_scale, y + r1 / y_scale
+        boxes.append(input_box(x0, y0, x1, y1, 1.0))
+    return boxes
+
+
 class LineReader:
-    """A loaded line reader: frame log-probabilities for the ink of a line."""
+    """A loaded line reader: frame log-probabilities for a line, and readings of grey pictures."""
 
     def __init__(self, model_file: ModelFile, device: torch.device) -> None:
         if get_model_spec(model_file.arch).task != "lines" or model_file.class_names != LINE_CLASSES:
@@ -406,7 +544,23 @@ class LineReader:
                                  f"{model_file.class_names})")
         self.file = model_file  # loaded in eval mode, and never switched: requests may share it
         self.device = device
+        # Files from before the grey reader have no "input": they read binarised ink.
+        self.input: str = str(model_file.metadata.get("input", "ink"))
 
-    def log_probs(self, line: LineImage) -> np.ndarray:
+    @property
+    def reads_grey(self) -> bool:
+        """True for a reader of grey pictures (trained on paper lines), False for one of binarised ink."""
+        return self.input == "paper"
+
+    def log_probs(self, line: LineImage | GreyLine) -> np.ndarray:
         """(T, 11) frame log-probabilities of a line image (T = its width / LINE_STRIDE)."""
         return _line_log_probs(self.file.model, line.image, self.device, self.file.normalization)
+
+    def read_grey(self, view: GreyLine) -> tuple[list[GreyDigit], float]:
+        """The digits of a prepared grey line and the reader's probability of that whole string."""
+        log_probs = self.log_probs(view)
+        digits = decode(log_probs)
+        boxes = grey_boxes(view, frame_spans(log_probs))
+        text = _text(digits)
+        probability = math.exp(string_log_prob(log_probs, text)) if digits else 0.0
+        return [GreyDigit(d.digit, d.confidence, box) for d, box in zip(digits, boxes)], probability

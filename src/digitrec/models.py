@@ -39,6 +39,8 @@ __all__ = [
     "FastCNN",
     "LineCNNConfig",
     "LineCNN",
+    "LineCRNNConfig",
+    "LineCRNN",
     "LINE_HEIGHT",
     "LINE_STRIDE",
     "LayerInfo",
@@ -365,6 +367,53 @@ class LineCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, 32, W) standardised lines, W a multiple of 4 -> (B, 11, W/4) frame logits."""
         return self.frames(self.features(x).flatten(2))  # (B, 8w, W/4) -> (B, 11, W/4)
+
+
+@dataclass(frozen=True)
+class LineCRNNConfig:
+    """A CRNN line reader: convolutions for the strokes, a bidirectional LSTM for the order of digits."""
+
+    in_channels: int = 1  # input image channels (grey)
+    width: int = 24  # filters in the first layer; later stages have 2x, 3x and 4x
+    hidden: int = 96  # LSTM units per direction
+    dropout: float = 0.15  # dropout probability before the LSTM and before the classifier
+    num_classes: int = 11  # frame classes: the CTC blank (index 0), then the digits 0-9
+
+
+@register_model("line-crnn", LineCRNNConfig,
+                "Grey line reader: CNN + BiLSTM over a 32-pixel-high line, one 11-class frame per 4 columns (CTC)",
+                task="lines")
+class LineCRNN(nn.Module):
+    """Reads a whole line of digits from the grey picture (Shi et al., 2015, CRNN, made small).
+
+    The convolutions shrink the height to one row and the width by ``LINE_STRIDE``; the LSTM
+    runs over the frames in both directions, so each frame knows the strokes around it (a
+    separator dot beside a digit, the joint of two touching digits) before it is classified.
+    """
+
+    def __init__(self, config: LineCRNNConfig) -> None:
+        super().__init__()
+        if config.width < 1 or config.hidden < 1 or not 0.0 <= config.dropout < 1.0 or config.num_classes < 2:
+            raise ValueError("width and hidden must be >= 1, dropout in [0, 1) and num_classes >= 2")
+        self.config = config
+        w = config.width
+        self.features = nn.Sequential(
+            *_conv_bn(config.in_channels, w, 3, padding=1), nn.MaxPool2d(2),  # (B, w, 16, W/2)
+            *_conv_bn(w, 2 * w, 3, padding=1), nn.MaxPool2d(2),  # (B, 2w, 8, W/4)
+            *_conv_bn(2 * w, 3 * w, 3, padding=1),
+            *_conv_bn(3 * w, 3 * w, 3, padding=1), nn.MaxPool2d((2, 1)),  # (B, 3w, 4, W/4)
+            *_conv_bn(3 * w, 4 * w, 3, padding=1), nn.MaxPool2d((2, 1)),  # (B, 4w, 2, W/4)
+            *_conv_bn(4 * w, 4 * w, (2, 1)),  # (B, 4w, 1, W/4): one feature column per frame
+            nn.Dropout(config.dropout),
+        )
+        self.rnn = nn.LSTM(4 * w, config.hidden, batch_first=True, bidirectional=True)
+        self.classifier = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * config.hidden, config.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 32, W) standardised lines, W a multiple of 4 -> (B, 11, W/4) frame logits."""
+        frames = self.features(x).flatten(2).transpose(1, 2)  # (B, W/4, 4w)
+        context, _ = self.rnn(frames.float())  # (B, W/4, 2 * hidden); the LSTM runs in fp32
+        return self.classifier(context).transpose(1, 2)  # (B, 11, W/4)
 
 
 def _default_members() -> tuple[dict[str, Any], ...]:

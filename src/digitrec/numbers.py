@@ -112,13 +112,14 @@ class DigitReading:
 class NumberReading:
     """The digits found in one picture, left to right.
 
-    ``confidence`` is the product of the digit confidences: the model's probability that
-    every digit is right (digits taken as independent). No ink at all gives ``number`` None,
-    ``confidence`` 0.0, no digits, and ``unsure`` True.
+    ``confidence`` is the probability that the whole number is right: the grey line reader's
+    probability of the string (the default reader), or, for digits cut apart and classified one
+    by one, the product of their confidences (digits taken as independent). No number found
+    gives ``number`` None, ``confidence`` 0.0, no digits, and ``unsure`` True.
     """
 
     number: str | None  # the digits as a string, leading zeros kept; None when no digit was found
-    confidence: float  # product of the digit confidences, 0..1 (0.0 without digits)
+    confidence: float  # probability that the whole number is right, 0..1 (0.0 without digits)
     digits: tuple[DigitReading, ...]  # left to right
     unsure: bool  # no digit found, or any digit unsure
 

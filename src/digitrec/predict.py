@@ -15,9 +15,10 @@ from PIL import Image
 from .checkpoint import ModelFile, load_model
 from .errors import ConfigError, ImageError, ModelFileError
 from .infer import InferenceEngine
+from .lineprep import READ_WHOLE, line_input, locate
 from .linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
 from .numbers import DigitReading, NumberReading, line_ink, segment
-from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, ink_map, to_mnist
+from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, ink_map, load_gray, to_mnist
 from .runtime import resolve_device, resolve_precision
 from .verifier import bundled_verifier, whole_digit_scorer
 
@@ -205,12 +206,15 @@ class Recogniser:
     def read(self, image: ImageSource) -> NumberReading:
         """Read a line of handwritten digits (a whole number) in one picture.
 
-        Finds each digit (see :mod:`digitrec.numbers`), classifies all of them in one batch
-        and returns them left to right. With a line reader (:mod:`digitrec.linereader`), its
-        reading of the whole line replaces the segmenter's where it is clearly more likely;
-        its digits then carry the line reader's confidences and boxes split between them.
-        A picture without ink gives ``number`` None.
+        With the bundled grey line reader (the default) the picture itself is read, without
+        binarising or cutting it (:mod:`digitrec.lineprep`, :mod:`digitrec.linereader`): a
+        small picture whole, a larger one in the band of ink found in it. ``confidence`` is
+        then the reader's probability of the whole string. With a reader of binarised ink,
+        or none, the digits are cut apart and classified one by one (:mod:`digitrec.numbers`).
+        A picture without a number gives ``number`` None.
         """
+        if self._lines is not None and self._lines.reads_grey:
+            return self._read_grey(image)
         cleaned = ink_map(image)
         pieces = segment(cleaned, lambda x: np.array([p.confidence for p in self.predict_arrays(x)]),
                          whole=self._whole)
@@ -230,6 +234,28 @@ class Recogniser:
             digits=digits,
             unsure=any(d.unsure for d in digits),
         )
+
+    def _read_grey(self, image: ImageSource) -> NumberReading:
+        """:meth:`read` with the grey line reader."""
+        assert self._lines is not None
+        gray = load_gray(image)
+        ink_box = None
+        if gray.shape[0] > READ_WHOLE:  # a page or a photo: read the band of ink the cleaning finds
+            cleaned = ink_map(gray)
+            line = line_ink(cleaned)
+            if line is not None:
+                x0, y0, x1, y1 = (round(v * cleaned.scale) for v in line.box)
+                ink_box = (x0, y0, x1 - x0, y1 - y0)
+        crop = locate(gray, ink_box)
+        if crop is None:
+            return NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
+        found, probability = self._lines.read_grey(line_input(gray, crop))
+        if not found:
+            return NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
+        digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=d.box,
+                                    unsure=d.confidence < self.min_confidence) for d in found)
+        return NumberReading(number="".join(str(d.digit) for d in digits), confidence=probability, digits=digits,
+                             unsure=probability < self.min_confidence or any(d.unsure for d in digits))
 
     def _second_opinion(self, cleaned: InkMap, digits: tuple[DigitReading, ...]) -> tuple[DigitReading, ...]:
         """The line reader's digits if it reads the line clearly better than ``digits``, else ``digits``."""

@@ -51,6 +51,7 @@ __all__ = [
     "normalize",
     "open_image",
     "to_grayscale",
+    "load_gray",
     "to_white_on_black",
     "limit_size",
     "remove_background",
@@ -87,6 +88,7 @@ MIN_CONTRAST = 0.15
 SPECK_FRACTION = 0.05  # ink blobs smaller than this fraction of the largest blob's area are dirt
 _NOISE_MARGIN = 12.0  # ink must be this many background-noise standard deviations bright
 _MIN_BLOB_PIXELS = 6  # the largest blob must have at least this many pixels (working scale)
+_TINY = 32  # pictures at most this many pixels on their shorter side are crops of one digit
 
 
 class NoDigitError(ImageError):
@@ -194,7 +196,10 @@ def to_white_on_black(gray: np.ndarray) -> np.ndarray:
     """
     low, high = np.percentile(gray, [0.1, 99.9])
     middle = (float(low) + float(high)) / 2 if high - low > 1e-3 else 0.5
-    return 1.0 - gray if float(np.median(_border(gray))) > middle else gray
+    # A tiny scan (a 16x16 postal digit) is cropped to its digit, whose strokes run along the
+    # border: there the paper is told by the bulk of the pixels instead.
+    paper = gray if min(gray.shape) <= _TINY else _border(gray)
+    return 1.0 - gray if float(np.median(paper)) > middle else gray
 
 
 def limit_size(gray: np.ndarray, max_side: int = WORK_SIZE) -> tuple[np.ndarray, float]:
@@ -251,7 +256,7 @@ def remove_background(ink: np.ndarray) -> np.ndarray:
     every stroke narrower than that and keeps what is left of the background (a white
     top-hat transform). What remains is ink against zero.
     """
-    flat = _flatten(ink) if min(ink.shape) >= 16 else ink
+    flat = _flatten(ink) if min(ink.shape) > _TINY else ink  # a tiny crop has no light falling across it
     size = max(3, min(ink.shape) // 2)
     return np.clip(flat - ndimage.grey_opening(flat, size=(size, size), mode="nearest"), 0.0, None)
 
@@ -282,8 +287,10 @@ def clean_ink(ink: np.ndarray, speck_fraction: float = SPECK_FRACTION) -> np.nda
         ink = ndimage.median_filter(ink, size=3, mode="nearest")
     peak = float(ink.max())
     empty = np.zeros(ink.shape, np.float32)
-    # Noise level of the background (most pixels): ink must clear it by a wide margin.
-    noise = 1.4826 * float(np.median(np.abs(ink - np.median(ink))))
+    # Noise level of the background: ink must clear it by a wide margin. Measured on the darker
+    # half alone, since a small scan filled by its digit (16x16 postal digits) can be half ink.
+    back = ink[ink <= np.median(ink)]
+    noise = 1.4826 * float(np.median(np.abs(back - np.median(back))))
     if peak < max(MIN_CONTRAST, _NOISE_MARGIN * noise):
         return empty
     candidates = ink[ink > 0.02 * peak]
@@ -317,7 +324,7 @@ class InkMap:
 
 def ink_map(source: ImageSource, speck_fraction: float = SPECK_FRACTION) -> InkMap:
     """Run the pipeline up to the cleaned ink (no cropping): shared by digits and numbers."""
-    gray = _load_gray(source)
+    gray = load_gray(source)
     ink, scale = _clean(gray, speck_fraction)
     return InkMap(ink=ink, scale=scale, shape=(gray.shape[0], gray.shape[1]))
 
@@ -409,7 +416,8 @@ def _array_to_gray(arr: np.ndarray) -> np.ndarray:
     return a
 
 
-def _load_gray(source: ImageSource) -> np.ndarray:
+def load_gray(source: ImageSource) -> np.ndarray:
+    """Any supported image source -> a grey (H, W) float32 picture in [0, 1] (files decoded by :func:`open_image`)."""
     if isinstance(source, np.ndarray):
         return _array_to_gray(source)
     return to_grayscale(open_image(source))
@@ -428,7 +436,7 @@ def to_mnist(source: ImageSource) -> np.ndarray:
     MNIST-like (28x28, white on black) passes through unchanged. Raises :class:`NoDigitError`
     when the image holds no ink.
     """
-    gray = _load_gray(source)
+    gray = load_gray(source)
     if is_mnist_like(gray):
         crop_to_ink(gray)  # raises on a blank canvas: no digit, no guess
         return gray.astype(np.float32)

@@ -1,0 +1,103 @@
+"""Train the grey line reader and measure it on real line sets as it trains: the learning curve.
+
+    python bench/reader_curve.py --real DIR [--real DIR ...] --steps 12000 --every 1000 --out reader.safetensors
+
+Each DIR holds a ``labels.csv`` (``file,label``; paths relative to it), like the ORAND-CAR-A
+development set. Every ``--every`` steps the model is read on each set (exact-match rate, no
+selection: the saved model is the last one) and on the held-out validation lines at the end.
+Writes the model, ``bench/results/reader-curve.json`` and a plot beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from digitrec.data import load_mnist
+from digitrec.linereader import LineTrainConfig, decode, save_line_reader, train_line_reader, _line_log_probs
+from digitrec.lineprep import line_input
+from digitrec.preprocess import open_image, to_grayscale
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+
+def load_set(folder: Path) -> list[tuple[np.ndarray, str]]:
+    """The (grey picture, digits) rows of a labelled folder; bad rows are reported and skipped."""
+    rows, bad = [], 0
+    with open(folder / "labels.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                if not row["label"].isdigit():
+                    raise ValueError(f"label {row['label']!r} is not digits")
+                rows.append((to_grayscale(open_image(folder / row["file"])), row["label"]))
+            except Exception as exc:  # noqa: BLE001 - a bad row is counted, never fatal
+                bad += 1
+                print(f"skipped {row.get('file')}: {exc}", file=sys.stderr)
+    if bad:
+        print(f"{folder}: {bad} bad rows skipped", file=sys.stderr)
+    return rows
+
+
+def exact(model: torch.nn.Module, rows: list[tuple[np.ndarray, str]]) -> float:
+    right = 0
+    for gray, truth in rows:
+        digits = decode(_line_log_probs(model, line_input(gray).image, torch.device("cpu")))
+        right += "".join(str(d.digit) for d in digits) == truth
+    return right / max(len(rows), 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", action="append", default=[], type=Path, help="a labelled folder (labels.csv)")
+    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--every", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--keep", action="store_true", help="also save the model at each measurement (OUT-STEP)")
+    ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "reader-curve.json")
+    args = ap.parse_args()
+    # The line-making processes take their own cores; more torch threads than are left only wait on each other.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
+    sets = {str(p.name): load_set(p) for p in args.real}
+    mnist = load_mnist()
+    config = LineTrainConfig(steps=args.steps, seed=args.seed, workers=args.workers)
+    curve: list[dict] = []
+
+    def snapshot(step: int, seconds: float, model: torch.nn.Module) -> None:
+        point = {"step": step, "train_seconds": round(seconds, 1),
+                 **{name: exact(model, rows) for name, rows in sets.items()}}
+        curve.append(point)
+        if args.keep:
+            save_line_reader(args.out.with_name(f"{args.out.stem}-{step}{args.out.suffix}"), model, config,
+                             {"step": step, "train_seconds": seconds})
+        print(json.dumps(point), flush=True)
+
+    def progress(done: int, total: int, loss: float) -> None:
+        if done % 100 == 0:
+            print(f"step {done}/{total} loss {loss:.3f} {time.strftime('%H:%M:%S')}", flush=True)
+
+    model, metrics = train_line_reader(config, mnist.train_images, mnist.train_labels, device=torch.device("cpu"),
+                                       progress=progress, snapshot=snapshot, snapshot_every=args.every)
+    save_line_reader(args.out, model, config, metrics)
+    result = {"machine": machine(), "config": {"steps": args.steps, "seed": args.seed, "threads": torch.get_num_threads()},
+              "metrics": metrics, "curve": curve, "sets": {k: len(v) for k, v in sets.items()}}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.results.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, args.results)
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

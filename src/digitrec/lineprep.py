@@ -1,0 +1,93 @@
+"""Grey line images for the line reader: find the number in a picture, even out paper and ink, scale to 32 px.
+
+The grey line reader reads the picture itself, not a binarised copy: once a threshold has
+thrown a faint stroke away, nothing downstream can bring it back. What it is given is the
+picture with only what every scan and photo needs evened out, in small pure steps shared by
+training (:mod:`digitrec.paper`'s lines go through :func:`line_input` too) and reading:
+
+    polarity      ink made bright (dark ink on light paper is inverted), judged from the tones
+    scale         the whole crop 32 pixels high, the width in proportion
+    flatten       the paper's own tone removed: the picture minus its grey opening, which keeps
+                  every stroke thinner than the opening and drops slowly varying light
+    stretch       divided by its brightest ink, so faint pencil and black pen look alike
+
+A small picture (a cut-out line, a cheque amount, a 16x16 digit) is read whole; in a larger one
+(a photo of a page) :func:`locate` finds the band of ink first and the reader reads that band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from .models import LINE_HEIGHT, LINE_STRIDE
+
+__all__ = ["READ_WHOLE", "MAX_LINE_WIDTH", "GreyLine", "to_bright_ink", "flatten_paper", "line_input", "locate"]
+
+READ_WHOLE = 160  # pictures at most this many pixels high (and with a line's shape) are read whole
+MAX_LINE_WIDTH = 64 * LINE_HEIGHT  # longest line image, pixels (a 64:1 strip; wider pictures are shrunk)
+_OPENING = 9  # side of the grey opening that estimates the paper at 32 px height, pixels
+_MIN_STRETCH = 0.12  # ink is divided by at least this: on blank paper the texture stays faint
+
+
+@dataclass(frozen=True)
+class GreyLine:
+    """A line as the grey reader sees it, and where it came from in the input picture."""
+
+    image: np.ndarray  # (LINE_HEIGHT, W) float32 [0, 1], bright ink on black, W a multiple of LINE_STRIDE
+    box: tuple[int, int, int, int]  # (x, y, width, height) of the crop that was read, input pixels
+    scale: float  # line-image pixels per input pixel
+
+
+def to_bright_ink(gray: np.ndarray) -> np.ndarray:
+    """Invert a grey picture when its paper is lighter than its ink, so ink is bright."""
+    low, middle, high = np.percentile(gray, [0.2, 50.0, 99.8])
+    # Paper is the bulk of the picture, so the median is the paper's tone; ink is the extreme
+    # furthest from it (a thin "1" can be under 1% of the pixels, so no wider percentiles).
+    return (1.0 - gray) if middle - low > high - middle else gray
+
+
+def flatten_paper(ink: np.ndarray) -> np.ndarray:
+    """Bright-ink picture at line height -> ink on black in [0, 1]: paper tone removed, ink stretched."""
+    paper = ndimage.grey_opening(ink, size=(_OPENING, _OPENING), mode="nearest")
+    flat = np.clip(ink - paper, 0.0, None)
+    top = float(np.percentile(flat, 99.5)) if flat.size else 0.0
+    return np.clip(flat / max(top, _MIN_STRETCH), 0.0, 1.0).astype(np.float32)
+
+
+def line_input(gray: np.ndarray, box: tuple[int, int, int, int] | None = None) -> GreyLine:
+    """The line reader's input for the grey picture ``gray`` ((H, W) [0, 1]), or for its crop ``box``."""
+    x, y, w, h = box if box is not None else (0, 0, gray.shape[1], gray.shape[0])
+    crop = gray[y : y + h, x : x + w].astype(np.float32)
+    h, w = crop.shape
+    scale = LINE_HEIGHT / h
+    new_w = min(max(LINE_STRIDE, round(w * scale)), MAX_LINE_WIDTH)
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    small = np.asarray(Image.fromarray(to_bright_ink(crop), mode="F").resize((new_w, LINE_HEIGHT), resample))
+    flat = flatten_paper(np.clip(small, 0.0, 1.0))
+    width = -(-new_w // LINE_STRIDE) * LINE_STRIDE
+    out = np.zeros((LINE_HEIGHT, width), np.float32)
+    out[:, :new_w] = flat
+    return GreyLine(image=out, box=(x, y, w, h), scale=new_w / w)
+
+
+def locate(gray: np.ndarray, ink_box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+    """The crop of ``gray`` to read: the whole picture when it is small, else around ``ink_box``.
+
+    ``ink_box`` (x, y, width, height; input pixels) is the band of the line's ink as the
+    cleaning pipeline found it (None: it found none). A large picture without one gives None.
+    """
+    h, w = gray.shape
+    if h <= READ_WHOLE or ink_box is None and h * 4 <= w * 3 and max(h, w) <= 2 * READ_WHOLE:
+        return (0, 0, w, h)
+    if ink_box is None:
+        return None
+    bx, by, bw, bh = ink_box
+    # A margin as the generated lines have one: a third of the line's height above and below.
+    my, mx = int(round(0.35 * bh)) + 1, int(round(0.5 * bh)) + 1
+    x0, y0 = max(0, bx - mx), max(0, by - my)
+    x1, y1 = min(w, bx + bw + mx), min(h, by + bh + my)
+    return (x0, y0, x1 - x0, y1 - y0)
