@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from digitrec.data import load_mnist
+from digitrec.synthetic import digit_line
 from digitrec.train import split_train_val
 
 VAL_SIZE = 5000  # digitrec's default validation split; both sides train on the same 55,000
@@ -19,6 +23,51 @@ def load_split(data_dir: str | None, seed: int) -> tuple[np.ndarray, ...]:
     mnist = load_mnist(data_dir)
     tx, ty, vx, vy = split_train_val(mnist.train_images, mnist.train_labels, VAL_SIZE, seed)
     return tx, ty, vx, vy, mnist.test_images, mnist.test_labels
+
+
+# CPU features that decide which kernels torch and ONNX Runtime can use.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags(wanted: Sequence[str] = CPU_FLAGS) -> dict[str, bool]:
+    """Which of ``wanted`` the CPU reports (all False where /proc/cpuinfo is not there)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {f: f in flags for f in wanted}
+
+
+def machine() -> dict[str, Any]:
+    """The machine a bench ran on: CPU model and flags, cores, Python, platform."""
+    return {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def number_lines(
+    images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator, seed_base: int, touching: float,
+) -> Iterator[tuple[np.ndarray, str]]:
+    """``n`` numbers of 2-6 distinct digits drawn by ``rng`` from ``images``, photographed as one line each
+    (:func:`digitrec.synthetic.digit_line`, line ``i`` with seed ``seed_base + i``): (image, digits)."""
+    for i in range(n):
+        idx = rng.choice(len(images), int(rng.integers(2, 7)), replace=False)
+        truth = "".join(str(int(labels[j])) for j in idx)
+        yield digit_line([images[j] for j in idx], seed_base + i, touching=touching), truth
 
 
 def percentile_ms(samples: list[float], q: float) -> float:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import number_lines
 from PIL import Image
 
 from digitrec.data import load_mnist
@@ -33,7 +34,6 @@ from digitrec.fileio import atomic_write
 from digitrec.predict import load
 from digitrec.synthetic import (
     available_fonts,
-    digit_line,
     letter_image,
     photograph,
     photographed_digit,
@@ -95,11 +95,9 @@ def main() -> int:
     rng = np.random.default_rng(7)
     for name, touching in (("lines_spaced", 0.0), ("lines_some_touching", 0.17)):
         exact = count_right = digits_ok = digits_in_count_right = 0
-        for i in range(args.lines):
-            k = int(rng.integers(2, 7))
-            idx = rng.choice(len(tx), k, replace=False)
-            truth = "".join(str(int(ty[j])) for j in idx)
-            reading = rec.read(digit_line([tx[j] for j in idx], 2_000_000 + i, touching=touching))
+        for line, truth in number_lines(tx, ty, args.lines, rng, 2_000_000, touching):
+            k = len(truth)
+            reading = rec.read(line)
             exact += reading.number == truth
             if reading.number is not None and len(reading.number) == k:
                 count_right += 1
@@ -130,10 +128,8 @@ def main() -> int:
         rng = np.random.default_rng(8)
         for name, touching in (("sklearn_lines_spaced", 0.0), ("sklearn_lines_some_touching", 0.17)):
             exact = 0
-            for i in range(args.lines):
-                idx = rng.choice(len(as28), int(rng.integers(2, 7)), replace=False)
-                truth = "".join(str(int(d.target[j])) for j in idx)
-                exact += rec.read(digit_line([as28[j] for j in idx], 6_000_000 + i, touching=touching)).number == truth
+            for line, truth in number_lines(as28, d.target, args.lines, rng, 6_000_000, touching):
+                exact += rec.read(line).number == truth
             results[name] = {"n": args.lines, "exact": exact / args.lines, "touching_gap_fraction": touching}
             report(f"sklearn numbers ({name[14:]})", exact / args.lines, args.lines)
 

@@ -23,17 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import cpu_name
+
 HERE = Path(__file__).resolve().parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def child(script: str, *args: str) -> dict[str, Any]:

@@ -1,227 +1,475 @@
-// digitrec drawing page: draw (mouse, pen, touch) or drop an image; predictions update as you draw.
+// digitrec drawing page: draw (mouse, pen, touch) or drop an image; answers update as you draw.
+// Two modes share the same pieces: "digit" asks /v1/predict about one digit, "number" asks
+// /v1/read about a whole number written on a wide pad and draws the digits' boxes over it.
 // Plain browser JavaScript, no build step and no third-party code.
 "use strict";
 
 (function () {
-  const API = "/v1/predict?input=true";
-  const DEBOUNCE_MS = 150; // wait this long after the last stroke change before asking
+  const DEBOUNCE_MS = 150; // digit mode: wait this long after the last stroke change before asking
   const MAX_SILENCE_MS = 400; // ...but while drawing, ask at least this often
-  const LINE_WIDTH = 20; // pen width on the 280 px pad: MNIST strokes are ~2 px of 28
+  const READ_DEBOUNCE_MS = 250; // number mode: ask this long after the pen lifts (digits take several strokes)
+  const LINE_WIDTH = 20; // pen width on a 280 px tall pad: MNIST strokes are ~2 px of 28
+  const LINE_HEIGHT = 280; // the number pad's height in canvas pixels; its width follows its shape on screen
+  const SVG_NS = "http://www.w3.org/2000/svg";
 
-  const pad = document.getElementById("pad");
-  const ctx = pad.getContext("2d");
-  const seen = document.getElementById("seen");
-  const seenCtx = seen.getContext("2d");
-  const digitEl = document.getElementById("digit");
-  const confidenceEl = document.getElementById("confidence");
-  const statusEl = document.getElementById("status");
-  const barsEl = document.getElementById("bars");
-  const resultEl = document.querySelector(".result");
-  const fileInput = document.getElementById("file");
-  const dropzone = document.getElementById("dropzone");
+  const pct = (p) => (p * 100).toFixed(1) + "%";
 
-  // Ten bars, built once.
-  const bars = [];
-  for (let d = 0; d < 10; d++) {
-    const li = document.createElement("li");
-    li.className = "bar";
-    li.dataset.digit = String(d);
-    li.innerHTML =
-      '<span class="label">' + d + "</span>" +
-      '<span class="track" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0" ' +
-      'aria-label="probability of ' + d + '"><span class="fill"></span></span>' +
-      '<span class="pct">0%</span>';
-    barsEl.appendChild(li);
-    bars.push(li);
+  // ---------------------------------------------------------------------------------------
+  // Shared pieces
+
+  // A mode's state ("idle", "busy", "done", "error") is kept on its <main>; the active mode's
+  // is mirrored on <body>.
+  let active = null;
+  function setState(mode, state) {
+    mode.root.dataset.state = state;
+    if (mode === active) document.body.dataset.state = state;
   }
 
-  function clearPad() {
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, pad.width, pad.height);
+  // A drawing pad on a canvas. Pointer events cover mouse, pen and touch alike;
+  // onStroke(phase) hears "start", "move" and "end".
+  function makePad(canvas, onStroke) {
+    const ctx = canvas.getContext("2d");
+    let drawing = false;
+    let last = null;
+    let empty = true;
+
+    function point(ev) {
+      const r = canvas.getBoundingClientRect();
+      return {
+        x: (ev.clientX - r.left) * (canvas.width / r.width),
+        y: (ev.clientY - r.top) * (canvas.height / r.height),
+      };
+    }
+    function strokeTo(p) {
+      ctx.beginPath();
+      ctx.moveTo(last.x, last.y);
+      ctx.lineTo(p.x, p.y);
+      ctx.stroke();
+      last = p;
+    }
+    canvas.addEventListener("pointerdown", (ev) => {
+      ev.preventDefault();
+      canvas.setPointerCapture(ev.pointerId);
+      drawing = true;
+      empty = false;
+      ctx.strokeStyle = "#000";
+      ctx.lineWidth = LINE_WIDTH;
+      ctx.lineCap = "round";
+      ctx.lineJoin = "round";
+      last = point(ev);
+      strokeTo({ x: last.x + 0.01, y: last.y }); // a tap leaves a dot
+      onStroke("start");
+    });
+    canvas.addEventListener("pointermove", (ev) => {
+      if (!drawing) return;
+      const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
+      for (const e of events.length ? events : [ev]) strokeTo(point(e));
+      onStroke("move");
+    });
+    function endStroke() {
+      if (!drawing) return;
+      drawing = false;
+      onStroke("end");
+    }
+    canvas.addEventListener("pointerup", endStroke);
+    canvas.addEventListener("pointercancel", endStroke);
+
+    function clear() {
+      ctx.fillStyle = "#fff";
+      ctx.fillRect(0, 0, canvas.width, canvas.height);
+      empty = true;
+    }
+    return {
+      canvas,
+      get empty() { return empty; },
+      clear,
+      // Show a picture on the pad, scaled to fit and centred on white.
+      showImage(img) {
+        clear();
+        const s = Math.min(canvas.width / img.width, canvas.height / img.height);
+        const w = img.width * s;
+        const h = img.height * s;
+        ctx.drawImage(img, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+        empty = false;
+      },
+      // The pad as a PNG, with the size its pixels (and so the answer's boxes) are in.
+      toPng(callback) {
+        const size = { width: canvas.width, height: canvas.height };
+        canvas.toBlob((blob) => blob && callback(blob, size), "image/png");
+      },
+      resize(width, height) { // clears the pad
+        canvas.width = width;
+        canvas.height = height;
+        clear();
+      },
+    };
   }
 
-  function resetResult(message) {
-    digitEl.textContent = "\u2013";
-    confidenceEl.textContent = message;
-    statusEl.textContent = "";
-    resultEl.classList.remove("unsure");
-    for (const li of bars) setBar(li, 0, false);
-    seenCtx.clearRect(0, 0, seen.width, seen.height);
-    document.body.dataset.state = "idle";
-  }
-
-  function setBar(li, p, top) {
-    const pct = Math.round(p * 1000) / 10;
-    li.dataset.p = String(p);
-    li.classList.toggle("top", top);
-    li.querySelector(".fill").style.width = pct + "%";
-    li.querySelector(".track").setAttribute("aria-valuenow", String(pct));
-    li.querySelector(".pct").textContent = pct.toFixed(1) + "%";
-  }
-
-  function showPrediction(body) {
-    const probs = body.probabilities;
-    const best = body.digit;
-    digitEl.textContent = best === null ? "?" : String(best);
-    confidenceEl.textContent = best === null
-      ? "No digit found."
-      : "Confidence " + (body.confidence * 100).toFixed(1) + "%" + (body.unsure ? " (unsure)" : "");
-    resultEl.classList.toggle("unsure", Boolean(body.unsure));
-    // No digit (a blank image) comes with no probabilities: all bars go to zero.
-    bars.forEach((li, d) => setBar(li, probs[d] || 0, d === best));
-    if (body.input) drawSeen(body.input);
-    statusEl.textContent = "";
-    document.body.dataset.state = "done";
-  }
-
-  function drawSeen(rows) {
-    const img = seenCtx.createImageData(28, 28);
-    for (let y = 0; y < 28; y++) {
-      for (let x = 0; x < 28; x++) {
-        const v = rows[y][x];
-        const i = (y * 28 + x) * 4;
-        img.data[i] = img.data[i + 1] = img.data[i + 2] = v;
-        img.data[i + 3] = 255;
+  // Posts images to one endpoint. Only the answer to the latest request is shown: a new
+  // request aborts the one in flight, and a stale answer that still arrives is dropped.
+  function makeClient(mode, url, onAnswer, onError) {
+    let inflight = null;
+    async function send(blob, type, context) {
+      if (inflight) inflight.abort();
+      const controller = new AbortController();
+      inflight = controller;
+      setState(mode, "busy");
+      try {
+        const response = await fetch(url, {
+          method: "POST",
+          headers: { "Content-Type": type || "application/octet-stream" },
+          body: blob,
+          signal: controller.signal,
+        });
+        const body = await response.json();
+        if (controller !== inflight) return;
+        if (response.ok) onAnswer(body, context);
+        else onError(body.error || "The server answered " + response.status + ".");
+      } catch (err) {
+        if (err.name !== "AbortError" && controller === inflight) onError("Cannot reach the server.");
+      } finally {
+        if (controller === inflight) inflight = null;
       }
     }
-    seenCtx.putImageData(img, 0, 0);
-  }
-
-  function showError(message) {
-    digitEl.textContent = "\u2013";
-    confidenceEl.textContent = "";
-    statusEl.textContent = message;
-    for (const li of bars) setBar(li, 0, false);
-    document.body.dataset.state = "error";
-  }
-
-  // Only the answer to the latest request is shown; older ones are aborted.
-  let inflight = null;
-  async function predict(blob, type) {
-    if (inflight) inflight.abort();
-    const controller = new AbortController();
-    inflight = controller;
-    document.body.dataset.state = "busy";
-    try {
-      const response = await fetch(API, {
-        method: "POST",
-        headers: { "Content-Type": type || "application/octet-stream" },
-        body: blob,
-        signal: controller.signal,
-      });
-      const body = await response.json();
-      if (controller !== inflight) return;
-      if (response.ok) showPrediction(body);
-      else showError(body.error || "The server answered " + response.status + ".");
-    } catch (err) {
-      if (err.name !== "AbortError") showError("Cannot reach the server.");
-    } finally {
-      if (controller === inflight) inflight = null;
+    function cancel() {
+      if (inflight) inflight.abort();
+      inflight = null;
     }
+    return { send, cancel };
   }
 
-  function predictPad() {
-    lastAsked = performance.now();
-    pad.toBlob((blob) => blob && predict(blob, "image/png"), "image/png");
-  }
-
-  // Debounce while drawing, with a ceiling on silence so long strokes still update live.
-  let timer = null;
-  let lastAsked = 0;
-  function schedule() {
-    clearTimeout(timer);
-    if (performance.now() - lastAsked > MAX_SILENCE_MS) predictPad();
-    else timer = setTimeout(predictPad, DEBOUNCE_MS);
-  }
-
-  // Drawing with pointer events covers mouse, pen and touch alike.
-  let drawing = false;
-  let last = null;
-  function point(ev) {
-    const r = pad.getBoundingClientRect();
-    return { x: (ev.clientX - r.left) * (pad.width / r.width), y: (ev.clientY - r.top) * (pad.height / r.height) };
-  }
-  function strokeTo(p) {
-    ctx.beginPath();
-    ctx.moveTo(last.x, last.y);
-    ctx.lineTo(p.x, p.y);
-    ctx.stroke();
-    last = p;
-  }
-  pad.addEventListener("pointerdown", (ev) => {
-    ev.preventDefault();
-    pad.setPointerCapture(ev.pointerId);
-    drawing = true;
-    ctx.strokeStyle = "#000";
-    ctx.lineWidth = LINE_WIDTH;
-    ctx.lineCap = "round";
-    ctx.lineJoin = "round";
-    last = point(ev);
-    strokeTo({ x: last.x + 0.01, y: last.y }); // a tap leaves a dot
-    schedule();
-  });
-  pad.addEventListener("pointermove", (ev) => {
-    if (!drawing) return;
-    const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
-    for (const e of events.length ? events : [ev]) strokeTo(point(e));
-    schedule();
-  });
-  function endStroke() {
-    if (!drawing) return;
-    drawing = false;
-    clearTimeout(timer);
-    predictPad();
-  }
-  pad.addEventListener("pointerup", endStroke);
-  pad.addEventListener("pointercancel", endStroke);
-
-  function clearAll() {
-    clearTimeout(timer);
-    if (inflight) inflight.abort();
-    clearPad();
-    resetResult("Draw something to start.");
-  }
-  document.getElementById("clear").addEventListener("click", clearAll);
-  document.addEventListener("keydown", (ev) => {
-    if (ev.key === "Escape" && !ev.target.closest("input, textarea")) clearAll();
-  });
-
-  // Image files: picked or dropped. The file goes to the server as is; the pad shows it.
-  function useFile(file) {
-    if (!file) return;
-    if (file.type && !file.type.startsWith("image/")) {
-      showError("That is not an image file.");
-      return;
+  // Debounce: run() once things have been quiet for `delay` ms; with `maxSilence`, also at
+  // least that often while they keep changing (so long strokes still update live).
+  function makeScheduler(run, delay, maxSilence) {
+    let timer = null;
+    let lastRun = 0;
+    function now() {
+      clearTimeout(timer);
+      lastRun = performance.now();
+      run();
     }
+    return {
+      now,
+      soon() {
+        clearTimeout(timer);
+        if (maxSilence && performance.now() - lastRun > maxSilence) now();
+        else timer = setTimeout(now, delay);
+      },
+      cancel() { clearTimeout(timer); },
+    };
+  }
+
+  // Image files, picked with a file input or dropped on a zone, go to onFile(file).
+  function acceptFiles(input, zone, onFile) {
+    input.addEventListener("change", () => {
+      if (input.files[0]) onFile(input.files[0]);
+      input.value = ""; // choosing the same file again still triggers
+    });
+    zone.addEventListener("dragover", (ev) => {
+      ev.preventDefault();
+      zone.classList.add("dragging");
+    });
+    zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+    zone.addEventListener("drop", (ev) => {
+      ev.preventDefault();
+      zone.classList.remove("dragging");
+      if (ev.dataTransfer.files[0]) onFile(ev.dataTransfer.files[0]);
+    });
+  }
+
+  // Decode an image file in the browser: onload(img) once it is shown, or onerror().
+  function openImage(file, onload, onerror) {
     const url = URL.createObjectURL(file);
     const img = new Image();
     img.onload = () => {
-      clearPad();
-      const s = Math.min(pad.width / img.width, pad.height / img.height);
-      const w = img.width * s;
-      const h = img.height * s;
-      ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+      onload(img);
       URL.revokeObjectURL(url);
     };
-    img.onerror = () => URL.revokeObjectURL(url);
+    img.onerror = () => {
+      URL.revokeObjectURL(url);
+      if (onerror) onerror();
+    };
     img.src = url;
-    predict(file, file.type);
   }
-  fileInput.addEventListener("change", () => {
-    useFile(fileInput.files[0]);
-    fileInput.value = ""; // choosing the same file again still triggers
-  });
-  dropzone.addEventListener("dragover", (ev) => {
-    ev.preventDefault();
-    dropzone.classList.add("dragging");
-  });
-  dropzone.addEventListener("dragleave", () => dropzone.classList.remove("dragging"));
-  dropzone.addEventListener("drop", (ev) => {
-    ev.preventDefault();
-    dropzone.classList.remove("dragging");
-    useFile(ev.dataTransfer.files[0]);
+
+  // The status line of a mode: errors in red (see style.css), nothing when empty.
+  function showStatus(mode, el, message) {
+    el.textContent = message;
+    setState(mode, "error");
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Digit mode: one digit on a square pad, ten probability bars, the 28x28 the model saw.
+
+  const digitMode = (function () {
+    const mode = { root: document.getElementById("digit-mode"), title: "digitrec: draw a digit",
+                   intro: "Draw a digit (0\u20139) with your mouse, pen or finger, or drop a picture of one." };
+    const seen = document.getElementById("seen");
+    const seenCtx = seen.getContext("2d");
+    const digitEl = document.getElementById("digit");
+    const confidenceEl = document.getElementById("confidence");
+    const statusEl = document.getElementById("status");
+    const barsEl = document.getElementById("bars");
+    const resultEl = mode.root.querySelector(".result");
+
+    // Ten bars, built once.
+    const bars = [];
+    for (let d = 0; d < 10; d++) {
+      const li = document.createElement("li");
+      li.className = "bar";
+      li.dataset.digit = String(d);
+      li.innerHTML =
+        '<span class="label">' + d + "</span>" +
+        '<span class="track" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0" ' +
+        'aria-label="probability of ' + d + '"><span class="fill"></span></span>' +
+        '<span class="pct">0%</span>';
+      barsEl.appendChild(li);
+      bars.push(li);
+    }
+
+    function setBar(li, p, top) {
+      const value = Math.round(p * 1000) / 10;
+      li.dataset.p = String(p);
+      li.classList.toggle("top", top);
+      li.querySelector(".fill").style.width = value + "%";
+      li.querySelector(".track").setAttribute("aria-valuenow", String(value));
+      li.querySelector(".pct").textContent = value.toFixed(1) + "%";
+    }
+
+    function resetResult(message) {
+      digitEl.textContent = "\u2013";
+      confidenceEl.textContent = message;
+      statusEl.textContent = "";
+      resultEl.classList.remove("unsure");
+      for (const li of bars) setBar(li, 0, false);
+      seenCtx.clearRect(0, 0, seen.width, seen.height);
+      setState(mode, "idle");
+    }
+
+    function showPrediction(body) {
+      const probs = body.probabilities;
+      const best = body.digit;
+      digitEl.textContent = best === null ? "?" : String(best);
+      confidenceEl.textContent = best === null
+        ? "No digit found."
+        : "Confidence " + pct(body.confidence) + (body.unsure ? " (unsure)" : "");
+      resultEl.classList.toggle("unsure", Boolean(body.unsure));
+      // No digit (a blank image) comes with no probabilities: all bars go to zero.
+      bars.forEach((li, d) => setBar(li, probs[d] || 0, d === best));
+      if (body.input) drawSeen(body.input);
+      statusEl.textContent = "";
+      setState(mode, "done");
+    }
+
+    function drawSeen(rows) {
+      const img = seenCtx.createImageData(28, 28);
+      for (let y = 0; y < 28; y++) {
+        for (let x = 0; x < 28; x++) {
+          const v = rows[y][x];
+          const i = (y * 28 + x) * 4;
+          img.data[i] = img.data[i + 1] = img.data[i + 2] = v;
+          img.data[i + 3] = 255;
+        }
+      }
+      seenCtx.putImageData(img, 0, 0);
+    }
+
+    function showError(message) {
+      digitEl.textContent = "\u2013";
+      confidenceEl.textContent = "";
+      for (const li of bars) setBar(li, 0, false);
+      showStatus(mode, statusEl, message);
+    }
+
+    const client = makeClient(mode, "/v1/predict?input=true", showPrediction, showError);
+    const pad = makePad(document.getElementById("pad"), (phase) => {
+      if (phase === "end") scheduler.now();
+      else scheduler.soon();
+    });
+    const scheduler = makeScheduler(() => pad.toPng((blob) => client.send(blob, "image/png")),
+                                    DEBOUNCE_MS, MAX_SILENCE_MS);
+
+    mode.clear = function () {
+      scheduler.cancel();
+      client.cancel();
+      pad.clear();
+      resetResult("Draw something to start.");
+    };
+    document.getElementById("clear").addEventListener("click", mode.clear);
+
+    // The file goes to the server as is; the pad shows it.
+    acceptFiles(document.getElementById("file"), document.getElementById("dropzone"), (file) => {
+      if (file.type && !file.type.startsWith("image/")) {
+        showError("That is not an image file.");
+        return;
+      }
+      scheduler.cancel();
+      openImage(file, pad.showImage);
+      client.send(file, file.type);
+    });
+
+    pad.clear();
+    resetResult("Draw something to start.");
+    return mode;
+  })();
+
+  // ---------------------------------------------------------------------------------------
+  // Number mode: a wide pad for a whole number; the reading, a chip per digit, and each
+  // digit's box drawn over the pad.
+
+  const numberMode = (function () {
+    const mode = { root: document.getElementById("number-mode"), title: "digitrec: write a number",
+                   intro: "Write a whole number, digits side by side, with your mouse, pen or finger, " +
+                          "or drop a picture of one." };
+    const frame = mode.root.querySelector(".line-frame");
+    const boxesEl = document.getElementById("boxes");
+    const numberEl = document.getElementById("number");
+    const confidenceEl = document.getElementById("number-confidence");
+    const statusEl = document.getElementById("number-status");
+    const chipsEl = document.getElementById("chips");
+    const readingEl = mode.root.querySelector(".reading");
+
+    function clearReading(message) {
+      numberEl.textContent = "\u2013";
+      confidenceEl.textContent = message;
+      statusEl.textContent = "";
+      readingEl.classList.remove("unsure");
+      chipsEl.replaceChildren();
+      boxesEl.replaceChildren();
+    }
+
+    function chip(d, i) {
+      const li = document.createElement("li");
+      const digit = d.digit === null ? "?" : String(d.digit);
+      li.className = "chip" + (d.unsure ? " unsure" : "");
+      li.dataset.digit = digit;
+      li.dataset.confidence = String(d.confidence);
+      li.setAttribute("aria-label", "digit " + (i + 1) + ": " + digit + ", " + pct(d.confidence) +
+                      (d.unsure ? ", unsure" : ""));
+      li.innerHTML = '<span class="chip-digit"></span><span class="chip-pct"></span>';
+      li.firstChild.textContent = digit + (d.unsure ? "?" : "");
+      li.lastChild.textContent = pct(d.confidence);
+      return li;
+    }
+
+    // Boxes are in the posted image's pixels: the overlay's viewBox is that image's size and
+    // it is stretched over the pad, so they land on the digits however big the pad is shown.
+    function drawBoxes(digits, size) {
+      boxesEl.setAttribute("viewBox", "0 0 " + size.width + " " + size.height);
+      const shapes = digits.map((d) => {
+        const [x, y, w, h] = d.box;
+        const g = document.createElementNS(SVG_NS, "g");
+        g.setAttribute("class", "box" + (d.unsure ? " unsure" : ""));
+        const rect = document.createElementNS(SVG_NS, "rect");
+        for (const [k, v] of [["x", x], ["y", y], ["width", w], ["height", h], ["rx", 6]]) rect.setAttribute(k, v);
+        const label = document.createElementNS(SVG_NS, "text");
+        label.setAttribute("x", x + 4);
+        label.setAttribute("y", y > 30 ? y - 6 : y + h + 26);
+        label.textContent = d.digit === null ? "?" : String(d.digit);
+        g.append(rect, label);
+        return g;
+      });
+      boxesEl.replaceChildren(...shapes);
+    }
+
+    function showReading(body, size) {
+      const found = body.number !== null;
+      clearReading(found
+        ? "Confidence " + pct(body.confidence) + (body.unsure ? " (unsure)" : "")
+        : "No number found.");
+      numberEl.textContent = found ? body.number : "\u2013";
+      readingEl.classList.toggle("unsure", found && Boolean(body.unsure));
+      chipsEl.replaceChildren(...body.digits.map(chip));
+      if (size) drawBoxes(body.digits, size);
+      setState(mode, "done");
+    }
+
+    function showError(message) {
+      clearReading("");
+      showStatus(mode, statusEl, message);
+    }
+
+    const client = makeClient(mode, "/v1/read", showReading, showError);
+    const scheduler = makeScheduler(() => pad.toPng((blob, size) => client.send(blob, "image/png", size)),
+                                    READ_DEBOUNCE_MS, 0);
+    // A digit often takes several strokes: ask once the pen has stayed up a moment.
+    const pad = makePad(document.getElementById("line-pad"), (phase) => {
+      if (phase === "start") scheduler.cancel();
+      else if (phase === "end") scheduler.soon();
+    });
+
+    // The canvas takes the shape the page gives the pad (wide on a desk, less so on a phone),
+    // 280 px tall like the digit pad so strokes are as thick. Only an empty pad is reshaped.
+    function fit() {
+      const w = frame.clientWidth;
+      const h = frame.clientHeight;
+      if (!pad.empty || !w || !h) return;
+      const width = Math.round(LINE_HEIGHT * w / h);
+      if (width !== pad.canvas.width) pad.resize(width, LINE_HEIGHT);
+      boxesEl.setAttribute("viewBox", "0 0 " + pad.canvas.width + " " + pad.canvas.height);
+    }
+    mode.shown = fit;
+    window.addEventListener("resize", () => { if (mode === active) fit(); });
+
+    mode.clear = function () {
+      scheduler.cancel();
+      client.cancel();
+      pad.clear();
+      fit();
+      clearReading("Write a number to start.");
+      setState(mode, "idle");
+    };
+    document.getElementById("line-clear").addEventListener("click", mode.clear);
+
+    // A picture is put on the pad and the pad is read, so that the boxes fit what is shown
+    // (and one can write over it). One the browser cannot decode goes to the server as is,
+    // which says what is wrong with it.
+    acceptFiles(document.getElementById("line-file"), document.getElementById("line-dropzone"), (file) => {
+      if (file.type && !file.type.startsWith("image/")) {
+        showError("That is not an image file.");
+        return;
+      }
+      scheduler.cancel();
+      openImage(file, (img) => {
+        pad.showImage(img);
+        scheduler.now();
+      }, () => client.send(file, file.type));
+    });
+
+    pad.clear();
+    clearReading("Write a number to start.");
+    return mode;
+  })();
+
+  // ---------------------------------------------------------------------------------------
+  // The mode switch (radio buttons: arrow keys move between them), remembered in the URL.
+
+  const modes = { digit: digitMode, number: numberMode };
+  const intro = document.getElementById("intro");
+  function setMode(name) {
+    const mode = modes[name] || digitMode;
+    active = mode;
+    for (const m of Object.values(modes)) m.root.hidden = m !== mode;
+    document.body.dataset.mode = name;
+    document.body.dataset.state = mode.root.dataset.state;
+    document.getElementById("mode-" + name).checked = true;
+    intro.textContent = mode.intro;
+    document.title = mode.title;
+    if (mode.shown) mode.shown();
+  }
+  for (const radio of document.querySelectorAll('input[name="mode"]')) {
+    radio.addEventListener("change", () => {
+      if (!radio.checked) return;
+      setMode(radio.value);
+      history.replaceState(null, "", radio.value === "number" ? "#number" : location.pathname + location.search);
+    });
+  }
+  window.addEventListener("hashchange", () => setMode(location.hash === "#number" ? "number" : "digit"));
+
+  document.addEventListener("keydown", (ev) => {
+    // Escape clears, except in a field that might want it (the mode switch does not).
+    if (ev.key === "Escape" && !ev.target.closest('input:not([type="radio"]), textarea')) active.clear();
   });
 
-  clearPad();
-  resetResult("Draw something to start.");
+  setMode(location.hash === "#number" ? "number" : "digit");
 })();
