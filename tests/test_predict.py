@@ -204,6 +204,29 @@ def test_bundled_seed_on_mnist(real_mnist):
     assert preds[0].digit == 7  # the first test image is a 7
 
 
+def scanned(digit: np.ndarray, size: int, paper: float, ink: float, fill: bool) -> np.ndarray:
+    """An MNIST digit as a small grey scan: dark ink on paper, ``size`` px, cropped to its ink if ``fill``."""
+    if fill:  # postal-code scans: the digit stretched to fill its frame, touching every border
+        rows, cols = np.flatnonzero(digit.max(axis=1) > 0), np.flatnonzero(digit.max(axis=0) > 0)
+        digit = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    g = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR), np.float32) / 255.0
+    return (paper - g * (paper - ink)).astype(np.float32)
+
+
+@requires_mnist
+@pytest.mark.parametrize(("size", "paper", "ink", "fill"), [(16, 1.0, 0.0, True), (16, 0.8, 0.3, False),
+                                                           (28, 0.8, 0.68, False)],
+                         ids=["16px-filling-its-frame", "16px-grey", "faint"])
+def test_predict_finds_tiny_and_faint_digits(real_mnist, size, paper, ink, fill):
+    """Small scans and faint pencil are read, not answered "no digit" (as postal-code scans were)."""
+    rec = load("seed")
+    noise = np.random.default_rng(0).normal(0.0, 0.01, (100, size, size)).astype(np.float32)
+    preds = rec.predict([np.clip(scanned(d, size, paper, ink, fill) + n, 0, 1)
+                         for d, n in zip(real_mnist.test_images[:100], noise)])
+    assert sum(p.digit is None for p in preds) <= 3
+    assert np.mean([p.digit == y for p, y in zip(preds, real_mnist.test_labels[:100])]) >= 0.8
+
+
 def test_bundled_seed_reads_a_drawn_digit(digit_image):
     assert load("seed").predict(digit_image).digit == 7
 

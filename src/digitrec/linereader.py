@@ -62,6 +62,7 @@ __all__ = [
     "frame_spans",
     "grey_boxes",
     "validation_lines",
+    "batch_log_probs",
     "LINE_KINDS",
 ]
 
@@ -173,14 +174,14 @@ def compose_line(images: np.ndarray, rng: np.random.Generator, touching: float) 
     return canvas
 
 
-def _ink_line(images: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
+def _ink_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
     """A binarised-ink training line (``lines="ink"``), as the segmenter's ink reaches the reader."""
     return compose_line(images, rng, touching)
 
 
-def _paper_line(images: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
+def _paper_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
     """A grey training line (``lines="paper"``), prepared exactly as :meth:`LineReader.read_grey` prepares pictures."""
-    return line_input(render_line(images, rng)).image
+    return line_input(render_line(images, labels, rng)).image
 
 
 def _batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: int, max_digits: int,
@@ -195,7 +196,7 @@ def _batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, siz
     for _ in range(size):
         n = 0 if lines == "paper" and rng.random() < NO_DIGITS else count
         idx = rng.integers(0, len(images), n)
-        out.append(make(images[idx], rng, float(rng.choice(touching))))
+        out.append(make(images[idx], labels[idx], rng, float(rng.choice(touching))))
         targets.append(labels[idx] + 1)
         lengths.append(n)
     width = -(-max(line.shape[1] for line in out) // LINE_STRIDE) * LINE_STRIDE
@@ -373,6 +374,24 @@ def _line_log_probs(model: torch.nn.Module, image: np.ndarray, device: torch.dev
         return _log_probs(model, x, norm)[0].T.cpu().numpy()
 
 
+def batch_log_probs(model: torch.nn.Module, images: Sequence[np.ndarray], device: torch.device,
+                    norm: Normalization = NORMALIZATION) -> list[np.ndarray]:
+    """(T_i, 11) frame log-probabilities of each (LINE_HEIGHT, W_i) line image, in one forward pass.
+
+    Lines are padded on the right with black to the widest, as training batches are; each
+    line's frames stop at its own width.
+    """
+    if not images:
+        return []
+    width = max(image.shape[1] for image in images)
+    x = np.zeros((len(images), 1, LINE_HEIGHT, width), np.float32)
+    for i, image in enumerate(images):
+        x[i, 0, :, : image.shape[1]] = image
+    with torch.inference_mode():
+        out = _log_probs(model, torch.from_numpy(x).to(device), norm).transpose(1, 2).cpu().numpy()  # (B, T, 11)
+    return [out[i, : image.shape[1] // LINE_STRIDE] for i, image in enumerate(images)]
+
+
 def _text(digits: Sequence[LineDigit]) -> str:
     return "".join(str(d.digit) for d in digits)
 
@@ -394,7 +413,7 @@ def validation_lines(config: LineTrainConfig, images: np.ndarray, labels: np.nda
     for i in range(config.val_lines):
         idx = rng.choice(len(images), 1 + i % config.max_digits, replace=False)
         touching = config.touching[i % len(config.touching)]
-        val.append((make(images[idx], rng, touching), "".join(str(int(labels[j])) for j in idx)))
+        val.append((make(images[idx], labels[idx], rng, touching), "".join(str(int(labels[j])) for j in idx)))
     return val
 
 
@@ -556,11 +575,23 @@ class LineReader:
         """(T, 11) frame log-probabilities of a line image (T = its width / LINE_STRIDE)."""
         return _line_log_probs(self.file.model, line.image, self.device, self.file.normalization)
 
-    def read_grey(self, view: GreyLine) -> tuple[list[GreyDigit], float]:
-        """The digits of a prepared grey line and the reader's probability of that whole string."""
-        log_probs = self.log_probs(view)
-        digits = decode(log_probs)
-        boxes = grey_boxes(view, frame_spans(log_probs))
-        text = _text(digits)
-        probability = math.exp(string_log_prob(log_probs, text)) if digits else 0.0
-        return [GreyDigit(d.digit, d.confidence, box) for d, box in zip(digits, boxes)], probability
+    def read_grey(self, views: Sequence[GreyLine], batch_size: int = 64) -> list[tuple[list[GreyDigit], float]]:
+        """The digits of each prepared grey line and the reader's probability of that whole string.
+
+        Lines of similar width are read together, ``batch_size`` at a time (less padding).
+        """
+        order = sorted(range(len(views)), key=lambda i: views[i].image.shape[1])
+        out: list[tuple[list[GreyDigit], float]] = [([], 0.0)] * len(views)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            if len(chunk) == 1:  # one line: no padding at all (and the path tests stub)
+                found = [self.log_probs(views[chunk[0]])]
+            else:
+                found = batch_log_probs(self.file.model, [views[i].image for i in chunk], self.device,
+                                        self.file.normalization)
+            for i, log_probs in zip(chunk, found):
+                digits = decode(log_probs)
+                boxes = grey_boxes(views[i], frame_spans(log_probs))
+                probability = math.exp(string_log_prob(log_probs, _text(digits))) if digits else 0.0
+                out[i] = ([GreyDigit(d.digit, d.confidence, box) for d, box in zip(digits, boxes)], probability)
+        return out

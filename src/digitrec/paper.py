@@ -10,6 +10,7 @@ forms and registers look when scanned or photographed:
 - printed underlines, ruling lines and box borders, touching the digits or not;
 - marks that are not digits: thousand separators (``.`` ``,``), dashes, ``=``, ``/``, ``+``,
   ``*``, ``$`` and ``#`` before or after the number;
+- other writers' styles: smooth random warps (elastic distortion), flagged "1"s and crossed "7"s;
 - ink from black to faint, resolution from 14 to 72 pixels high, blur, noise, JPEG, both
   polarities, and cropping that cuts into the first or last digit.
 
@@ -41,9 +42,47 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _glyph(digit: np.ndarray, height: float, rng: np.random.Generator) -> np.ndarray:
-    """One MNIST digit cropped to its ink and scaled to about ``height`` px (width varied too)."""
+def _elastic(d: np.ndarray, rng: np.random.Generator, alpha: float = 2.5, sigma: float = 3.0) -> np.ndarray:
+    """A smooth random warp of a 28x28 digit (Simard et al., 2003): other writers' wobble."""
+    dy = ndimage.gaussian_filter(rng.uniform(-1, 1, d.shape), sigma) * alpha / 0.1  # ~alpha px at most
+    dx = ndimage.gaussian_filter(rng.uniform(-1, 1, d.shape), sigma) * alpha / 0.1
+    ys, xs = np.mgrid[0 : d.shape[0], 0 : d.shape[1]]
+    return ndimage.map_coordinates(d, [ys + dy, xs + dx], order=1, mode="constant").astype(np.float32)
+
+
+def _styled(d: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
+    """Continental handwriting MNIST rarely shows: a "1" with a long flag, a "7" with a crossbar."""
+    if label not in (1, 7) or rng.random() > 0.35:
+        return d
+    rows = np.flatnonzero(d.max(axis=1) > 0.3)
+    if rows.size < 8:
+        return d
+    img = Image.fromarray((d * 255).astype(np.uint8), mode="L")
+    draw = ImageDraw.Draw(img)
+    top, bottom = int(rows[0]), int(rows[-1])
+    width = int(rng.integers(2, 4))
+    if label == 1:  # from the top of the stroke down to the left
+        cols = np.flatnonzero(d[top] > 0.3)
+        x = float(cols.mean())
+        length = (bottom - top) * rng.uniform(0.25, 0.45)
+        draw.line([(x, top), (x - length * rng.uniform(0.6, 1.0), top + length * rng.uniform(0.5, 0.9))],
+                  fill=255, width=width)
+    else:  # across the stem, a little below the middle
+        y = int(top + (bottom - top) * rng.uniform(0.45, 0.6))
+        cols = np.flatnonzero(d[y] > 0.3)
+        if cols.size == 0:
+            return d
+        x, half = float(cols.mean()), (bottom - top) * rng.uniform(0.18, 0.3)
+        draw.line([(x - half, y), (x + half, y + rng.uniform(-1.5, 1.5))], fill=255, width=width)
+    return np.maximum(d, np.asarray(img, np.float32) / 255.0)
+
+
+def _glyph(digit: np.ndarray, label: int, height: float, rng: np.random.Generator) -> np.ndarray:
+    """One MNIST digit, restyled and warped a little, cropped to its ink and scaled to about ``height`` px."""
     d = digit.astype(np.float32) / 255.0
+    if rng.random() < 0.5:
+        d = _elastic(d, rng)
+    d = _styled(d, label, rng)
     rows, cols = np.flatnonzero(d.max(axis=1) > 0.1), np.flatnonzero(d.max(axis=0) > 0.1)
     if rows.size:
         d = d[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -93,7 +132,7 @@ def _mark(kind: str, h: int, pen: int, rng: np.random.Generator) -> tuple[np.nda
     return np.asarray(img, np.float32) / 255.0, 0.5
 
 
-def _compose(digits: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+def _compose(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
     """Ink of the digits (and marks) side by side at work scale: (mask, top of digits, bottom of digits)."""
     h = _WORK_HEIGHT
     pen = max(1, int(round(h * rng.uniform(0.04, 0.1))))
@@ -106,8 +145,8 @@ def _compose(digits: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
         pieces.append((m, (c - 0.5) * h))
     separators = rng.random() < 0.4
     sep = str(rng.choice([".", ".", ","]))
-    for i, digit in enumerate(digits):
-        pieces.append((_glyph(digit, h, rng), rng.normal(0.0, 0.04 * h)))
+    for i, (digit, label) in enumerate(zip(digits, labels)):
+        pieces.append((_glyph(digit, int(label), h, rng), rng.normal(0.0, 0.04 * h)))
         left = n - 1 - i  # digits still to come
         if separators and left > 0 and left % 3 == 0:
             m, _ = _mark(sep, h, pen, rng)
@@ -205,13 +244,14 @@ def _smooth_noise(h: int, w: int, sigma: float, rng: np.random.Generator) -> np.
     return n / max(float(n.std()), 1e-6)
 
 
-def render_line(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def render_line(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A grey picture (H, W) float32 in [0, 1] of the MNIST digits ``digits`` ((n, 28, 28) uint8) as written on paper.
 
-    ``n`` may be 0 (a line with no digit). Usually dark ink on lighter paper (sometimes
-    inverted); H is 14 to 72 pixels, as a scan or a phone photo crops a line.
+    ``labels`` are the digits' classes (some are restyled by class). ``n`` may be 0 (a line
+    with no digit). Usually dark ink on lighter paper (sometimes inverted); H is 14 to 72
+    pixels, as a scan or a phone photo crops a line.
     """
-    mask, top, bottom = _compose(digits, rng)
+    mask, top, bottom = _compose(digits, labels, rng)
     mask = _shear_rotate(mask, shear=rng.uniform(-0.15, 0.4), angle=rng.normal(0.0, 1.5))
     rows, cols = np.flatnonzero(mask.max(axis=1) > 0.05), np.flatnonzero(mask.max(axis=0) > 0.05)
     if rows.size == 0:
@@ -243,7 +283,7 @@ def render_line(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.55:
         paper -= rng.uniform(0.05, 0.3) * paper_level * _guilloche(h, w, rng)
     paper += rng.uniform(0.0, 0.04) * _smooth_noise(h, w, rng.uniform(0.5, 1.2), rng)  # fibres
-    contrast = rng.uniform(0.25, 0.9) if rng.random() < 0.9 else rng.uniform(0.12, 0.25)
+    contrast = rng.uniform(0.35, 0.9) if rng.random() < 0.9 else rng.uniform(0.18, 0.35)  # faint pencil at times
     ink_level = paper_level * (1.0 - contrast) if paper_level > 0.45 else max(0.0, paper_level - contrast)
     rules = _rules(h, w, rel_top, rel_bottom, rng)
     if rules.any():

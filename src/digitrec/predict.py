@@ -15,7 +15,7 @@ from PIL import Image
 from .checkpoint import ModelFile, load_model
 from .errors import ConfigError, ImageError, ModelFileError
 from .infer import InferenceEngine
-from .lineprep import READ_WHOLE, line_input, locate
+from .lineprep import READ_WHOLE, GreyLine, line_input, locate
 from .linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
 from .numbers import DigitReading, NumberReading, line_ink, segment
 from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, ink_map, load_gray, to_mnist
@@ -203,18 +203,33 @@ class Recogniser:
             return self.predict_arrays(np.stack([_prepare_or_blank(i) for i in image]))
         return self.predict_arrays(_prepare_or_blank(image)[None])[0]  # type: ignore[arg-type]
 
-    def read(self, image: ImageSource) -> NumberReading:
-        """Read a line of handwritten digits (a whole number) in one picture.
+    @overload
+    def read(self, image: list[ImageSource] | tuple[ImageSource, ...]) -> list[NumberReading]: ...
+
+    @overload
+    def read(self, image: ImageSource) -> NumberReading: ...
+
+    def read(self, image: ImageSource | Sequence[ImageSource]) -> NumberReading | list[NumberReading]:
+        """Read a line of handwritten digits (a whole number) in one picture, or in each of a list.
 
         With the bundled grey line reader (the default) the picture itself is read, without
         binarising or cutting it (:mod:`digitrec.lineprep`, :mod:`digitrec.linereader`): a
         small picture whole, a larger one in the band of ink found in it. ``confidence`` is
-        then the reader's probability of the whole string. With a reader of binarised ink,
-        or none, the digits are cut apart and classified one by one (:mod:`digitrec.numbers`).
-        A picture without a number gives ``number`` None.
+        then the reader's probability of the whole string. A list is read in batches of
+        similar width, much faster per picture. With a reader of binarised ink, or none, the
+        digits are cut apart and classified one by one (:mod:`digitrec.numbers`). A picture
+        without a number gives ``number`` None.
         """
+        many = isinstance(image, (list, tuple))
+        images = list(image) if many else [image]  # type: ignore[list-item]
         if self._lines is not None and self._lines.reads_grey:
-            return self._read_grey(image)
+            readings = self._read_grey(images)
+        else:
+            readings = [self._read_segments(i) for i in images]
+        return readings if many else readings[0]
+
+    def _read_segments(self, image: ImageSource) -> NumberReading:
+        """:meth:`read` by cutting the digits apart (and the ink line reader's second opinion)."""
         cleaned = ink_map(image)
         pieces = segment(cleaned, lambda x: np.array([p.confidence for p in self.predict_arrays(x)]),
                          whole=self._whole)
@@ -235,27 +250,31 @@ class Recogniser:
             unsure=any(d.unsure for d in digits),
         )
 
-    def _read_grey(self, image: ImageSource) -> NumberReading:
-        """:meth:`read` with the grey line reader."""
+    def _read_grey(self, images: list[ImageSource]) -> list[NumberReading]:
+        """:meth:`read` with the grey line reader: each picture's line, then all lines in batches."""
         assert self._lines is not None
-        gray = load_gray(image)
-        ink_box = None
-        if gray.shape[0] > READ_WHOLE:  # a page or a photo: read the band of ink the cleaning finds
-            cleaned = ink_map(gray)
-            line = line_ink(cleaned)
-            if line is not None:
-                x0, y0, x1, y1 = (round(v * cleaned.scale) for v in line.box)
-                ink_box = (x0, y0, x1 - x0, y1 - y0)
-        crop = locate(gray, ink_box)
-        if crop is None:
-            return NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
-        found, probability = self._lines.read_grey(line_input(gray, crop))
-        if not found:
-            return NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
-        digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=d.box,
-                                    unsure=d.confidence < self.min_confidence) for d in found)
-        return NumberReading(number="".join(str(d.digit) for d in digits), confidence=probability, digits=digits,
-                             unsure=probability < self.min_confidence or any(d.unsure for d in digits))
+        views: list[GreyLine] = []
+        where: list[int | None] = []  # each picture's index into views (None: no line in it)
+        for image in images:
+            gray = load_gray(image)
+            crop = locate(gray, _ink_box(gray) if gray.shape[0] > READ_WHOLE else None)
+            where.append(None if crop is None else len(views))
+            if crop is not None:
+                views.append(line_input(gray, crop))
+        found = self._lines.read_grey(views)
+        nothing = NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
+        readings = []
+        for k in where:
+            digits_found, probability = found[k] if k is not None else ([], 0.0)
+            if not digits_found:
+                readings.append(nothing)
+                continue
+            digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=d.box,
+                                        unsure=d.confidence < self.min_confidence) for d in digits_found)
+            readings.append(NumberReading(number="".join(str(d.digit) for d in digits), confidence=probability,
+                                          digits=digits,
+                                          unsure=probability < self.min_confidence or any(d.unsure for d in digits)))
+        return readings
 
     def _second_opinion(self, cleaned: InkMap, digits: tuple[DigitReading, ...]) -> tuple[DigitReading, ...]:
         """The line reader's digits if it reads the line clearly better than ``digits``, else ``digits``."""
@@ -271,6 +290,16 @@ class Recogniser:
         boxes = digit_boxes(line, view, [d.frame for d in own], cleaned.scale)
         return tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=box,
                                   unsure=d.confidence < self.min_confidence) for d, box in zip(own, boxes))
+
+
+def _ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The band of a line's ink in a large picture, input pixels (x, y, width, height), as cleaning finds it."""
+    cleaned = ink_map(gray)
+    line = line_ink(cleaned)
+    if line is None:
+        return None
+    x0, y0, x1, y1 = (round(v * cleaned.scale) for v in line.box)
+    return (x0, y0, x1 - x0, y1 - y0)
 
 
 def _prepare_or_blank(image: ImageSource) -> np.ndarray:
