@@ -380,6 +380,36 @@ def test_read_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "from 0 to 1" in r.stderr
 
 
+def test_formats_outside_the_allow_list_are_one_line_errors(tmp_path: Path, digit_png: Path) -> None:
+    paths = []
+    for fmt, mode in (("EPS", "L"), ("PPM", "RGB"), ("PPM", "L")):  # PPM of a grey image is PGM
+        path = tmp_path / f"one-{mode}.{fmt.lower()}"
+        Image.open(digit_png).convert(mode).save(path, format=fmt)
+        paths.append(str(path))
+    proc = run("predict", *paths, "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 3
+    for path, error in zip(paths, errors):
+        assert path in error and "not a recognised image format" in error and "PNG, JPEG" in error
+    assert_one_line_error(run("read", paths[0]), 1, "not a recognised image format")
+
+
+def test_read_a_48_megapixel_photo_with_boxes_in_its_pixels(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    img = Image.new("L", (8000, 6000), 240)  # over the 40 MP limit: a JPEG is read at half size
+    ImageDraw.Draw(img).line([(3000, 2000), (4400, 2000), (3600, 4400)], fill=20, width=240)
+    img.save(photo, quality=85)
+    shown = tmp_path / "read.png"
+    r = run("read", str(photo), "--json", "--show", str(shown))
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["number"] == "7"
+    # The stroke spans x 3000..4514, y 1881..4438 of the 8000x6000 file.
+    np.testing.assert_allclose(record["digits"][0]["box"], [3000, 1881, 1515, 2558], atol=16)
+    assert shown.stat().st_size > 0
+
+
 def test_predict_blank_is_no_digit_and_show_input(tmp_path: Path) -> None:
     from PIL import Image
 

@@ -533,3 +533,112 @@ def test_one_colour_images_are_no_digit():
     for colour in (0, 128, 255):
         with pytest.raises(NoDigitError):
             to_mnist(Image.new("RGB", (64, 48), (colour, colour, colour)))
+
+
+# --- decoding: the allowed formats and big phone photos ---------------------------------------
+
+from digitrec.preprocess import IMAGE_FORMATS, decode_image, image_size  # noqa: E402
+
+
+def big_page(size: tuple[int, int] = (8000, 6000)) -> Image.Image:
+    """A 48-megapixel grey page with one thick dark "7" (cheap: mostly flat, so JPEG is quick)."""
+    img = Image.new("L", size, 240)
+    ImageDraw.Draw(img).line([(3000, 2000), (4400, 2000), (3600, 4400)], fill=20, width=240)
+    return img
+
+
+def ink_bounds(gray: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), exclusive ends, of the pixels above ``threshold``."""
+    ys, xs = np.nonzero(gray > threshold)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("EPS", "L"), ("PPM", "RGB"), ("PPM", "L")])  # PPM of L is PGM
+def test_formats_outside_the_allow_list_are_not_decoded(tmp_path, monkeypatch, digit_image, fmt, mode):
+    data = encode(digit_image.convert(mode), fmt)
+    consulted = []  # Pillow must not even try the plugin (EPS would hand the file to Ghostscript)
+    factory, accept = Image.OPEN[fmt]
+    monkeypatch.setitem(Image.OPEN, fmt, (lambda *a: consulted.append(fmt) or factory(*a), accept))
+    path = tmp_path / f"digit.{fmt.lower()}"
+    path.write_bytes(data)
+    for source in (data, path, io.BytesIO(data)):
+        with pytest.raises(ImageError, match="not a recognised image format") as info:
+            to_mnist(source)
+        message = str(info.value)
+        assert "\n" not in message and "PNG, JPEG, BMP, GIF, TIFF, WEBP" in message
+        with pytest.raises(ImageError, match="not a recognised image format"):
+            image_size(source if not isinstance(source, io.BytesIO) else io.BytesIO(data))
+    assert consulted == []
+    # A PIL image the caller opened is decoded by its own plugin: refused until it is loaded.
+    monkeypatch.setitem(Image.OPEN, fmt, (factory, accept))
+    if fmt == "PPM":
+        lazy = Image.open(io.BytesIO(data))
+        with pytest.raises(ImageError, match="PPM images are not decoded"):
+            to_mnist(lazy)
+        lazy.load()
+        assert_mnist_like(to_mnist(lazy))
+
+
+def test_allowed_formats_are_all_decoded(digit_image):
+    assert IMAGE_FORMATS == ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+    for fmt in IMAGE_FORMATS:
+        out = to_mnist(encode(digit_image, fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {})))
+        assert np.abs(out - to_mnist(digit_image)).mean() < 0.02, fmt
+
+
+def test_a_48_megapixel_jpeg_is_read_at_half_size_with_boxes_in_its_pixels():
+    page = big_page()
+    data = encode(page, "JPEG", quality=85)
+    assert image_size(data) == (8000, 6000)
+    decoded = decode_image(data)
+    assert decoded.image.size == (4000, 3000) and decoded.scale == 2.0 and decoded.size == (8000, 6000)
+    out = to_mnist(data)
+    assert_mnist_like(out)
+    assert np.abs(out - to_mnist(page.resize((800, 600), Image.Resampling.BOX))).mean() < 0.02
+    cleaned = ink_map(data)
+    assert cleaned.shape == (6000, 8000) and max(cleaned.ink.shape) == 1024
+    # The ink's box, scaled back, lands on the drawn stroke in the 8000x6000 file's pixels.
+    found = np.array(ink_bounds(cleaned.ink, 0.0)) * cleaned.scale
+    drawn = np.array(ink_bounds(255 - np.asarray(page), 128))  # uint8: 48 MB, not 192
+    np.testing.assert_allclose(found, drawn, atol=2 * cleaned.scale)
+
+
+def test_big_non_jpeg_images_are_still_refused(monkeypatch, digit_image):
+    monkeypatch.setattr("digitrec.preprocess.MAX_PIXELS", 300 * 200 - 1)
+    for fmt in ("PNG", "WEBP", "TIFF"):
+        with pytest.raises(ImageError, match="too large .*only JPEG is read at a reduced size"):
+            to_mnist(encode(digit_image, fmt))
+
+
+def test_jpeg_draft_takes_the_least_reduction_that_fits(monkeypatch, digit_image):
+    data = encode(digit_image, "JPEG", quality=95)  # 300x200
+    for limit, reduction in [(300 * 200, 1), (150 * 100, 2), (150 * 100 - 1, 4), (38 * 25, 8)]:
+        monkeypatch.setattr("digitrec.preprocess.MAX_PIXELS", limit)
+        decoded = decode_image(data)
+        assert decoded.scale == reduction and decoded.size == (300, 200)
+        assert decoded.image.size == (-(-300 // reduction), -(-200 // reduction))
+    monkeypatch.setattr("digitrec.preprocess.MAX_PIXELS", 38 * 25 - 1)
+    with pytest.raises(ImageError, match="too large .*even at 1/8 scale"):
+        to_mnist(data)
+    # A PIL image is the caller's: never drafted (that would change it), refused as before.
+    monkeypatch.setattr("digitrec.preprocess.MAX_PIXELS", 150 * 100)
+    lazy = Image.open(io.BytesIO(data))
+    with pytest.raises(ImageError, match="too large"):
+        to_mnist(lazy)
+    assert lazy.size == (300, 200)
+
+
+def test_drafted_jpeg_keeps_exif_orientation_and_the_input_shape(monkeypatch):
+    img = Image.new("L", (800, 400), 255)
+    ImageDraw.Draw(img).rectangle([100, 150, 300, 250], fill=0)  # ink on the left, stored wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned 90 degrees clockwise: 400 wide, 800 high
+    data = encode(img, "JPEG", quality=95, exif=exif.tobytes())
+    monkeypatch.setattr("digitrec.preprocess.MAX_PIXELS", 50_000)  # half size, 80,000 pixels, is over
+    decoded = decode_image(data)
+    assert decoded.scale == 4 and decoded.image.size == (100, 200) and decoded.size == (400, 800)
+    cleaned = ink_map(data)
+    assert cleaned.shape == (800, 400) and cleaned.scale == 4
+    # Turned clockwise, the stored box x 100..300, y 150..250 shows at x 150..250, y 100..300.
+    found = np.array(ink_bounds(cleaned.ink, 0.0)) * cleaned.scale
+    np.testing.assert_allclose(found, [150, 100, 250, 300], atol=2 * cleaned.scale)

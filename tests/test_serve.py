@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import draw_digit
-from PIL import Image
+from PIL import Image, ImageDraw
 
 pytest.importorskip("fastapi", reason="needs the serve extra")
 
@@ -126,11 +126,11 @@ def test_predict_large_image(client, rec):
 def test_prepare_refuses_big_images_for_the_inference_thread(seven_png):
     from digitrec.serve.inputs import NotSmall, prepare
 
-    assert prepare(seven_png, 10**6, small_pixels=300 * 200).shape == (28, 28)
+    assert prepare(seven_png, small_pixels=300 * 200).shape == (28, 28)
     with pytest.raises(NotSmall):
-        prepare(seven_png, 10**6, small_pixels=300 * 200 - 1)
+        prepare(seven_png, small_pixels=300 * 200 - 1)
     with pytest.raises(NotSmall):
-        prepare(np.zeros((100, 100)), 10**6, small_pixels=9_999)
+        prepare(np.zeros((100, 100)), small_pixels=9_999)
 
 
 def test_predict_large_json_pixels(client):
@@ -217,14 +217,71 @@ def test_default_body_limit_is_10_mib(client):
     assert_error(r, 413, "10 MiB")
 
 
-def test_too_many_pixels_is_422(rec):
-    with make_client(rec, max_pixels=1000) as c:
+def test_too_many_pixels_is_422(rec, monkeypatch):
+    monkeypatch.setattr("digitrec.preprocess.MAX_PIXELS", 1000)  # the server has no limit of its own
+    with make_client(rec) as c:
         big = png_bytes(draw_digit(size=(40, 40), offset=(5, 5)))  # 1,600 pixels
         assert_error(c.post("/v1/predict", content=big, headers={"Content-Type": "image/png"}), 422, "too large")
         pixels = {"pixels": [[0] * 40] * 40}
         assert_error(c.post("/v1/predict", json=pixels), 422, "too large")
         r = c.post("/v1/predict/batch", files=[("files", ("big.png", big, "image/png"))])
         assert r.status_code == 200 and "too large" in r.json()["predictions"][0]["error"]
+
+
+def page_with_a_seven(size: tuple[int, int]) -> Image.Image:
+    """A big grey page with one thick dark "7" (mostly flat: cheap to make and to compress)."""
+    img = Image.new("L", size, 240)
+    ImageDraw.Draw(img).line([(3000, 2000), (4400, 2000), (3600, 4400)], fill=20, width=240)
+    return img
+
+
+def encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def test_the_server_reads_the_photos_the_library_reads(client, rec):
+    from digitrec.preprocess import MAX_PIXELS
+
+    # 35 MP: more than the server used to take (16 MP), under the library's limit, decoded whole.
+    data = encoded(page_with_a_seven((7000, 5000)), "JPEG", quality=85)
+    assert 7000 * 5000 < MAX_PIXELS and len(data) < 1024 * 1024
+    r = client.post("/v1/predict", content=data, headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    assert r.json()["digit"] == 7 == rec.predict(data).digit
+    # 48 MP, over the limit: a JPEG is read at half size, its boxes still in the upload's pixels.
+    data = encoded(page_with_a_seven((8000, 6000)), "JPEG", quality=85)
+    r = client.post("/v1/read", files={"file": ("photo.jpg", data, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body == rec.read(data).to_dict() and body["number"] == "7"
+    # The stroke drawn spans x 3000..4514, y 1881..4438 (inclusive) of the 8000x6000 page.
+    np.testing.assert_allclose(body["digits"][0]["box"], [3000, 1881, 1515, 2558], atol=16)
+
+
+def test_big_non_jpeg_images_are_422_before_decoding(client):
+    png = encoded(Image.new("L", (7000, 6000), 255), "PNG")  # 42 MP in 50 kB: a decompression bomb
+    assert len(png) < 100 * 1024
+    for path in ("/v1/predict", "/v1/read"):
+        r = client.post(path, content=png, headers={"Content-Type": "image/png"})
+        assert_error(r, 422, "too large", "7000x6000", "only JPEG")
+        assert not r.json()["error"].startswith("<bytes>")
+    r = client.post("/v1/predict/batch", files=[("files", ("bomb.png", png, "image/png"))])
+    assert r.status_code == 200 and "too large" in r.json()["predictions"][0]["error"]
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "PPM"])
+def test_formats_outside_the_allow_list_are_refused(client, seven_png, fmt):
+    data = encoded(Image.open(io.BytesIO(seven_png)), fmt)
+    for content_type in ("application/octet-stream", "image/png"):
+        r = client.post("/v1/predict", content=data, headers={"Content-Type": content_type})
+        assert_error(r, 422, "not a recognised image format", "PNG, JPEG, BMP, GIF, TIFF, WEBP")
+    r = client.post("/v1/read", files={"file": (f"seven.{fmt.lower()}", data, "application/octet-stream")})
+    assert_error(r, 422, "not a recognised image format")
+    # Their media types are not image types the server takes any more.
+    for content_type in ("image/x-portable-pixmap", "image/x-portable-graymap", "application/postscript"):
+        assert_error(client.post("/v1/predict", content=data, headers={"Content-Type": content_type}), 415)
 
 
 def test_bad_query_parameter_is_422(client, seven_png):

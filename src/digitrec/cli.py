@@ -660,9 +660,10 @@ def cmd_read(args: argparse.Namespace) -> int:
             print(f"{name}: {reading.number}  confidence {reading.confidence:.1%}{unsure}  digits: {digits}")
         if args.show:
             from .plots import plot_reading
-            from .preprocess import open_image, to_grayscale
+            from .preprocess import decode_image, to_grayscale
 
-            path = plot_reading(to_grayscale(open_image(name)), reading, args.show)
+            decoded = decode_image(name)  # a big JPEG comes back smaller; the boxes are in the file's pixels
+            path = plot_reading(to_grayscale(decoded.image), reading, args.show, scale=decoded.scale)
             print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_ERROR if failures else 0
 

@@ -286,13 +286,19 @@ def plot_prediction(
     return _save(fig, path)
 
 
-def plot_reading(image: np.ndarray, reading: NumberReading, path: str | os.PathLike[str]) -> Path:
-    """The picture with a box and a "digit confidence" label per digit found; unsure ones in red."""
+def plot_reading(image: np.ndarray, reading: NumberReading, path: str | os.PathLike[str],
+                 scale: float = 1.0) -> Path:
+    """The picture with a box and a "digit confidence" label per digit found; unsure ones in red.
+
+    ``scale``: input pixels per pixel of ``image`` (the reading's boxes are in input pixels),
+    for a picture decoded smaller than the file, as big JPEGs are.
+    """
     check_plot_path(path)
     h, w = np.asarray(image).shape[:2]
     fig = Figure(figsize=(min(12, max(4, 6 * w / max(h, 1))), 4.5), layout="constrained")
     ax = fig.subplots()
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    # Pixel i spans input pixels [scale * i, scale * (i + 1)): drawn there, it meets the boxes.
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w * scale - 0.5, h * scale - 0.5, -0.5))
     ax.set_axis_off()
     for d in reading.digits:
         x, y, bw, bh = d.box

@@ -18,7 +18,7 @@ from .infer import InferenceEngine
 from .lineprep import READ_WHOLE, GreyLine, line_input, locate
 from .linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
 from .numbers import DigitReading, NumberReading, line_ink, segment
-from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, ink_map, load_gray, to_mnist
+from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, decode_gray, ink_map, to_mnist
 from .runtime import resolve_device, resolve_precision
 from .verifier import bundled_verifier, whole_digit_scorer
 
@@ -254,22 +254,22 @@ class Recogniser:
         """:meth:`read` with the grey line reader: each picture's line, then all lines in batches."""
         assert self._lines is not None
         views: list[GreyLine] = []
-        where: list[int | None] = []  # each picture's index into views (None: no line in it)
+        where: list[tuple[int, float] | None] = []  # each picture's index into views and decoding scale
         for image in images:
-            gray = load_gray(image)
+            gray, scale, _ = decode_gray(image)
             crop = locate(gray, _ink_box(gray) if gray.shape[0] > READ_WHOLE else None)
-            where.append(None if crop is None else len(views))
+            where.append(None if crop is None else (len(views), scale))
             if crop is not None:
                 views.append(line_input(gray, crop))
         found = self._lines.read_grey(views)
         nothing = NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
         readings = []
         for k in where:
-            digits_found, probability = found[k] if k is not None else ([], 0.0)
-            if not digits_found:
+            digits_found, probability = found[k[0]] if k is not None else ([], 0.0)
+            if not digits_found or k is None:
                 readings.append(nothing)
                 continue
-            digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=d.box,
+            digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=_scaled(d.box, k[1]),
                                         unsure=d.confidence < self.min_confidence) for d in digits_found)
             readings.append(NumberReading(number="".join(str(d.digit) for d in digits), confidence=probability,
                                           digits=digits,
@@ -290,6 +290,11 @@ class Recogniser:
         boxes = digit_boxes(line, view, [d.frame for d in own], cleaned.scale)
         return tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=box,
                                   unsure=d.confidence < self.min_confidence) for d, box in zip(own, boxes))
+
+
+def _scaled(box: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:
+    """A box in decoded pixels -> input pixels (a large JPEG is decoded at reduced size)."""
+    return box if scale == 1.0 else tuple(int(round(v * scale)) for v in box)  # type: ignore[return-value]
 
 
 def _ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:

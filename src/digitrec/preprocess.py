@@ -7,7 +7,8 @@ tested (and improved) one at a time. The normalisation constants live here and n
 
 The pipeline for a photo, scan or drawing (:func:`to_mnist`)::
 
-    open_image        EXIF orientation, first frame, size limits
+    open_image        allowed formats only, EXIF orientation, first frame, size limits
+                      (a JPEG over the pixel limit is decoded at 1/2, 1/4 or 1/8 scale)
     to_grayscale      any mode -> grey [0, 1]; transparency composited on white
     limit_size        shrink very large pictures to a working size (speed; digits stay legible)
     to_white_on_black polarity: dark ink on light paper is inverted so that ink is bright
@@ -35,7 +36,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .errors import ImageError
+from .errors import ImageError, first_line
 
 __all__ = [
     "Normalization",
@@ -43,15 +44,20 @@ __all__ = [
     "IMAGE_SIZE",
     "BOX_SIZE",
     "MAX_PIXELS",
+    "IMAGE_FORMATS",
     "MIN_CONTRAST",
     "WORK_SIZE",
     "ImageSource",
     "NoDigitError",
     "InkMap",
+    "DecodedImage",
     "normalize",
+    "decode_image",
     "open_image",
+    "image_size",
     "to_grayscale",
     "load_gray",
+    "decode_gray",
     "to_white_on_black",
     "limit_size",
     "remove_background",
@@ -79,7 +85,15 @@ class Normalization:
 NORMALIZATION = Normalization(mean=0.1307, std=0.3081)
 IMAGE_SIZE = 28  # side of the model input, pixels
 BOX_SIZE = 20  # side of the box the ink is fitted into, pixels (MNIST convention)
-MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs), pixels
+MAX_PIXELS = 40_000_000  # refuse larger decoded images (decompression bombs), pixels
+# The only file formats decoded (Pillow format names). Naming them stops Pillow from trying
+# every plugin it has on untrusted bytes: PostScript/EPS would run Ghostscript, and rarely used
+# decoders are where the bugs live. These cover photos, scans, screenshots and drawings.
+IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+# JPEG can decode straight to 1/2, 1/4 or 1/8 of its size (DCT scaling), at a fraction of the
+# time and memory, so a phone photo over MAX_PIXELS is read smaller rather than refused: the
+# analysis shrinks it to WORK_SIZE anyway. Other formats have no such shortcut.
+_DRAFT_REDUCTIONS = (2, 4, 8)
 _INK_THRESHOLD = 0.2  # grey level (0..1, ink = 1) above which a pixel counts as ink
 WORK_SIZE = 1024  # longer side that larger pictures are shrunk to before analysis, pixels
 # Ink must stand out from the paper by this much (fraction of full scale) to count at all:
@@ -106,63 +120,141 @@ def normalize(images: torch.Tensor, norm: Normalization = NORMALIZATION) -> torc
     return (x - norm.mean) / norm.std
 
 
-def open_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Image.Image:
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded picture and how its pixels relate to the input's."""
+
+    image: Image.Image  # fully decoded, EXIF orientation applied, first frame
+    scale: float  # input pixels per decoded pixel: 2, 4 or 8 for a big JPEG read smaller, else 1.0
+    size: tuple[int, int]  # (width, height) of the input after EXIF orientation, pixels
+
+
+def _allowed() -> str:
+    return ", ".join(IMAGE_FORMATS)
+
+
+def _open_file(source: str | os.PathLike | bytes | BinaryIO) -> tuple[Image.Image, str]:
+    """Open (header only, nothing decoded) an image file in one of :data:`IMAGE_FORMATS`."""
+    if isinstance(source, (str, os.PathLike)):
+        name = str(source)
+        if not name:
+            raise ImageError("empty image path")
+        path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"{name}: is a directory, not an image")
+        if not path.exists():
+            raise ImageError(f"{name}: no such file")
+        fp: Any = source
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        name, fp = "<bytes>", io.BytesIO(bytes(source))
+    elif hasattr(source, "read"):
+        name, fp = "<file>", source
+    else:
+        raise ImageError(f"unsupported image input of type {type(source).__name__}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns before it raises on bombs; we check the size ourselves afterwards.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(fp, formats=list(IMAGE_FORMATS)), name
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not a recognised image format (allowed: {_allowed()})") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: image is too large") from exc
+    except MemoryError:
+        raise
+    # Format plugins raise many types on hostile headers (struct.error, IndexError, ...), and a
+    # file opened in text mode gives TypeError: all of them mean "not a usable image".
+    except Exception as exc:
+        raise ImageError(f"{name}: cannot read ({type(exc).__name__}: {first_line(exc)})") from exc
+
+
+def image_size(source: str | os.PathLike | bytes | BinaryIO) -> tuple[int, int]:
+    """(width, height) from the image's header, before anything is decoded.
+
+    Raises :class:`ImageError` as :func:`open_image` does for files it cannot open (the pixel
+    limit is not checked here: :func:`open_image` applies it, and may read a JPEG smaller).
+    """
+    img, _ = _open_file(source)
+    try:
+        return img.size
+    finally:
+        img.close()
+
+
+def _draft(img: Image.Image, name: str) -> float:
+    """Set a JPEG over :data:`MAX_PIXELS` to decode at the least reduction that fits; the factor."""
+    width, height = img.size
+    is_jpeg = img.format in ("JPEG", "MPO")  # MPO: a phone JPEG with extra frames, same decoder
+    too_large = ImageError(
+        f"{name}: image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,}"
+        + (", even at 1/8 scale)" if is_jpeg else "; only JPEG is read at a reduced size)")
+    )
+    if not is_jpeg:
+        raise too_large
+    for reduction in _DRAFT_REDUCTIONS:
+        if -(-width // reduction) * -(-height // reduction) <= MAX_PIXELS:
+            break
+    else:
+        raise too_large
+    # draft() takes the largest reduction that keeps at least the requested size; ask for the
+    # size this reduction gives and read back the one it chose (None: it could not draft).
+    drafted = img.draft(img.mode, (width // reduction, height // reduction))
+    if drafted is None or img.width * img.height > MAX_PIXELS:
+        raise too_large
+    return width / drafted[1][2]  # drafted box: (0, 0, width / reduction, height / reduction)
+
+
+def decode_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> DecodedImage:
     """Open and fully decode an image, applying EXIF orientation and taking the first frame.
 
-    Raises :class:`ImageError` for missing, unreadable, truncated or oversized images.
+    Only :data:`IMAGE_FORMATS` are decoded (an already-decoded PIL image is taken as is).
+    Nothing is decoded before the header's size is checked: an image over :data:`MAX_PIXELS`
+    is refused, except a JPEG file, which is decoded at the least of 1/2, 1/4 or 1/8 scale
+    that fits (``scale`` says which; Pillow's own guard, twice ``Image.MAX_IMAGE_PIXELS`` or
+    about 179 MP by default, still refuses bigger files first). A PIL image is never read
+    smaller: the caller's image is left as it was given. Raises :class:`ImageError` for
+    missing, unreadable, disallowed, truncated or oversized images.
     """
     frame = 0
     if isinstance(source, Image.Image):
         img = source
         name = "<image>"
         frame = source.tell()  # restored below: the caller's image is left as it was given
+        # A PIL image still holding its file's data (tile) would be decoded by its own plugin.
+        if getattr(img, "tile", None) and img.format not in IMAGE_FORMATS + ("MPO",):
+            raise ImageError(f"{name}: {img.format} images are not decoded (allowed: {_allowed()})")
     else:
-        if isinstance(source, (str, os.PathLike)):
-            name = str(source)
-            if not name:
-                raise ImageError("empty image path")
-            path = Path(source)
-            if path.is_dir():
-                raise ImageError(f"{name}: is a directory, not an image")
-            if not path.exists():
-                raise ImageError(f"{name}: no such file")
-            fp: Any = source
-        elif isinstance(source, (bytes, bytearray, memoryview)):
-            name, fp = "<bytes>", io.BytesIO(bytes(source))
-        elif hasattr(source, "read"):
-            name, fp = "<file>", source
-        else:
-            raise ImageError(f"unsupported image input of type {type(source).__name__}")
-        try:
-            with warnings.catch_warnings():
-                # Pillow warns before it raises on bombs; we check the size ourselves below.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(fp)
-        except UnidentifiedImageError as exc:
-            raise ImageError(f"{name}: not a recognised image format") from exc
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"{name}: image is too large") from exc
-        except (OSError, ValueError, TypeError) as exc:  # e.g. a file opened in text mode
-            raise ImageError(f"{name}: cannot read ({type(exc).__name__}: {exc})") from exc
+        img, name = _open_file(source)
     try:
         width, height = img.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(
-                f"{name}: image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,})"
-            )
         if width == 0 or height == 0:
             raise ImageError(f"{name}: image is empty")
-        img.seek(0)  # animated GIF/WebP/TIFF: the first frame
+        img.seek(0)  # animated GIF/WebP/TIFF: the first frame (before draft, which it would undo)
+        scale = 1.0
+        if width * height > MAX_PIXELS:
+            if img is source:
+                raise ImageError(f"{name}: image is too large ({width}x{height} pixels; limit {MAX_PIXELS:,})")
+            scale = _draft(img, name)
         img.load()
         out = ImageOps.exif_transpose(img)  # a copy, detached from the file we close below
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name}: truncated or corrupt image ({exc})") from exc
+    except (ImageError, MemoryError):
+        raise
+    # A decoder failing mid-file raises OSError, ValueError, SyntaxError, struct.error, ...
+    except Exception as exc:
+        raise ImageError(f"{name}: truncated or corrupt image ({first_line(exc)})") from exc
     finally:
         if img is not source:
             img.close()
         else:
             img.seek(frame)
-    return out
+    # EXIF orientation may have turned the picture a quarter: the input's size turns with it.
+    turned = out.size != img.size
+    return DecodedImage(image=out, scale=scale, size=(height, width) if turned else (width, height))
+
+
+def open_image(source: str | os.PathLike | bytes | BinaryIO | Image.Image) -> Image.Image:
+    """The decoded image of :func:`decode_image` (a big JPEG comes back smaller: see there)."""
+    return decode_image(source).image
 
 
 def _value_range(values: np.ndarray) -> float:
@@ -180,7 +272,11 @@ def to_grayscale(img: Image.Image) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         return np.clip(arr / _value_range(arr), 0.0, 1.0).astype(np.float32)
-    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    try:
+        grey = img.convert("L")
+    except ValueError as exc:  # a pixel mode Pillow cannot convert (some TIFF layouts)
+        raise ImageError(f"unsupported pixel mode {img.mode} ({first_line(exc)})") from exc
+    return np.asarray(grey, dtype=np.float32) / 255.0
 
 
 def _border(gray: np.ndarray) -> np.ndarray:
@@ -318,15 +414,17 @@ class InkMap:
     """A cleaned picture: bright ink on exact black, at working resolution."""
 
     ink: np.ndarray  # (H, W) float32 in [0, 1]; 0 = no ink
-    scale: float  # input pixels per working pixel (1.0 unless the picture was shrunk)
+    # Input pixels per working pixel (1.0 unless the picture was shrunk), counting a big JPEG's
+    # reduced-size decoding too, so that boxes scaled by it are in the input file's pixels.
+    scale: float
     shape: tuple[int, int]  # (height, width) of the input after EXIF orientation, pixels
 
 
 def ink_map(source: ImageSource, speck_fraction: float = SPECK_FRACTION) -> InkMap:
     """Run the pipeline up to the cleaned ink (no cropping): shared by digits and numbers."""
-    gray = load_gray(source)
+    gray, decoded_scale, (width, height) = decode_gray(source)
     ink, scale = _clean(gray, speck_fraction)
-    return InkMap(ink=ink, scale=scale, shape=(gray.shape[0], gray.shape[1]))
+    return InkMap(ink=ink, scale=scale * decoded_scale, shape=(height, width))
 
 
 def _clean(gray: np.ndarray, speck_fraction: float = SPECK_FRACTION) -> tuple[np.ndarray, float]:
@@ -416,11 +514,21 @@ def _array_to_gray(arr: np.ndarray) -> np.ndarray:
     return a
 
 
-def load_gray(source: ImageSource) -> np.ndarray:
-    """Any supported image source -> a grey (H, W) float32 picture in [0, 1] (files decoded by :func:`open_image`)."""
+def decode_gray(source: ImageSource) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Grey (H, W) float32 [0, 1] pixels of any image source, input pixels per pixel of them, and the input's (width, height).
+
+    The scale is 1.0 except for a large JPEG decoded at reduced size (:func:`decode_image`).
+    """
     if isinstance(source, np.ndarray):
-        return _array_to_gray(source)
-    return to_grayscale(open_image(source))
+        gray = _array_to_gray(source)
+        return gray, 1.0, (gray.shape[1], gray.shape[0])
+    decoded = decode_image(source)
+    return to_grayscale(decoded.image), decoded.scale, decoded.size
+
+
+def load_gray(source: ImageSource) -> np.ndarray:
+    """Any supported image source -> a grey (H, W) float32 picture in [0, 1] (as decoded; see :func:`decode_gray`)."""
+    return decode_gray(source)[0]
 
 
 def glyph_to_mnist(glyph: np.ndarray) -> np.ndarray:

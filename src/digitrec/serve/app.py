@@ -86,7 +86,7 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
         verifier=config.verifier, line_reader=config.line_reader)
     metrics = Metrics()
     engine = InferenceEngine(
-        rec, partial(prepare, max_pixels=config.max_pixels, small_pixels=SMALL_IMAGE_PIXELS),
+        rec, partial(prepare, small_pixels=SMALL_IMAGE_PIXELS),
         max_batch=config.max_batch, on_batch=metrics.observe_batch,
     )
 

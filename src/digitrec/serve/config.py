@@ -33,7 +33,8 @@ class ServeConfig:
     precision: str = "fp32"  # fp32, bf16 (autocast), or auto (bf16 where the CPU/GPU runs it natively)
     backend: str = "auto"  # "torch", "onnx" (ONNX Runtime, CPU fp32, the onnx extra) or "auto" (onnx where it applies)
     max_body_bytes: int = 10 * MiB  # largest request body accepted, bytes; larger answers 413
-    max_pixels: int = 16_000_000  # largest decoded image accepted (width x height), pixels; larger answers 422
+    # No pixel limit of its own: images are decoded as the CLI decodes them, under
+    # preprocess.MAX_PIXELS (larger answers 422; big JPEG photos are read at a reduced size).
     max_batch_files: int = 64  # most images in one /v1/predict/batch request
     timeout_s: float = 30.0  # whole-request deadline (reading the body included), seconds: 408 or 503 after it
     cors_origin: str | None = None  # the one origin allowed cross-origin requests; None turns CORS off
@@ -53,7 +54,7 @@ class ServeConfig:
             raise ConfigError("host must not be empty")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
-        for name in ("workers", "max_body_bytes", "max_pixels", "max_batch_files", "max_batch", "torch_threads"):
+        for name in ("workers", "max_body_bytes", "max_batch_files", "max_batch", "torch_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -2,23 +2,25 @@
 
 Everything here checks before it spends: the content type first (415), then the decoded size
 from the image header before decoding (422), so a small file cannot unpack into a huge bitmap.
+Images are decoded by :func:`digitrec.preprocess.open_image`, the CLI's and the Python API's
+decoder: the same formats, the same pixel limit (``MAX_PIXELS``) and the same reduced-size
+reading of big JPEG photos, so that any picture the command line reads, the server reads too.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
+import math
 from typing import Annotated, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from .. import preprocess
 from ..errors import ImageError, first_line
-from ..preprocess import IMAGE_SIZE, NoDigitError, to_mnist
+from ..preprocess import IMAGE_SIZE, NoDigitError, image_size, to_mnist
 from .limits import ApiError
 
 __all__ = [
@@ -27,18 +29,19 @@ __all__ = [
     "media_type",
     "read_image_source",
     "read_upload_files",
-    "open_checked",
     "prepare",
     "NotSmall",
+    "error_message",
     "describe_pixels_schema",
 ]
 
-# Raw-body types Pillow decodes; the bytes are sniffed anyway, the type only has to be plausible.
+# Raw-body types for preprocess.IMAGE_FORMATS, the only formats decoded (PNM, say, is not); the
+# bytes are sniffed anyway, the type only has to be plausible.
 IMAGE_TYPES = frozenset({
-    "image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp", "image/x-ms-bmp", "image/webp",
-    "image/tiff", "image/x-portable-graymap", "image/x-portable-pixmap", "image/x-portable-anymap",
-    "application/octet-stream",
+    "image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/gif", "image/bmp", "image/x-bmp",
+    "image/x-ms-bmp", "image/webp", "image/tiff", "application/octet-stream",
 })
+_BYTES_NAME = "<bytes>: "  # how preprocess names an image given as bytes, at the start of its errors
 JSON_TYPE = "application/json"
 _INLINE_JSON_BYTES = 16 * 1024  # a 28x28 pixel array is ~3-10 kB; bigger bodies are parsed off the loop
 MULTIPART_TYPE = "multipart/form-data"
@@ -62,7 +65,7 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _pixels_to_array(body: bytes, max_pixels: int) -> np.ndarray:
+def _pixels_to_array(body: bytes) -> np.ndarray:
     try:
         parsed = PixelsBody.model_validate_json(body)
     except ValidationError as exc:
@@ -73,20 +76,21 @@ def _pixels_to_array(body: bytes, max_pixels: int) -> np.ndarray:
     width = len(rows[0])
     if width == 0 or any(len(r) != width for r in rows):
         raise ApiError(422, "pixels must be a non-empty rectangle: every row the same, non-zero length")
-    if width * len(rows) > max_pixels:
-        raise ApiError(422, f"image is too large ({width}x{len(rows)} pixels; limit {max_pixels:,})")
+    limit = preprocess.MAX_PIXELS  # read when called: the library's limit, whatever it is then
+    if width * len(rows) > limit:
+        raise ApiError(422, f"image is too large ({width}x{len(rows)} pixels; limit {limit:,})")
     return np.asarray(rows, dtype=np.float32)  # (H, W)
 
 
-async def read_image_source(request: Request, max_pixels: int) -> bytes | np.ndarray:
+async def read_image_source(request: Request) -> bytes | np.ndarray:
     """The one image in a request: raw image bytes, multipart field ``file``, or JSON ``pixels``."""
     kind = media_type(request)
     if kind == JSON_TYPE:
         body = await request.body()
         if len(body) <= _INLINE_JSON_BYTES:
-            return _pixels_to_array(body, max_pixels)
+            return _pixels_to_array(body)
         # Parsing megabytes of JSON takes a while: not on the event loop.
-        return await run_in_threadpool(_pixels_to_array, body, max_pixels)
+        return await run_in_threadpool(_pixels_to_array, body)
     if kind == MULTIPART_TYPE:
         files = await read_upload_files(request, "file", max_files=1)
         return files[0][1]
@@ -120,59 +124,37 @@ async def read_upload_files(request: Request, field: str, *, max_files: int) -> 
     return out
 
 
-def open_checked(data: bytes, max_pixels: int) -> Image.Image:
-    """Open image bytes, refusing more than ``max_pixels`` before anything is decoded."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-    except UnidentifiedImageError:
-        raise ImageError("not a recognised image format") from None
-    # Pillow's format plugins raise many types on hostile headers; all mean "not a usable image".
-    except Exception as exc:
-        raise ImageError(f"cannot decode the image ({first_line(exc)})") from exc
-    if width * height > max_pixels:
-        img.close()
-        raise ImageError(f"image is too large ({width}x{height} pixels; limit {max_pixels:,})")
-    return img
-
-
 class NotSmall(Exception):
     """The image has more pixels than the caller wants decoded on its thread."""
 
 
-def prepare(source: bytes | np.ndarray, max_pixels: int, small_pixels: int | None = None) -> np.ndarray:
+def prepare(source: bytes | np.ndarray, small_pixels: int | None = None) -> np.ndarray:
     """The model's (28, 28) input for one request image; :class:`ImageError` if unusable.
 
-    With ``small_pixels``, an image with more pixels than that raises :class:`NotSmall` after
-    reading only its header. An image without ink gives an all-black frame where the library
-    answers it "no digit".
+    Decoded as :func:`digitrec.preprocess.to_mnist` decodes files. With ``small_pixels``, an
+    image with more pixels than that raises :class:`NotSmall` after reading only its header
+    (the caller then runs this again elsewhere). An image without ink gives an all-black
+    frame where the library answers it "no digit".
     """
     try:
-        return _prepare(source, max_pixels, small_pixels)
-    except ImageError as exc:
-        if isinstance(exc, NoDigitError):
-            return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
-        raise
-
-
-def _prepare(source: bytes | np.ndarray, max_pixels: int, small_pixels: int | None) -> np.ndarray:
-    if isinstance(source, np.ndarray):
-        if small_pixels is not None and source.size > small_pixels:
-            raise NotSmall
+        if small_pixels is not None:
+            pixels = source.size if isinstance(source, np.ndarray) else math.prod(image_size(source))
+            if pixels > small_pixels:
+                raise NotSmall
         return to_mnist(source)
-    img = open_checked(source, max_pixels)
-    try:
-        if small_pixels is not None and img.width * img.height > small_pixels:
-            raise NotSmall
-        return to_mnist(img)
+    except NoDigitError:
+        return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
     except (ImageError, NotSmall):
         raise
-    except Exception as exc:  # a decoder failing mid-file, past the header checks
+    # preprocess turns every decoder failure into an ImageError; this is a last guard, so
+    # that no picture, however odd, gets a 500 from the server.
+    except Exception as exc:
         raise ImageError(f"cannot decode the image ({first_line(exc)})") from exc
-    finally:
-        img.close()
+
+
+def error_message(exc: ImageError) -> str:
+    """The one-line answer for an unusable request image, without the library's "<bytes>: "."""
+    return first_line(exc).removeprefix(_BYTES_NAME)
 
 
 def describe_pixels_schema() -> dict[str, Any]:

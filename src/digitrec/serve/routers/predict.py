@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import ImageError, first_line
+from ...errors import ImageError
 from ...predict import Prediction
 from ..inputs import (
     NotSmall,
     describe_pixels_schema,
-    open_checked,
+    error_message,
     prepare,
     read_image_source,
     read_upload_files,
@@ -87,9 +87,9 @@ async def predict_one(service: Service, source: bytes | np.ndarray) -> Predictio
         try:
             return await service.engine.predict_source(source)
         except NotSmall:
-            image = await run_in_threadpool(prepare, source, service.config.max_pixels)
+            image = await run_in_threadpool(prepare, source)
     except ImageError as exc:
-        raise ApiError(422, first_line(exc)) from None
+        raise ApiError(422, error_message(exc)) from None
     (pred,) = await service.engine.predict(image[None])
     return pred
 
@@ -103,19 +103,19 @@ async def predict(
     service: Annotated[Service, Depends(get_service)],
     input: Annotated[bool, Query(description="also return the 28x28 image the model saw")] = False,
 ) -> JSONResponse:
-    source = await read_image_source(request, service.config.max_pixels)
+    source = await read_image_source(request)
     pred = await predict_one(service, source)
     return JSONResponse(prediction_dict(pred, with_input=input))
 
 
-def _prepare_each(sources: list[bytes], max_pixels: int) -> list[np.ndarray | str]:
+def _prepare_each(sources: list[bytes]) -> list[np.ndarray | str]:
     """Each image prepared, or the one-line reason it cannot be."""
     out: list[np.ndarray | str] = []
     for source in sources:
         try:
-            out.append(prepare(source, max_pixels))
+            out.append(prepare(source))
         except ImageError as exc:
-            out.append(first_line(exc))
+            out.append(error_message(exc))
     return out
 
 
@@ -126,7 +126,7 @@ def _prepare_each(sources: list[bytes], max_pixels: int) -> list[np.ndarray | st
 async def predict_batch(request: Request, service: Annotated[Service, Depends(get_service)]) -> JSONResponse:
     files = await read_upload_files(request, "files", max_files=service.config.max_batch_files)
     results: list[dict[str, Any]] = [{"filename": name} for name, _ in files]
-    prepared = await run_in_threadpool(_prepare_each, [data for _, data in files], service.config.max_pixels)
+    prepared = await run_in_threadpool(_prepare_each, [data for _, data in files])
     good = [i for i, p in enumerate(prepared) if not isinstance(p, str)]
     images = [p for p in prepared if not isinstance(p, str)]
     for i, p in enumerate(prepared):
@@ -141,13 +141,9 @@ async def predict_batch(request: Request, service: Annotated[Service, Depends(ge
 
 def _read_number(service: Service, source: bytes | np.ndarray) -> dict[str, Any]:
     rec: Any = service.recogniser
-    if isinstance(source, np.ndarray):
-        return rec.read(source).to_dict()  # type: ignore[no-any-return]
-    img = open_checked(source, service.config.max_pixels)
-    try:
-        return rec.read(img).to_dict()  # type: ignore[no-any-return]
-    finally:
-        img.close()
+    # Bytes, not an opened image: the library then reads a big JPEG at a reduced size and
+    # still gives the boxes in the uploaded picture's pixels.
+    return rec.read(source).to_dict()  # type: ignore[no-any-return]
 
 
 @router.post(
@@ -155,8 +151,8 @@ def _read_number(service: Service, source: bytes | np.ndarray) -> dict[str, Any]
     summary="Read a line of handwritten digits as a number, with per-digit results and boxes",
 )
 async def read_number(request: Request, service: Annotated[Service, Depends(get_service)]) -> JSONResponse:
-    source = await read_image_source(request, service.config.max_pixels)
+    source = await read_image_source(request)
     try:
         return JSONResponse(await run_in_threadpool(_read_number, service, source))
     except ImageError as exc:
-        raise ApiError(422, first_line(exc)) from None
+        raise ApiError(422, error_message(exc)) from None
