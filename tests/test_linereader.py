@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 from conftest import requires_mnist
 from test_numbers import draw_number
 
@@ -30,6 +31,7 @@ from digitrec.linereader import (
     compose_line,
     decode,
     digit_boxes,
+    fit_line_temperature,
     frame_spans,
     grey_boxes,
     line_image,
@@ -41,6 +43,8 @@ from digitrec.models import LINE_HEIGHT, LINE_STRIDE, check_line_output, create_
 from digitrec.lineprep import line_input
 from digitrec.numbers import LineInk, line_ink
 from digitrec.predict import load
+from digitrec.preprocess import NORMALIZATION
+from digitrec.synthetic import digit_line
 from digitrec.preprocess import ink_map
 
 
@@ -325,7 +329,8 @@ def test_cli_train_line_reader(tmp_path, real_mnist):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["model"] == str(out) and summary["val_lines"] > 0
-    assert load_model(out, num_classes=11, task="lines").arch == "line-ctc"
+    assert load_model(out, num_classes=11, task="lines").arch == "line-crnn"
+    assert load_model(out, num_classes=11, task="lines").metadata["input"] == "paper"
     bad = subprocess.run([sys.executable, "-m", "digitrec", "train-line-reader", "--steps", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
@@ -420,3 +425,90 @@ def test_read_with_a_grey_reader_reads_the_picture_itself(monkeypatch, tmp_path)
     monkeypatch.setattr(rec._lines, "log_probs", lambda view: frames(*([0] * (view.image.shape[1] // LINE_STRIDE))))
     blank = rec.read(draw_number())
     assert blank.number is None and blank.digits == () and blank.unsure
+
+
+# --- the bundled grey reader, as a new user gets it ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return load()  # the defaults: the bundled grey line reader reads numbers
+
+
+def test_the_default_reader_reads_grey_pictures(reader):
+    assert reader._lines is not None and reader._lines.reads_grey
+    assert reader.verifier is None  # the segmenter's verifier is not loaded when nothing uses it
+
+
+def no_number_pictures() -> dict[str, Image.Image]:
+    """Pictures with no number in them: paper, a ruled line, a printed word, a letter."""
+    rng = np.random.default_rng(0)
+    texture = (200 + 25 * ndimage.gaussian_filter(rng.standard_normal((60, 240)), 1.5)).clip(0, 255)
+    pictures = {"blank": Image.new("L", (240, 60), 230), "texture": Image.fromarray(texture.astype(np.uint8))}
+    ruled = Image.new("L", (240, 60), 235)
+    ImageDraw.Draw(ruled).line([(5, 45), (235, 45)], fill=40, width=3)
+    pictures["ruled line"] = ruled
+    for name, text in (("word", "Pesos"), ("letter", "K")):
+        img = Image.new("L", (240, 60), 235)
+        ImageDraw.Draw(img).text((20, 10), text, fill=20, font=ImageFont.load_default(size=36))
+        pictures[name] = img
+    return pictures
+
+
+@pytest.mark.parametrize("name", ["blank", "texture", "ruled line", "word", "letter"])
+def test_no_number_found_where_there_is_none(reader, name):
+    reading = reader.read(no_number_pictures()[name])
+    assert reading.number is None and reading.digits == () and reading.unsure
+
+
+def test_the_default_reader_reads_drawn_numbers(reader):
+    assert reader.read(draw_number()).number == "107"
+    assert reader.read(draw_number(underline=True)).number == "107"
+    rings = Image.new("L", (260, 140), 255)
+    d = ImageDraw.Draw(rings)
+    d.ellipse([30, 20, 100, 115], outline=0, width=8)
+    d.ellipse([96, 20, 166, 115], outline=0, width=8)  # touches the first 0: no cut separates them
+    reading = reader.read(rings)
+    assert reading.number == "00"
+    (x0, _, w0, _), (x1, _, w1, _) = (digit.box for digit in reading.digits)
+    assert x0 >= 25 and x0 + w0 <= x1 + w1 and x1 + w1 <= 175
+
+
+@requires_mnist
+def test_the_default_reader_reads_generated_lines_of_test_digits(reader, real_mnist):
+    """Lines of MNIST *test* digits from the bench's photographed-line generator (not the reader's own)."""
+    rng = np.random.default_rng(5)
+    images, labels, truths = [], real_mnist.test_labels, []
+    for i in range(40):
+        idx = rng.choice(len(labels), int(rng.integers(2, 7)), replace=False)
+        images.append(digit_line([real_mnist.test_images[j] for j in idx], 500 + i, touching=0.2 * (i % 2)))
+        truths.append("".join(str(int(labels[j])) for j in idx))
+    one_by_one = [reader.read(img).number for img in images]
+    assert sum(a == b for a, b in zip(one_by_one, truths)) >= 34
+    batched = [r.number for r in reader.read(images)]
+    assert sum(a == b for a, b in zip(batched, truths)) >= 34
+
+
+def test_fit_line_temperature_softens_an_overconfident_reader():
+    """A reader sure of every line, wrong on a fifth of them: the fitted temperature is > 1 and lowers the NLL."""
+
+    class Lookup(torch.nn.Module):  # answers line i's stored logits; i is written in pixel (0, 0)
+        def __init__(self, table):
+            super().__init__()
+            self.table, self.dummy = table, torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            i = int(round(float(x[0, 0, 0, 0] * NORMALIZATION.std + NORMALIZATION.mean) * 100))
+            return self.table[i][None]
+
+    table, lines = [], []
+    for i in range(20):
+        z = torch.zeros(11, 10)
+        z[0] = 8.0  # blank everywhere ...
+        z[9 if i % 5 == 0 else 4, 5], z[0, 5] = 16.0, 0.0  # ... but an "8" (wrong) or a "3" at frame 5
+        table.append(z)
+        image = np.zeros((LINE_HEIGHT, 40), np.float32)
+        image[0, 0] = i / 100
+        lines.append((image, "3"))
+    t, before, after = fit_line_temperature(Lookup(table), lines, torch.device("cpu"))
+    assert t > 1.5 and after < before

@@ -63,6 +63,8 @@ __all__ = [
     "grey_boxes",
     "validation_lines",
     "batch_log_probs",
+    "fit_line_temperature",
+    "calibration",
     "LINE_KINDS",
 ]
 
@@ -362,24 +364,24 @@ class LineTrainConfig:
 Progress = Callable[[int, int, float], None]  # (steps done, steps in all, last loss)
 
 
-def _log_probs(model: torch.nn.Module, x: torch.Tensor, norm: Normalization) -> torch.Tensor:
-    return model(normalize(x, norm)).float().log_softmax(dim=1)  # (B, 11, T)
+def _log_probs(model: torch.nn.Module, x: torch.Tensor, norm: Normalization, temperature: float = 1.0) -> torch.Tensor:
+    return (model(normalize(x, norm)).float() / temperature).log_softmax(dim=1)  # (B, 11, T)
 
 
 def _line_log_probs(model: torch.nn.Module, image: np.ndarray, device: torch.device,
-                    norm: Normalization = NORMALIZATION) -> np.ndarray:
+                    norm: Normalization = NORMALIZATION, temperature: float = 1.0) -> np.ndarray:
     """(T, 11) frame log-probabilities of one (LINE_HEIGHT, W) line image (model in eval mode)."""
     x = torch.from_numpy(image)[None, None].to(device)  # (1, 1, 32, W)
     with torch.inference_mode():
-        return _log_probs(model, x, norm)[0].T.cpu().numpy()
+        return _log_probs(model, x, norm, temperature)[0].T.cpu().numpy()
 
 
 def batch_log_probs(model: torch.nn.Module, images: Sequence[np.ndarray], device: torch.device,
-                    norm: Normalization = NORMALIZATION) -> list[np.ndarray]:
+                    norm: Normalization = NORMALIZATION, temperature: float = 1.0) -> list[np.ndarray]:
     """(T_i, 11) frame log-probabilities of each (LINE_HEIGHT, W_i) line image, in one forward pass.
 
     Lines are padded on the right with black to the widest, as training batches are; each
-    line's frames stop at its own width.
+    line's frames stop at its own width. ``temperature`` divides the logits (calibration).
     """
     if not images:
         return []
@@ -388,8 +390,47 @@ def batch_log_probs(model: torch.nn.Module, images: Sequence[np.ndarray], device
     for i, image in enumerate(images):
         x[i, 0, :, : image.shape[1]] = image
     with torch.inference_mode():
-        out = _log_probs(model, torch.from_numpy(x).to(device), norm).transpose(1, 2).cpu().numpy()  # (B, T, 11)
-    return [out[i, : image.shape[1] // LINE_STRIDE] for i, image in enumerate(images)]
+        out = _log_probs(model, torch.from_numpy(x).to(device), norm, temperature)  # (B, 11, T)
+    frames = out.transpose(1, 2).cpu().numpy()  # (B, T, 11)
+    return [frames[i, : image.shape[1] // LINE_STRIDE] for i, image in enumerate(images)]
+
+
+def fit_line_temperature(model: torch.nn.Module, lines: Sequence[tuple[np.ndarray, str]],
+                         device: torch.device) -> tuple[float, float, float]:
+    """The logit temperature minimising the CTC NLL of the true strings of ``lines``: (T, NLL at 1, NLL at T).
+
+    The reading (the best path) does not change with it; the string and digit probabilities do.
+    """
+    model.eval()
+    logits = []
+    for image, _ in lines:
+        x = torch.from_numpy(image)[None, None].to(device)
+        with torch.inference_mode():
+            logits.append(model(normalize(x, NORMALIZATION)).float()[0].T.cpu())  # (T, 11)
+
+    def nll(t: float) -> float:
+        total = 0.0
+        for z, (_, truth) in zip(logits, lines):
+            lp = (z / t).log_softmax(dim=1).numpy()
+            total -= max(string_log_prob(lp, truth), -50.0)  # an impossible line counts as a sure miss
+        return total / max(len(lines), 1)
+
+    # A unimodal 1-D search on log T (golden section), from 0.25 to 4.
+    lo, hi = math.log(0.25), math.log(4.0)
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(math.exp(a)), nll(math.exp(b))
+    for _ in range(18):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(math.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(math.exp(b))
+    t = math.exp((lo + hi) / 2)
+    return t, nll(1.0), nll(t)
 
 
 def _text(digits: Sequence[LineDigit]) -> str:
@@ -474,10 +515,17 @@ def train_line_reader(
     metrics = {"val_exact": _exact_rate(model, val, device), "val_lines": len(val),
                "final_loss": float(np.mean(losses[-100:])), "train_seconds": train_seconds,
                "precision": precision}
+    metrics.update(calibration(model, val, device))
     model.eval()
     if snapshot is not None:
         snapshot(config.steps, train_seconds, model)
     return model, metrics
+
+
+def calibration(model: torch.nn.Module, val: Sequence[tuple[np.ndarray, str]], device: torch.device) -> dict[str, float]:
+    """The temperature fitted on the validation lines, and their NLL before and after (metrics)."""
+    t, before, after = fit_line_temperature(model, val, device)
+    return {"temperature": t, "val_nll": before, "val_nll_calibrated": after}
 
 
 def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrainConfig,
@@ -487,6 +535,7 @@ def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrain
         "role": "line reader",
         "line_train_config": {**dataclasses.asdict(config), "touching": list(config.touching)},
         "input": config.lines,  # what the reader reads: "paper" (grey pictures) or "ink" (binarised)
+        "temperature": float(metrics.get("temperature", 1.0)),  # logits are divided by it (calibration)
         "metrics": dict(metrics),
     }
     return save_model(path, model, config.arch, model_config_dict(model),
@@ -494,8 +543,8 @@ def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrain
 
 
 def bundled_line_reader() -> Path | None:
-    """The line reader shipped inside the package, or None if this installation has none."""
-    return packaged_file("linereader", "lines.safetensors")
+    """The grey line reader shipped inside the package, or None if this installation has none."""
+    return packaged_file("linereader", "grey.safetensors")
 
 
 @dataclass(frozen=True)
@@ -573,7 +622,8 @@ class LineReader:
 
     def log_probs(self, line: LineImage | GreyLine) -> np.ndarray:
         """(T, 11) frame log-probabilities of a line image (T = its width / LINE_STRIDE)."""
-        return _line_log_probs(self.file.model, line.image, self.device, self.file.normalization)
+        return _line_log_probs(self.file.model, line.image, self.device, self.file.normalization,
+                               self.file.temperature)
 
     def read_grey(self, views: Sequence[GreyLine], batch_size: int = 64) -> list[tuple[list[GreyDigit], float]]:
         """The digits of each prepared grey line and the reader's probability of that whole string.
@@ -588,7 +638,7 @@ class LineReader:
                 found = [self.log_probs(views[chunk[0]])]
             else:
                 found = batch_log_probs(self.file.model, [views[i].image for i in chunk], self.device,
-                                        self.file.normalization)
+                                        self.file.normalization, self.file.temperature)
             for i, log_probs in zip(chunk, found):
                 digits = decode(log_probs)
                 boxes = grey_boxes(views[i], frame_spans(log_probs))

@@ -331,18 +331,23 @@ def load(
     pass ``device="auto"`` to use CUDA when available. ``backend`` is ``"auto"`` (ONNX Runtime
     when installed and on the CPU in fp32, else PyTorch), ``"torch"`` or ``"onnx"``. Answers
     whose calibrated confidence is below ``min_confidence`` (default
-    :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure. ``verifier`` is the piece verifier
-    :meth:`Recogniser.read` uses to find whole digits: ``"bundled"`` (the one shipped, if any),
-    a verifier file, or None (or ``"none"``) for none (see :mod:`digitrec.verifier`).
-    ``line_reader`` is the second opinion :meth:`Recogniser.read` asks about whole lines, the
-    same way: ``"bundled"``, a file from ``digitrec train-line-reader``, or None / ``"none"``
-    (see :mod:`digitrec.linereader`).
+    :data:`DEFAULT_MIN_CONFIDENCE`) are flagged unsure. ``line_reader`` is what
+    :meth:`Recogniser.read` reads numbers with: ``"bundled"`` (the grey line reader shipped
+    with digitrec, which reads the picture itself), a file from ``digitrec train-line-reader``,
+    or None / ``"none"`` to cut the digits apart and classify them one by one instead (see
+    :mod:`digitrec.numbers`; an ink line reader file gives that segmenter a second opinion).
+    ``verifier`` is the piece verifier that segmenter uses to find whole digits, the same way
+    (``"bundled"`` is not loaded with a grey reader, which has no use for it; see
+    :mod:`digitrec.verifier`).
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)
-    verifier_file = _helper_model(verifier, bundled_verifier, "piece verifier", "train-verifier", dev, num_classes=2)
     line_file = _helper_model(line_reader, bundled_line_reader, "line reader", "train-line-reader", dev,
                               num_classes=11, task="lines")
+    # A grey reader reads numbers alone: the segmenter's verifier is loaded only when asked for by name.
+    reads_grey = line_file is not None and line_file.metadata.get("input") == "paper"
+    verifier_file = None if reads_grey and verifier == "bundled" else \
+        _helper_model(verifier, bundled_verifier, "piece verifier", "train-verifier", dev, num_classes=2)
     return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold,
                       verifier_file, line_file)
 
