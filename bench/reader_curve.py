@@ -5,7 +5,8 @@
 Each DIR holds a ``labels.csv`` (``file,label``; paths relative to it), like the ORAND-CAR-A
 development set. Every ``--every`` steps the model is read on each set (exact-match rate, no
 selection: the saved model is the last one) and on the held-out validation lines at the end.
-Writes the model, ``bench/results/reader-curve.json`` and a plot beside it.
+Writes the model and ``bench/results/reader-curve.json``; ``--plot RESULTS.json`` draws the curve
+of a finished run (exact reads against training minutes) as a PNG beside it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,29 @@ def exact(model: torch.nn.Module, rows: list[tuple[np.ndarray, str]]) -> float:
     return right / max(len(rows), 1)
 
 
+def plot(results: Path) -> Path:
+    """Draw exact reads per set against training minutes from a results file; returns the PNG's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(results.read_text())
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    minutes = [p["train_seconds"] / 60 for p in data["curve"]]
+    for name in data["sets"]:
+        ax.plot(minutes, [100 * p[name] for p in data["curve"]], marker="o", label=f"{name} (real, {data['sets'][name]})")
+    val = data["metrics"]["val_exact"]
+    ax.scatter([minutes[-1]], [100 * val], marker="s", color="k", label="validation lines (generated)", zorder=3)
+    ax.set(xlabel="training time, minutes (2-core CPU)", ylabel="numbers read exactly, %", ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = results.with_suffix(".png")
+    fig.savefig(out)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", action="append", default=[], type=Path, help="a labelled folder (labels.csv)")
@@ -62,12 +86,18 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="the model file to write (required unless --plot)")
     ap.add_argument("--keep", action="store_true", help="also save the model at each measurement (OUT-STEP)")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "reader-curve.json")
+    ap.add_argument("--plot", type=Path, metavar="RESULTS", help="only draw the curve of a finished run")
     args = ap.parse_args()
+    if args.plot:
+        print(plot(args.plot))
+        return 0
     # The line-making processes take their own cores; more torch threads than are left only wait on each other.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
+    if args.out is None:
+        ap.error("--out is required")
     sets = {str(p.name): load_set(p) for p in args.real}
     mnist = load_mnist()
     config = LineTrainConfig(steps=args.steps, seed=args.seed, workers=args.workers)
@@ -96,6 +126,7 @@ def main() -> int:
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, args.results)
     print(json.dumps(metrics))
+    print(plot(args.results))
     return 0
 
 

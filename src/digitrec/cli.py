@@ -650,7 +650,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         if args.json:
             _emit_json({"path": name, **reading.to_dict()})
         elif reading.number is None:
-            print(f"{name}: no digit found")
+            print(f"{name}: no number found")
         else:
             unsure = "  UNSURE" if reading.unsure else ""
             digits = "  ".join(

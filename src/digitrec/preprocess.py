@@ -103,6 +103,7 @@ SPECK_FRACTION = 0.05  # ink blobs smaller than this fraction of the largest blo
 _NOISE_MARGIN = 12.0  # ink must be this many background-noise standard deviations bright
 _MIN_BLOB_PIXELS = 6  # the largest blob must have at least this many pixels (working scale)
 _TINY = 32  # pictures at most this many pixels on their shorter side are crops of one digit
+_HALF_MAD = 0.5926  # 1.4826 x the MAD of the lower half of normal noise, in standard deviations
 
 
 class NoDigitError(ImageError):
@@ -386,7 +387,7 @@ def clean_ink(ink: np.ndarray, speck_fraction: float = SPECK_FRACTION) -> np.nda
     # Noise level of the background: ink must clear it by a wide margin. Measured on the darker
     # half alone, since a small scan filled by its digit (16x16 postal digits) can be half ink.
     back = ink[ink <= np.median(ink)]
-    noise = 1.4826 * float(np.median(np.abs(back - np.median(back))))
+    noise = 1.4826 * float(np.median(np.abs(back - np.median(back)))) / _HALF_MAD
     if peak < max(MIN_CONTRAST, _NOISE_MARGIN * noise):
         return empty
     candidates = ink[ink > 0.02 * peak]
