@@ -628,13 +628,17 @@ class LineReader:
     def read_grey(self, views: Sequence[GreyLine], batch_size: int = 64) -> list[tuple[list[GreyDigit], float]]:
         """The digits of each prepared grey line and the reader's probability of that whole string.
 
-        Lines of similar width are read together, ``batch_size`` at a time (less padding).
+        Lines of the same width are read together, ``batch_size`` at a time: unpadded, so a
+        line reads the same alone or in a batch (padding would reach every frame through the
+        LSTM's backward pass).
         """
-        order = sorted(range(len(views)), key=lambda i: views[i].image.shape[1])
+        widths: dict[int, list[int]] = {}
+        for i, view in enumerate(views):
+            widths.setdefault(view.image.shape[1], []).append(i)
+        chunks = [same[k : k + batch_size] for same in widths.values() for k in range(0, len(same), batch_size)]
         out: list[tuple[list[GreyDigit], float]] = [([], 0.0)] * len(views)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            if len(chunk) == 1:  # one line: no padding at all (and the path tests stub)
+        for chunk in chunks:
+            if len(chunk) == 1:  # one line (and the path the tests stub)
                 found = [self.log_probs(views[chunk[0]])]
             else:
                 found = batch_log_probs(self.file.model, [views[i].image for i in chunk], self.device,

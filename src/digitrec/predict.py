@@ -215,8 +215,8 @@ class Recogniser:
         With the bundled grey line reader (the default) the picture itself is read, without
         binarising or cutting it (:mod:`digitrec.lineprep`, :mod:`digitrec.linereader`): a
         small picture whole, a larger one in the band of ink found in it. ``confidence`` is
-        then the reader's probability of the whole string. A list is read in batches of
-        similar width, much faster per picture. With a reader of binarised ink, or none, the
+        then the reader's probability of the whole string. A list is read in batches of lines
+        of the same width, faster per picture and with the same answers. With a reader of binarised ink, or none, the
         digits are cut apart and classified one by one (:mod:`digitrec.numbers`). A picture
         without a number gives ``number`` None.
         """
