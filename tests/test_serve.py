@@ -367,8 +367,8 @@ def test_model_info(client):
     assert body["version"] == __version__
     assert body["metrics"]["test_accuracy"] >= 0.99
     assert body["class_names"] == [str(d) for d in range(10)]
-    assert body["verifier"] == "pieces"  # the bundled piece verifier, by file name only
-    assert body["line_reader"] == "lines"  # the bundled line reader, likewise
+    assert body["verifier"] is None  # the grey reader reads numbers alone: no piece verifier loaded
+    assert body["line_reader"] == "grey"  # the bundled grey line reader, by file name only
 
 
 def test_metrics_count_requests_and_inference(rec, seven_png):

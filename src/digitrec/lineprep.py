@@ -25,7 +25,8 @@ from scipy import ndimage
 
 from .models import LINE_HEIGHT, LINE_STRIDE
 
-__all__ = ["READ_WHOLE", "MAX_LINE_WIDTH", "GreyLine", "to_bright_ink", "flatten_paper", "line_input", "locate"]
+__all__ = ["READ_WHOLE", "MAX_LINE_WIDTH", "GreyLine", "ink_is_dark", "to_bright_ink", "flatten_paper", "line_input",
+           "locate", "tighten_box"]
 
 READ_WHOLE = 160  # pictures at most this many pixels high (and with a line's shape) are read whole
 MAX_LINE_WIDTH = 64 * LINE_HEIGHT  # longest line image, pixels (a 64:1 strip; wider pictures are shrunk)
@@ -39,15 +40,21 @@ class GreyLine:
 
     image: np.ndarray  # (LINE_HEIGHT, W) float32 [0, 1], bright ink on black, W a multiple of LINE_STRIDE
     box: tuple[int, int, int, int]  # (x, y, width, height) of the crop that was read, input pixels
-    scale: float  # line-image pixels per input pixel
+    scale: float  # line-image pixels per input pixel (across)
+    inverted: bool = False  # the crop was inverted to make its ink bright (dark ink on light paper)
+
+
+def ink_is_dark(gray: np.ndarray) -> bool:
+    """True when a grey picture's ink is darker than its paper."""
+    low, middle, high = np.percentile(gray, [0.2, 50.0, 99.8])
+    # Paper is the bulk of the picture, so the median is the paper's tone; ink is the extreme
+    # furthest from it (a thin "1" can be under 1% of the pixels, so no wider percentiles).
+    return bool(middle - low > high - middle)
 
 
 def to_bright_ink(gray: np.ndarray) -> np.ndarray:
     """Invert a grey picture when its paper is lighter than its ink, so ink is bright."""
-    low, middle, high = np.percentile(gray, [0.2, 50.0, 99.8])
-    # Paper is the bulk of the picture, so the median is the paper's tone; ink is the extreme
-    # furthest from it (a thin "1" can be under 1% of the pixels, so no wider percentiles).
-    return (1.0 - gray) if middle - low > high - middle else gray
+    return (1.0 - gray) if ink_is_dark(gray) else gray
 
 
 def flatten_paper(ink: np.ndarray) -> np.ndarray:
@@ -66,12 +73,37 @@ def line_input(gray: np.ndarray, box: tuple[int, int, int, int] | None = None) -
     scale = LINE_HEIGHT / h
     new_w = min(max(LINE_STRIDE, round(w * scale)), MAX_LINE_WIDTH)
     resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    small = np.asarray(Image.fromarray(to_bright_ink(crop), mode="F").resize((new_w, LINE_HEIGHT), resample))
+    inverted = ink_is_dark(crop)
+    bright = 1.0 - crop if inverted else crop
+    small = np.asarray(Image.fromarray(bright, mode="F").resize((new_w, LINE_HEIGHT), resample))
     flat = flatten_paper(np.clip(small, 0.0, 1.0))
     width = -(-new_w // LINE_STRIDE) * LINE_STRIDE
     out = np.zeros((LINE_HEIGHT, width), np.float32)
     out[:, :new_w] = flat
-    return GreyLine(image=out, box=(x, y, w, h), scale=new_w / w)
+    return GreyLine(image=out, box=(x, y, w, h), scale=new_w / w, inverted=inverted)
+
+
+def tighten_box(gray: np.ndarray, box: tuple[int, int, int, int], inverted: bool,
+                margin: int) -> tuple[int, int, int, int]:
+    """A digit's box found at line height, fitted to its ink in the full-resolution picture.
+
+    At 32 px high, one line pixel is a whole band of a large photo's pixels; here the box grows
+    by ``margin`` input pixels and then shrinks to the pixels clearly inked (half-way from the
+    region's paper tone to its darkest ink). A region with no clear ink keeps the box it had.
+    """
+    x, y, w, h = box
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    x1, y1 = min(gray.shape[1], x + w + margin), min(gray.shape[0], y + h + margin)
+    region = gray[y0:y1, x0:x1]
+    if region.size == 0:
+        return box
+    ink = 1.0 - region if inverted else region
+    paper, top = np.percentile(ink, [50.0, 99.5])
+    if top - paper < 0.1:
+        return box
+    inked = ink > paper + 0.5 * (top - paper)
+    rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+    return (x0 + int(cols[0]), y0 + int(rows[0]), int(cols[-1] - cols[0]) + 1, int(rows[-1] - rows[0]) + 1)
 
 
 def locate(gray: np.ndarray, ink_box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:

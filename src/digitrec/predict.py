@@ -15,7 +15,8 @@ from PIL import Image
 from .checkpoint import ModelFile, load_model
 from .errors import ConfigError, ImageError, ModelFileError
 from .infer import InferenceEngine
-from .lineprep import READ_WHOLE, GreyLine, line_input, locate
+from .lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
+from .models import LINE_HEIGHT
 from .linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
 from .numbers import DigitReading, NumberReading, line_ink, segment
 from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, decode_gray, ink_map, to_mnist
@@ -254,22 +255,25 @@ class Recogniser:
         """:meth:`read` with the grey line reader: each picture's line, then all lines in batches."""
         assert self._lines is not None
         views: list[GreyLine] = []
-        where: list[tuple[int, float] | None] = []  # each picture's index into views and decoding scale
+        pictures: list[tuple[np.ndarray, float] | None] = []  # each picture's grey pixels and decoding scale
         for image in images:
             gray, scale, _ = decode_gray(image)
             crop = locate(gray, _ink_box(gray) if gray.shape[0] > READ_WHOLE else None)
-            where.append(None if crop is None else (len(views), scale))
+            pictures.append(None if crop is None else (gray, scale))
             if crop is not None:
                 views.append(line_input(gray, crop))
-        found = self._lines.read_grey(views)
+        found = iter(self._lines.read_grey(views))
         nothing = NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
         readings = []
-        for k in where:
-            digits_found, probability = found[k[0]] if k is not None else ([], 0.0)
-            if not digits_found or k is None:
+        for picture, view in zip(pictures, _each(views, pictures)):
+            digits_found, probability = next(found) if picture is not None else ([], 0.0)
+            if not digits_found or picture is None or view is None:
                 readings.append(nothing)
                 continue
-            digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=_scaled(d.box, k[1]),
+            gray, scale = picture
+            margin = int(np.ceil(view.box[3] / LINE_HEIGHT))  # one line-image pixel, in input pixels
+            digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence,
+                                        box=_scaled(tighten_box(gray, d.box, view.inverted, margin), scale),
                                         unsure=d.confidence < self.min_confidence) for d in digits_found)
             readings.append(NumberReading(number="".join(str(d.digit) for d in digits), confidence=probability,
                                           digits=digits,
@@ -290,6 +294,12 @@ class Recogniser:
         boxes = digit_boxes(line, view, [d.frame for d in own], cleaned.scale)
         return tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=box,
                                   unsure=d.confidence < self.min_confidence) for d, box in zip(own, boxes))
+
+
+def _each(views: list[GreyLine], pictures: list[Any]) -> list[GreyLine | None]:
+    """Each picture's line view, None where a picture had no line to read (views hold only those)."""
+    it = iter(views)
+    return [next(it) if p is not None else None for p in pictures]
 
 
 def _scaled(box: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:
