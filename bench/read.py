@@ -16,6 +16,9 @@ Readers (``--readers``, comma-separated):
 
 - digitrec:  ``digitrec.load()`` then ``rec.read(path).number``, as a new user gets it (the
              bundled model, verifier and line reader; whatever ``digitrec.load`` gives today).
+- digitrec-segments: the older reader, ``digitrec.load(line_reader="none")``: the digits cut
+             apart and classified one by one, with the piece verifier (for comparison; not run by
+             default).
 - rapidocr:  RapidOCR (ONNX Runtime, models in the wheel) on the picture as one text line
              (recognition only: the pictures are already cut to the number, as ``--psm 7`` tells
              Tesseract); only the digits of its text are kept ("1.990" -> "1990").
@@ -247,7 +250,7 @@ def tesseract_version(exe: str | None = None) -> str | None:
     return first[0].removeprefix("tesseract ").strip() if first else None
 
 
-def make_digitrec(threads: int) -> Reader:
+def make_digitrec(threads: int, segments: bool = False) -> Reader:
     import torch
 
     import digitrec
@@ -255,7 +258,8 @@ def make_digitrec(threads: int) -> Reader:
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    rec = digitrec.load()
+    # segments: the older reader (cut the digits apart, classify each, piece verifier), for comparison.
+    rec = digitrec.load(line_reader="none") if segments else digitrec.load()
     load_s = time.perf_counter() - t0
 
     def read(path: Path) -> str | None:
@@ -266,9 +270,10 @@ def make_digitrec(threads: int) -> Reader:
 
     helpers = ", ".join(f"{what} {f.path.stem if f.path else f.arch}" for what, f in
                         (("verifier", rec.verifier), ("line reader", rec.line_reader)) if f is not None)
-    return Reader("digitrec", read, _version("digitrec") or "?",
-                  f"digitrec.load() defaults: model {rec.name} ({rec.backend} backend), {helpers or 'no helpers'}; "
-                  f"torch threads {torch.get_num_threads()}", load_s, read_many)
+    how = "digitrec.load(line_reader='none')" if segments else "digitrec.load() defaults"
+    return Reader("digitrec-segments" if segments else "digitrec", read, _version("digitrec") or "?",
+                  f"{how}: model {rec.name} ({rec.backend} backend), {helpers or 'no helpers'}; "
+                  f"torch threads {torch.get_num_threads()}", load_s, None if segments else read_many)
 
 
 def make_rapidocr(threads: int, full: bool = False) -> Reader:
@@ -315,6 +320,7 @@ def make_tesseract(threads: int) -> Reader:
 
 MAKERS: dict[str, Callable[[int], Reader]] = {
     "digitrec": make_digitrec,
+    "digitrec-segments": lambda threads: make_digitrec(threads, segments=True),
     "rapidocr": make_rapidocr,
     "rapidocr-full": lambda threads: make_rapidocr(threads, full=True),
     "tesseract": make_tesseract,
