@@ -406,7 +406,9 @@ def test_read_a_48_megapixel_photo_with_boxes_in_its_pixels(tmp_path: Path) -> N
     record = json.loads(r.stdout)
     assert record["number"] == "7"
     # The stroke spans x 3000..4514, y 1881..4438 of the 8000x6000 file.
-    np.testing.assert_allclose(record["digits"][0]["box"], [3000, 1881, 1515, 2558], atol=16)
+    # The grey reader finds columns at 32 px line height (here ~80 photo pixels a line pixel), then fits
+    # the box to the ink: within 100 px; a box left in the half-size decoding would be ~1,500 px off.
+    np.testing.assert_allclose(record["digits"][0]["box"], [3000, 1881, 1515, 2558], atol=100)
     assert shown.stat().st_size > 0
 
 

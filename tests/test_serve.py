@@ -257,7 +257,9 @@ def test_the_server_reads_the_photos_the_library_reads(client, rec):
     body = r.json()
     assert body == rec.read(data).to_dict() and body["number"] == "7"
     # The stroke drawn spans x 3000..4514, y 1881..4438 (inclusive) of the 8000x6000 page.
-    np.testing.assert_allclose(body["digits"][0]["box"], [3000, 1881, 1515, 2558], atol=16)
+    # The grey reader finds columns at 32 px line height (here ~80 photo pixels a line pixel), then fits
+    # the box to the ink: within 100 px; a box left in the half-size decoding would be ~1,500 px off.
+    np.testing.assert_allclose(body["digits"][0]["box"], [3000, 1881, 1515, 2558], atol=100)
 
 
 def test_big_non_jpeg_images_are_422_before_decoding(client):

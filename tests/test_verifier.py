@@ -126,7 +126,8 @@ def test_train_save_load_and_score(tmp_path):
 def test_bundled_verifier_is_used_by_default():
     path = bundled_verifier()
     assert path is not None and path.is_file()
-    assert load("seed").verifier is not None
+    assert load("seed", line_reader="none").verifier is not None  # the segmenter's default
+    assert load("seed").verifier is None  # the grey line reader reads numbers without it
     assert load("seed", verifier=None).verifier is None
     assert load("seed", verifier="none").verifier is None
     meta = load_model(path, num_classes=2).metadata

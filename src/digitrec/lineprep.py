@@ -88,12 +88,13 @@ def tighten_box(gray: np.ndarray, box: tuple[int, int, int, int], inverted: bool
     """A digit's box found at line height, fitted to its ink in the full-resolution picture.
 
     At 32 px high, one line pixel is a whole band of a large photo's pixels; here the box grows
-    by ``margin`` input pixels and then shrinks to the pixels clearly inked (half-way from the
-    region's paper tone to its darkest ink). A region with no clear ink keeps the box it had.
+    by ``margin`` input pixels up and down (across, it stays within its columns: a neighbour's
+    ink is beyond them) and then shrinks to the pixels clearly inked, half-way from the
+    region's paper tone to its darkest ink. A region with no clear ink keeps the box it had.
     """
     x, y, w, h = box
-    x0, y0 = max(0, x - margin), max(0, y - margin)
-    x1, y1 = min(gray.shape[1], x + w + margin), min(gray.shape[0], y + h + margin)
+    x0, y0 = max(0, x), max(0, y - margin)
+    x1, y1 = min(gray.shape[1], x + w), min(gray.shape[0], y + h + margin)
     region = gray[y0:y1, x0:x1]
     if region.size == 0:
         return box
