@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from digitrec.data import load_mnist
-from digitrec.linereader import LineTrainConfig, decode, save_line_reader, train_line_reader, _line_log_probs
 from digitrec.lineprep import line_input
+from digitrec.linereader import LineTrainConfig, _line_log_probs, decode, save_line_reader, train_line_reader
 from digitrec.preprocess import open_image, to_grayscale
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,7 +67,8 @@ def plot(results: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     minutes = [p["train_seconds"] / 60 for p in data["curve"]]
     for name in data["sets"]:
-        ax.plot(minutes, [100 * p[name] for p in data["curve"]], marker="o", label=f"{name} (real, {data['sets'][name]})")
+        ax.plot(minutes, [100 * p[name] for p in data["curve"]], marker="o",
+                label=f"{name} (real, {data['sets'][name]})")
     val = data["metrics"]["val_exact"]
     ax.scatter([minutes[-1]], [100 * val], marker="s", color="k", label="validation lines (generated)", zorder=3)
     ax.set(xlabel="training time, minutes (2-core CPU)", ylabel="numbers read exactly, %", ylim=(0, 100))
@@ -119,7 +120,8 @@ def main() -> int:
     model, metrics = train_line_reader(config, mnist.train_images, mnist.train_labels, device=torch.device("cpu"),
                                        progress=progress, snapshot=snapshot, snapshot_every=args.every)
     save_line_reader(args.out, model, config, metrics)
-    result = {"machine": machine(), "config": {"steps": args.steps, "seed": args.seed, "threads": torch.get_num_threads()},
+    result = {"machine": machine(),
+              "config": {"steps": args.steps, "seed": args.seed, "threads": torch.get_num_threads()},
               "metrics": metrics, "curve": curve, "sets": {k: len(v) for k, v in sets.items()}}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.results.with_suffix(".tmp")

@@ -27,7 +27,7 @@ def test_render_line_is_seeded_and_in_range():
         img = render_line(*digits(1 + seed % 6), np.random.default_rng(seed))
         assert img.dtype == np.float32 and img.ndim == 2
         assert 14 <= img.shape[0] <= 72 and img.shape[1] >= 4
-        assert 0.0 <= img.min() and img.max() <= 1.0
+        assert img.min() >= 0.0 and img.max() <= 1.0
 
 
 def test_longer_numbers_make_wider_lines():

@@ -34,9 +34,9 @@ from scipy import ndimage
 
 from .checkpoint import ModelFile, packaged_file, save_model
 from .errors import ConfigError, ModelFileError
+from .lineprep import GreyLine, line_input
 from .models import LINE_HEIGHT, LINE_STRIDE, create_model, get_model_spec, list_models, model_config_dict
 from .numbers import LineInk, input_box
-from .lineprep import GreyLine, line_input
 from .paper import NO_DIGITS, render_line
 from .preprocess import NORMALIZATION, Normalization, normalize
 from .runtime import autocast, resolve_precision
@@ -187,7 +187,8 @@ def _paper_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
 
 
 def _batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: int, max_digits: int,
-           touching: Sequence[float], lines: str = "ink") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+           touching: Sequence[float],
+           lines: str = "ink") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``size`` lines of one random length (little padding): (x, targets, target lengths, frames).
 
     Grey lines hold no digit with probability ``paper.NO_DIGITS`` (the CTC target is then empty).
@@ -522,7 +523,8 @@ def train_line_reader(
     return model, metrics
 
 
-def calibration(model: torch.nn.Module, val: Sequence[tuple[np.ndarray, str]], device: torch.device) -> dict[str, float]:
+def calibration(model: torch.nn.Module, val: Sequence[tuple[np.ndarray, str]],
+                device: torch.device) -> dict[str, float]:
     """The temperature fitted on the validation lines, and their NLL before and after (metrics)."""
     t, before, after = fit_line_temperature(model, val, device)
     return {"temperature": t, "val_nll": before, "val_nll_calibrated": after}

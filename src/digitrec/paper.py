@@ -264,7 +264,9 @@ def render_line(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     out_h = max(int(round(digit_h / fill)), int(rows[-1] - rows[0] + 1) if rng.random() < 0.5 else 1)
     y_mid = (top + bottom) / 2 + rng.normal(0.0, 0.08) * out_h
     y0 = int(round(y_mid - out_h / 2))
-    margin = lambda: int(round(digit_h * (rng.uniform(-0.15, 0.05) if rng.random() < 0.12 else rng.uniform(0.05, 0.8))))
+    def margin() -> int:  # mostly some paper beside the digits, sometimes a cut into the first or last
+        return int(round(digit_h * (rng.uniform(-0.15, 0.05) if rng.random() < 0.12 else rng.uniform(0.05, 0.8))))
+
     x0, x1 = int(cols[0]) - margin(), int(cols[-1]) + 1 + margin()
     if x1 - x0 < 0.85 * (cols[-1] + 1 - cols[0]):  # two cut edges on a narrow line would cut a digit away
         x0, x1 = int(cols[0]), int(cols[-1]) + 1

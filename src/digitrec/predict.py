@@ -16,8 +16,8 @@ from .checkpoint import ModelFile, load_model
 from .errors import ConfigError, ImageError, ModelFileError
 from .infer import InferenceEngine
 from .lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
-from .models import LINE_HEIGHT
 from .linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
+from .models import LINE_HEIGHT
 from .numbers import DigitReading, NumberReading, line_ink, segment
 from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, decode_gray, ink_map, to_mnist
 from .runtime import resolve_device, resolve_precision
@@ -258,23 +258,20 @@ class Recogniser:
     def _read_grey(self, images: list[ImageSource]) -> list[NumberReading]:
         """:meth:`read` with the grey line reader: each picture's line, then all lines in batches."""
         assert self._lines is not None
-        views: list[GreyLine] = []
-        pictures: list[tuple[np.ndarray, float] | None] = []  # each picture's grey pixels and decoding scale
+        lines: list[tuple[np.ndarray, float, GreyLine] | None] = []  # grey pixels, decoding scale, the line
         for image in images:
             gray, scale, _ = decode_gray(image)
             crop = locate(gray, _ink_box(gray) if gray.shape[0] > READ_WHOLE else None)
-            pictures.append(None if crop is None else (gray, scale))
-            if crop is not None:
-                views.append(line_input(gray, crop))
-        found = iter(self._lines.read_grey(views))
+            lines.append(None if crop is None else (gray, scale, line_input(gray, crop)))
+        found = iter(self._lines.read_grey([line[2] for line in lines if line is not None]))
         nothing = NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
         readings = []
-        for picture, view in zip(pictures, _each(views, pictures)):
-            digits_found, probability = next(found) if picture is not None else ([], 0.0)
-            if not digits_found or picture is None or view is None or probability < NO_NUMBER_BELOW:
+        for line in lines:
+            digits_found, probability = next(found) if line is not None else ([], 0.0)
+            if line is None or not digits_found or probability < NO_NUMBER_BELOW:
                 readings.append(nothing)
                 continue
-            gray, scale = picture
+            gray, scale, view = line
             margin = int(np.ceil(view.box[3] / LINE_HEIGHT))  # one line-image pixel, in input pixels
             digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence,
                                         box=_scaled(tighten_box(gray, d.box, view.inverted, margin), scale),
@@ -298,12 +295,6 @@ class Recogniser:
         boxes = digit_boxes(line, view, [d.frame for d in own], cleaned.scale)
         return tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=box,
                                   unsure=d.confidence < self.min_confidence) for d, box in zip(own, boxes))
-
-
-def _each(views: list[GreyLine], pictures: list[Any]) -> list[GreyLine | None]:
-    """Each picture's line view, None where a picture had no line to read (views hold only those)."""
-    it = iter(views)
-    return [next(it) if p is not None else None for p in pictures]
 
 
 def _scaled(box: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:

@@ -516,7 +516,7 @@ def _array_to_gray(arr: np.ndarray) -> np.ndarray:
 
 
 def decode_gray(source: ImageSource) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Grey (H, W) float32 [0, 1] pixels of any image source, input pixels per pixel of them, and the input's (width, height).
+    """Grey (H, W) float32 [0, 1] pixels of any image source, input pixels per pixel, and the input's (width, height).
 
     The scale is 1.0 except for a large JPEG decoded at reduced size (:func:`decode_image`).
     """
