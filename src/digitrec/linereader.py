@@ -319,7 +319,7 @@ LINE_KINDS = ("paper", "ink")  # what a line reader is trained on: grey lines on
 class LineTrainConfig:
     """How a line reader is trained (on lines made from MNIST training digits)."""
 
-    steps: int = 10000  # optimiser steps (one batch of freshly made lines each)
+    steps: int = 8000  # optimiser steps (one batch of freshly made lines each)
     batch_size: int = 64  # lines per step
     max_digits: int = 7  # lines hold 1 to this many digits
     touching: tuple[float, ...] = (0.0, 0.2, 0.4, 0.7)  # share of touching gaps (ink lines only); one drawn per line
