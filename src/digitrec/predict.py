@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_MIN_CONFIDENCE", "NO_NUMBER_BELOW", "Prediction", "Recognise
 # (and marks on empty paper) into "no number".
 NO_NUMBER_BELOW = 0.1
 # Calibrated confidence below which an answer is flagged unsure. Chosen on the validation
-# split and on letters and scribbles (see the README, "Real-world images and numbers"):
+# split and on letters and scribbles (see docs/segmenter.md):
 # it flags few real digits while flagging most non-digits.
 DEFAULT_MIN_CONFIDENCE = 0.7
 
