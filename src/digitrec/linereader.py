@@ -1,19 +1,20 @@
-"""The line reader: read a whole line of digits at once, without cutting it (CTC).
+"""Line readers: read a whole line of digits at once, without cutting it (CTC): training, decoding, boxes.
 
-Segmentation (:mod:`digitrec.numbers`) reads a number by cutting it into digits; where digits
-touch or overlap, no cut may separate them and the reading is lost. The line reader is a
-second opinion that needs no cuts: a fully convolutional network (``line-ctc`` in the model
-registry) looks at the whole line, scaled so the digits are 20 pixels high as in MNIST, and
-answers per column frame a distribution over "no digit here" (the CTC blank) and the ten
-digits. The number is the best path with repeats and blanks removed (Graves et al., 2006).
+A line reader answers, per column frame of a 32-pixel-high line, a distribution over "no digit
+here" (the CTC blank) and the ten digits; the number is the best path with repeats and blanks
+removed (Graves et al., 2006). There are two kinds, told apart by the ``input`` their file stores:
 
-It is trained on lines composed on the fly from MNIST *training* digits (:func:`compose_line`:
-random spacing, touching and overlapping neighbours, broken strokes, thicker and thinner
-pens, blur), never from the bench's photographed lines, so the bench measures it on a
-generator it never saw. The validation digits (``val_size``, seeded) are kept out.
+- **grey** (``lines="paper"``, ``line-crnn``, the bundled reader and the default of
+  :meth:`Recogniser.read`): reads the picture itself, prepared by :mod:`digitrec.lineprep`. It is
+  trained on lines made by :mod:`digitrec.paper` from MNIST *training* digits on simulated paper;
+  :meth:`LineReader.read_grey` gives the digits, their confidences, boxes and the probability of
+  the whole string (calibrated by a temperature fitted on validation lines).
+- **ink** (``lines="ink"``, ``line-ctc``): reads the binarised ink the segmenter
+  (:mod:`digitrec.numbers`) keeps, as a second opinion on its cuts (:func:`choose_reading`: the
+  segmenter's digits win unless the line reader's own reading is ``PREFER_SEGMENTS`` nats more
+  likely). It is trained on lines composed by :func:`compose_line`.
 
-:func:`choose_reading` combines both readers: the segmenter's digits win unless the line
-reader finds its own reading clearly more likely than the segmenter's (``PREFER_SEGMENTS``).
+Either way the validation digits (``val_size``, seeded) are kept out of training.
 """
 
 from __future__ import annotations
