@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitrec.lineprep import MAX_LINE_WIDTH, READ_WHOLE, flatten_paper, line_input, locate, to_bright_ink
+from digitrec.lineprep import MAX_LINE_WIDTH, READ_WHOLE, flatten_paper, ink_is_dark, line_input, locate
 from digitrec.models import LINE_HEIGHT, LINE_STRIDE
 
 
@@ -15,11 +15,11 @@ def stroke_on_paper(h: int = 40, w: int = 120, paper: float = 0.8, ink: float = 
     return img
 
 
-def test_to_bright_ink_inverts_light_paper_only():
-    light = stroke_on_paper()
-    assert to_bright_ink(light)[20, 61] == pytest.approx(0.8)  # the stroke is now bright
-    dark = 1.0 - light
-    np.testing.assert_array_equal(to_bright_ink(dark), dark)
+def test_polarity_is_told_from_the_extremes_around_the_paper():
+    light = stroke_on_paper()  # a thin stroke: 1.25% of the pixels
+    assert ink_is_dark(light) and not ink_is_dark(1.0 - light)
+    assert line_input(light).inverted and not line_input(1.0 - light).inverted
+    np.testing.assert_allclose(line_input(light).image, line_input(1.0 - light).image, atol=1e-6)  # same input
 
 
 def test_flatten_paper_removes_uneven_light_and_stretches_ink():

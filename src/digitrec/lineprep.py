@@ -25,10 +25,10 @@ from scipy import ndimage
 
 from .models import LINE_HEIGHT, LINE_STRIDE
 
-__all__ = ["READ_WHOLE", "MAX_LINE_WIDTH", "GreyLine", "ink_is_dark", "to_bright_ink", "flatten_paper", "line_input",
-           "locate", "tighten_box"]
+__all__ = ["READ_WHOLE", "MAX_LINE_WIDTH", "GreyLine", "ink_is_dark", "flatten_paper", "line_input", "locate",
+           "tighten_box"]
 
-READ_WHOLE = 160  # pictures at most this many pixels high (and with a line's shape) are read whole
+READ_WHOLE = 160  # pictures at most this many pixels high are read whole, without looking for the line
 MAX_LINE_WIDTH = 64 * LINE_HEIGHT  # longest line image, pixels (a 64:1 strip; wider pictures are shrunk)
 _OPENING = 9  # side of the grey opening that estimates the paper at 32 px height, pixels
 _MIN_STRETCH = 0.12  # ink is divided by at least this: on blank paper the texture stays faint
@@ -50,11 +50,6 @@ def ink_is_dark(gray: np.ndarray) -> bool:
     # Paper is the bulk of the picture, so the median is the paper's tone; ink is the extreme
     # furthest from it (a thin "1" can be under 1% of the pixels, so no wider percentiles).
     return bool(middle - low > high - middle)
-
-
-def to_bright_ink(gray: np.ndarray) -> np.ndarray:
-    """Invert a grey picture when its paper is lighter than its ink, so ink is bright."""
-    return (1.0 - gray) if ink_is_dark(gray) else gray
 
 
 def flatten_paper(ink: np.ndarray) -> np.ndarray:
@@ -111,7 +106,9 @@ def locate(gray: np.ndarray, ink_box: tuple[int, int, int, int] | None) -> tuple
     """The crop of ``gray`` to read: the whole picture when it is small, else around ``ink_box``.
 
     ``ink_box`` (x, y, width, height; input pixels) is the band of the line's ink as the
-    cleaning pipeline found it (None: it found none). A large picture without one gives None.
+    cleaning pipeline found it (None: it found none). Without one, a picture up to twice
+    ``READ_WHOLE`` on its longer side and wider than tall is still read whole; a larger one
+    gives None (nothing to read).
     """
     h, w = gray.shape
     if h <= READ_WHOLE or ink_box is None and h * 4 <= w * 3 and max(h, w) <= 2 * READ_WHOLE:
