@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     ModelFileError,
 )
 from .evaluate import EvalResult, evaluate  # noqa: E402
+from .finetune import FinetuneConfig, FinetuneResult, finetune  # noqa: E402
 from .models import create_model, list_models, register_model  # noqa: E402
 from .predict import Prediction, Recogniser, load  # noqa: E402
 from .train import EpochRecord, TrainConfig, TrainResult, train  # noqa: E402
@@ -38,6 +39,9 @@ __all__ = [
     "EpochRecord",
     "evaluate",
     "EvalResult",
+    "finetune",
+    "FinetuneConfig",
+    "FinetuneResult",
     "load_mnist",
     "MNIST",
     "create_model",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -530,6 +531,77 @@ def cmd_train_line_reader(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_flags(parser: argparse.ArgumentParser, config_class: type, skip: Sequence[str] = ()) -> None:
+    """A flag per field of a frozen config dataclass: its type, its default and its help from the field."""
+    for f in dataclasses.fields(config_class):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "") + ("" if f.default is None else " (default: %(default)s)")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        else:
+            # Annotations are strings here (postponed evaluation); "float | None" is a float flag.
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type).removesuffix(" | None"), str)
+            metavar = {int: "N", float: "X"}.get(kind, "NAME")
+            parser.add_argument(flag, type=kind, default=f.default, metavar=metavar, help=help_text)
+
+
+def _config_from(args: argparse.Namespace, config_class: type) -> Any:
+    """The config dataclass built from the flags :func:`_config_flags` added."""
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+                           if hasattr(args, f.name)})
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data import load_mnist
+    from .finetune import FinetuneConfig, finetune, load_labelled
+    from .runtime import resolve_device
+
+    config = _config_from(args, FinetuneConfig)
+    config.validate()
+    out = Path(args.out)
+    _outputs(model=out)
+    data = load_labelled(args.data, skip_bad=args.skip_bad)
+    if data.skipped:
+        print(f"digitrec: skipped {len(data.skipped)} bad row(s), first: {data.skipped[0]}", file=sys.stderr,
+              flush=True)
+    # MNIST for replay (and a digit model's before/after test); not needed when replay is off.
+    mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet)) if config.replay != 0 else None
+    bar = tqdm(total=config.epochs, desc=f"fine-tuning on {len(data):,} {data.kind}", unit="epoch", leave=False,
+               disable=True if args.quiet else None, dynamic_ncols=True)
+
+    def advance(epoch: int, epochs: int, figures: dict[str, float]) -> None:
+        bar.update(epoch - bar.n)
+        bar.set_postfix(loss=f"{figures['loss']:.3f}", val=f"{figures['val_exact']:.1%}")
+
+    try:
+        result = finetune(data, args.model, config, device=resolve_device(args.device), mnist=mnist,
+                          progress=advance)
+    except KeyboardInterrupt:
+        bar.close()
+        _err("interrupted; nothing saved")
+        return EXIT_INTERRUPTED
+    finally:
+        bar.close()
+    path = result.save(out)
+    m = result.metrics
+    if args.json:
+        _emit_json({"model": str(path), "data": data.summary(), **m})
+        return 0
+    what = "read exactly" if data.kind == "numbers" else "right"
+    print(f"validation share ({m['val_images']:,} of {len(data):,} images, held out): "
+          f"{m['val_before']:.1%} {what} before, {m['val_after']:.1%} after "
+          f"(best epoch {m['best_epoch']} of {m['epochs']}; {m['seconds']:.0f} s)")
+    if "mnist_test_before" in m:
+        print(f"MNIST test set: {m['mnist_test_before']:.2%} before, {m['mnist_test_after']:.2%} after")
+    use = "digitrec read --model" if data.kind == "numbers" else "digitrec predict --model"
+    print(f"saved {path}; use it with: {use} {path} IMAGE")
+    return 0
+
+
 def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None]]:
     """(name, image source, true label or None) for each requested input."""
     inputs: list[tuple[str, Any, int | None]] = [(p, p, None) for p in args.images]
@@ -943,6 +1015,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="lines.safetensors", help="line reader file to write (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_line_reader)
+
+    from .finetune import FinetuneConfig
+
+    p = sub.add_parser("finetune", parents=[common, data_opts, placement_opts],
+                       help="fine-tune the number reader or a digit model on your own labelled images",
+                       description="Adapt a model to your own images: a CSV 'file,label' of whole numbers "
+                       "(paths relative to the CSV, labels the digits, leading zeros kept) fine-tunes the grey "
+                       "line reader that 'digitrec read' uses; a folder 0/ ... 9/ of single digits fine-tunes a "
+                       "digit model. A seeded validation share is held out; the epoch that reads it best is kept. "
+                       "Replay mixes in data made from MNIST training digits (needs --data-dir or a download).")
+    p.add_argument("data", metavar="DATA", help="labels CSV (file,label) or ImageFolder of digits (0/ ... 9/)")
+    p.add_argument("--model", default="default",
+                   help="model file or bundled name to start from (default: the bundled line reader for a CSV, "
+                   "'seed' for digits)")
+    p.add_argument("--out", default="finetuned.safetensors", help="model file to write (default: %(default)s)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out rows whose file is missing or undecodable or whose label is not digits, "
+                   "and say how many (default: refuse the data)")
+    _config_flags(p, FinetuneConfig)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("predict", parents=[common, data_opts], help="recognise digits in images",
                        description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF, WebP; any size "

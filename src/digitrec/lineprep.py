@@ -25,9 +25,11 @@ from scipy import ndimage
 
 from .models import LINE_HEIGHT, LINE_STRIDE
 
-__all__ = ["READ_WHOLE", "MAX_LINE_WIDTH", "GreyLine", "ink_is_dark", "flatten_paper", "line_input", "locate",
+__all__ = ["GREY_HEIGHT", "READ_WHOLE", "MAX_LINE_WIDTH", "GreyLine", "ink_is_dark", "remove_paper", "ink_level",
+           "flatten_paper", "line_input", "locate",
            "tighten_box"]
 
+GREY_HEIGHT = LINE_HEIGHT  # height grey pictures are evened out at, pixels (the opening's size is set for it)
 READ_WHOLE = 160  # pictures at most this many pixels high are read whole, without looking for the line
 MAX_LINE_WIDTH = 64 * LINE_HEIGHT  # longest line image, pixels (a 64:1 strip; wider pictures are shrunk)
 _OPENING = 9  # side of the grey opening that estimates the paper at 32 px height, pixels
@@ -52,12 +54,21 @@ def ink_is_dark(gray: np.ndarray) -> bool:
     return bool(middle - low > high - middle)
 
 
+def remove_paper(ink: np.ndarray) -> np.ndarray:
+    """Bright-ink picture at line height -> the strokes above the paper's own tone (the grey opening), unstretched."""
+    paper = ndimage.grey_opening(ink, size=(_OPENING, _OPENING), mode="nearest")
+    return np.clip(ink - paper, 0.0, None)
+
+
+def ink_level(flat: np.ndarray) -> float:
+    """How bright the brightest ink of a paper-free picture is (its 99.5th percentile; 0 when empty)."""
+    return float(np.percentile(flat, 99.5)) if flat.size else 0.0
+
+
 def flatten_paper(ink: np.ndarray) -> np.ndarray:
     """Bright-ink picture at line height -> ink on black in [0, 1]: paper tone removed, ink stretched."""
-    paper = ndimage.grey_opening(ink, size=(_OPENING, _OPENING), mode="nearest")
-    flat = np.clip(ink - paper, 0.0, None)
-    top = float(np.percentile(flat, 99.5)) if flat.size else 0.0
-    return np.clip(flat / max(top, _MIN_STRETCH), 0.0, 1.0).astype(np.float32)
+    flat = remove_paper(ink)
+    return np.clip(flat / max(ink_level(flat), _MIN_STRETCH), 0.0, 1.0).astype(np.float32)
 
 
 def line_input(gray: np.ndarray, box: tuple[int, int, int, int] | None = None) -> GreyLine:

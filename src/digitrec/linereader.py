@@ -67,6 +67,9 @@ __all__ = [
     "fit_line_temperature",
     "calibration",
     "LINE_KINDS",
+    "pack_lines",
+    "ctc_step",
+    "render_training_line",
 ]
 
 DIGIT_HEIGHT = 20  # digits' height in the line reader's input, pixels (MNIST fits digits in 20x20)
@@ -196,20 +199,54 @@ def _batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, siz
     """
     count = int(rng.integers(1, max_digits + 1))
     make = _paper_line if lines == "paper" else _ink_line
-    out, targets, lengths = [], [], []
+    out: list[tuple[np.ndarray, str]] = []
     for _ in range(size):
         n = 0 if lines == "paper" and rng.random() < NO_DIGITS else count
         idx = rng.integers(0, len(images), n)
-        out.append(make(images[idx], labels[idx], rng, float(rng.choice(touching))))
-        targets.append(labels[idx] + 1)
-        lengths.append(n)
-    width = -(-max(line.shape[1] for line in out) // LINE_STRIDE) * LINE_STRIDE
-    x = np.zeros((size, 1, LINE_HEIGHT, width), np.float32)
-    for i, line in enumerate(out):
-        x[i, 0, :, : line.shape[1]] = line
-    frames = torch.tensor([line.shape[1] // LINE_STRIDE for line in out])
-    return (torch.from_numpy(x), torch.from_numpy(np.concatenate(targets).astype(np.int64)),
-            torch.tensor(lengths, dtype=torch.long), frames)
+        out.append((make(images[idx], labels[idx], rng, float(rng.choice(touching))),
+                    "".join(str(int(d)) for d in labels[idx])))
+    return pack_lines(out)
+
+
+def pack_lines(lines: Sequence[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                 torch.Tensor]:
+    """(line image, digits) pairs -> one CTC batch: (x, targets, target lengths, frames).
+
+    Lines are padded on the right with black to the widest (a multiple of ``LINE_STRIDE``).
+    """
+    width = -(-max(image.shape[1] for image, _ in lines) // LINE_STRIDE) * LINE_STRIDE
+    x = np.zeros((len(lines), 1, LINE_HEIGHT, width), np.float32)
+    for i, (image, _) in enumerate(lines):
+        x[i, 0, :, : image.shape[1]] = image
+    frames = torch.tensor([image.shape[1] // LINE_STRIDE for image, _ in lines])
+    targets = [int(d) + 1 for _, text in lines for d in text]
+    return (torch.from_numpy(x), torch.tensor(targets, dtype=torch.long),
+            torch.tensor([len(text) for _, text in lines], dtype=torch.long), frames)
+
+
+def render_training_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                         max_digits: int = 7) -> tuple[np.ndarray, str]:
+    """One grey training line of 1-``max_digits`` random digits of ``images``, prepared: (line image, digits)."""
+    idx = rng.integers(0, len(images), int(rng.integers(1, max_digits + 1)))
+    return _paper_line(images[idx], labels[idx], rng, 0.0), "".join(str(int(d)) for d in labels[idx])
+
+
+def ctc_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], device: torch.device,
+             precision: str, norm: Normalization = NORMALIZATION, clip: float = 5.0) -> float:
+    """One optimiser step of CTC training on a packed batch (:func:`pack_lines`); returns the loss."""
+    x, targets, target_lengths, frames = batch
+    with autocast(device, precision):
+        logits = model(normalize(x.to(device), norm))
+    logp = logits.float().log_softmax(dim=1).permute(2, 0, 1)  # (T, B, 11)
+    loss = F.ctc_loss(logp, targets.to(device), frames.to(device), target_lengths.to(device), blank=BLANK,
+                      zero_infinity=True)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    # CTC through an LSTM has rare huge gradients (a line that barely fits its frames).
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return float(loss.item())
 
 
 class _Lines(torch.utils.data.IterableDataset):
@@ -492,21 +529,11 @@ def train_line_reader(
     start = time.perf_counter()
     losses: list[float] = []
     model.train()
-    for step, (x, targets, target_lengths, frames) in enumerate(stream):
+    for step, batch in enumerate(stream):
         if step == config.steps:
             break
-        with autocast(device, precision):
-            logits = model(normalize(x.to(device), NORMALIZATION))
-        logp = logits.float().log_softmax(dim=1).permute(2, 0, 1)  # (T, B, 11)
-        loss = F.ctc_loss(logp, targets.to(device), frames.to(device), target_lengths.to(device), blank=BLANK,
-                          zero_infinity=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # CTC through an LSTM has rare huge gradients (a line that barely fits its frames).
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        optimizer.step()
+        losses.append(ctc_step(model, optimizer, batch, device, precision, NORMALIZATION, config.clip))
         schedule.step()
-        losses.append(loss.item())
         if progress is not None:
             progress(step + 1, config.steps, losses[-1])
         if snapshot is not None and snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < config.steps:

@@ -12,18 +12,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import ModelFile, load_model
+from .checkpoint import ModelFile, load_model, read_metadata
 from .errors import ConfigError, ImageError, ModelFileError
 from .infer import InferenceEngine
 from .lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
 from .linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
-from .models import LINE_HEIGHT
+from .models import LINE_HEIGHT, list_models
 from .numbers import DigitReading, NumberReading, line_ink, segment
 from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, decode_gray, ink_map, to_mnist
 from .runtime import resolve_device, resolve_precision
 from .verifier import bundled_verifier, whole_digit_scorer
 
-__all__ = ["DEFAULT_MIN_CONFIDENCE", "NO_NUMBER_BELOW", "Prediction", "Recogniser", "load"]
+__all__ = ["DEFAULT_MIN_CONFIDENCE", "NO_NUMBER_BELOW", "Prediction", "Recogniser", "load", "line_crop"]
 
 # A grey reading whose whole string is less likely than this is a guess: "no number found".
 # Chosen on the development cheques: it drops 0.2% of right readings and turns 7% of wrong ones
@@ -261,7 +261,7 @@ class Recogniser:
         lines: list[tuple[np.ndarray, float, GreyLine] | None] = []  # grey pixels, decoding scale, the line
         for image in images:
             gray, scale, _ = decode_gray(image)
-            crop = locate(gray, _ink_box(gray) if gray.shape[0] > READ_WHOLE else None)
+            crop = line_crop(gray)
             lines.append(None if crop is None else (gray, scale, line_input(gray, crop)))
         found = iter(self._lines.read_grey([line[2] for line in lines if line is not None]))
         nothing = NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
@@ -300,6 +300,15 @@ class Recogniser:
 def _scaled(box: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:
     """A box in decoded pixels -> input pixels (a large JPEG is decoded at reduced size)."""
     return box if scale == 1.0 else tuple(int(round(v * scale)) for v in box)  # type: ignore[return-value]
+
+
+def line_crop(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The crop (x, y, width, height) of a grey picture that the grey reader reads; None: no line found.
+
+    A small picture is read whole; in a larger one, the band of ink the cleaning pipeline finds
+    (:func:`lineprep.locate`).
+    """
+    return locate(gray, _ink_box(gray) if gray.shape[0] > READ_WHOLE else None)
 
 
 def _ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -347,6 +356,11 @@ def load(
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)
+    if _reads_lines(name_or_path):  # a line reader file (e.g. from `digitrec finetune`) given as the model
+        if line_reader in (None, "none"):
+            raise ModelFileError(f"{name_or_path}: a line reader, which reads whole numbers: use it with "
+                                 "'digitrec read --model' (or Recogniser.read), not to classify single digits")
+        line_reader, name_or_path = name_or_path, "seed"  # single digits: the bundled digit model
     line_file = _helper_model(line_reader, bundled_line_reader, "line reader", "train-line-reader", dev,
                               num_classes=11, task="lines")
     # A grey reader reads numbers alone: the segmenter's verifier is loaded only when asked for by name.
@@ -355,6 +369,14 @@ def load(
         _helper_model(verifier, bundled_verifier, "piece verifier", "train-verifier", dev, num_classes=2)
     return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold,
                       verifier_file, line_file)
+
+
+def _reads_lines(name_or_path: str | os.PathLike[str]) -> bool:
+    """True when ``name_or_path`` is a model file whose architecture reads lines (a line reader)."""
+    if not Path(name_or_path).is_file():
+        return False  # a bundled name (digit models), or a missing file load_model will report
+    arch = read_metadata(name_or_path).get("arch")
+    return arch in list_models("lines")
 
 
 def _helper_model(choice: str | os.PathLike[str] | None, bundled: Callable[[], Path | None], what: str,

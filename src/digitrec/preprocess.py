@@ -103,6 +103,10 @@ SPECK_FRACTION = 0.05  # ink blobs smaller than this fraction of the largest blo
 _NOISE_MARGIN = 12.0  # ink must be this many background-noise standard deviations bright
 _MIN_BLOB_PIXELS = 6  # the largest blob must have at least this many pixels (working scale)
 _TINY = 32  # pictures at most this many pixels on their shorter side are crops of one digit
+GREY_CROP_MAX = 160  # pictures at most this many pixels on their longer side may be read as grey crops
+GREY_MIN_INK = 0.3  # a grey crop's ink must stand this far above its paper (0..1; cheque patterns are fainter)
+GREY_TALL = 0.4  # in a grey crop, a digit's stroke spans at least this fraction of the height
+GREY_PART = 0.15  # in a grey crop, strokes under this fraction of the largest one's area are paper pattern
 _HALF_MAD = 0.5926  # 1.4826 x the MAD of the lower half of normal noise, in standard deviations
 
 
@@ -549,4 +553,59 @@ def to_mnist(source: ImageSource) -> np.ndarray:
     if is_mnist_like(gray):
         crop_to_ink(gray)  # raises on a blank canvas: no digit, no guess
         return gray.astype(np.float32)
-    return glyph_to_mnist(_clean(gray)[0])
+    try:
+        return glyph_to_mnist(_clean(gray)[0])
+    except NoDigitError:
+        # A crop of one digit on textured or tinted paper (a digit cut from a cheque or a form)
+        # often defeats the global cleaning; the paper is then removed locally, as the grey
+        # line reader does. Only for crops: on a whole page this would find ink in any texture.
+        if max(gray.shape) > GREY_CROP_MAX:
+            raise
+        return glyph_to_mnist(grey_digit_ink(gray))
+
+
+def grey_digit_ink(gray: np.ndarray) -> np.ndarray:
+    """The ink of one digit in a small grey crop ((H, W) [0, 1]), paper removed locally: bright strokes on black.
+
+    The crop is scaled to the grey reader's line height, its paper tone removed with a grey
+    opening and its ink stretched (:func:`lineprep.flatten_paper`), then cleaned as any
+    picture (:func:`clean_ink`). Raises :class:`NoDigitError` when no stroke stands out.
+    """
+    from .lineprep import GREY_HEIGHT, ink_is_dark, ink_level, remove_paper  # lineprep builds on this module
+
+    h, w = gray.shape
+    scale = GREY_HEIGHT / h
+    size = (max(1, round(w * scale)), GREY_HEIGHT)
+    bright = 1.0 - gray if ink_is_dark(gray) else gray
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    small = np.clip(np.asarray(Image.fromarray(bright.astype(np.float32), mode="F").resize(size, resample)), 0, 1)
+    raw = remove_paper(small)
+    level = ink_level(raw)
+    if level < GREY_MIN_INK:  # faint: paper pattern, not a pen (real pen strokes are darker)
+        raise NoDigitError("no digit found: the image has no ink")
+    flat = np.clip(raw / level, 0.0, 1.0)
+    # Paper texture survives flattening (a guilloche is made of strokes too), so no noise test
+    # here: the ink is the brighter mode (Otsu), kept by hysteresis as clean_ink keeps it.
+    high = otsu_threshold(flat[flat > 0.02])
+    if high <= 0.0:
+        raise NoDigitError("no digit found: the image has no ink")
+    low = high / 2
+    labels, count = ndimage.label(flat > low, structure=np.ones((3, 3)))
+    index = np.arange(1, count + 1)
+    areas = ndimage.sum_labels(np.ones_like(flat), labels, index)
+    strong = ndimage.maximum(flat, labels, index) > high
+    if count == 0 or not strong.any() or areas[strong].max() < _MIN_BLOB_PIXELS:
+        raise NoDigitError("no digit found: the image has no ink")
+    # The digit is the largest stroke and what is nearly as large (a "5"'s flag); smaller
+    # strokes are the paper's pattern.
+    # A stroke as tall as a digit must be there: paper pattern breaks into short pieces and an
+    # underline or a box border is flat.
+    slices = ndimage.find_objects(labels)
+    tall = np.array([(sl[0].stop - sl[0].start) >= GREY_TALL * flat.shape[0] for sl in slices])
+    strong &= tall
+    if not strong.any() or areas[strong].max() < _MIN_BLOB_PIXELS:
+        raise NoDigitError("no digit found: the image has no ink")
+    keep = np.concatenate([[False], strong & (areas >= GREY_PART * areas[strong].max())])
+    stroke = float(np.median(flat[keep[labels] & (flat > high)]))
+    out = np.clip((flat - low) / max(stroke - low, 1e-6), 0.0, 1.0)
+    return np.where(keep[labels], out, 0.0).astype(np.float32)

@@ -287,7 +287,7 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-class _WeightEMA:
+class WeightEMA:
     """An exponential moving average of a model's parameters and BatchNorm statistics.
 
     The decay warms up as min(decay, (1 + t) / (10 + t)) so early, random weights fade fast
@@ -349,8 +349,12 @@ def fit(
     callback: TrainCallback | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train a fresh model of ``config.arch`` on uint8 images (N, 28, 28) and labels (N,).
+    """Train a model of ``config.arch`` on uint8 images (N, 28, 28) and labels (N,).
+
+    The model starts from fresh weights, or from ``init_state`` (a state dict of the same
+    architecture: fine-tuning).
 
     With ``checkpoint``, the full training state is written there (atomically) after every
     epoch; with ``resume`` too, a run whose checkpoint exists continues from its last completed
@@ -366,9 +370,11 @@ def fit(
     precision = resolve_precision(config.precision, device)
     seed_everything(config.seed)
     model = create_model(config.arch, dict(config.model_config)).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _make_optimizer(model, config, device)
-    ema = _WeightEMA(model, config.ema_decay) if config.ema_decay else None
+    ema = WeightEMA(model, config.ema_decay) if config.ema_decay else None
     eval_model = ema.model if ema else model  # the weights validated, selected and returned
     x = _to_device_tensor(train_images, device)
     y = torch.from_numpy(train_labels.astype(np.int64)).to(device)
@@ -527,7 +533,7 @@ def _evaluate_state(model: nn.Module, state: dict[str, torch.Tensor], images: An
 
 
 def _save_checkpoint(path: str | os.PathLike[str], config: TrainConfig, model: nn.Module,
-                     optimizer: torch.optim.Optimizer, ema: _WeightEMA | None, best: dict[str, Any],
+                     optimizer: torch.optim.Optimizer, ema: WeightEMA | None, best: dict[str, Any],
                      history: list[EpochRecord], train_seconds: float, bad_epochs: int,
                      stopped_early: bool, rng: dict[str, torch.Tensor]) -> None:
     opt_tensors, opt_rest = pack_optimizer(optimizer.state_dict())

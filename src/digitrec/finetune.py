@@ -1,0 +1,548 @@
+"""Fine-tuning: adapt the line reader or a digit model to a user's own labelled images.
+
+Two kinds of labelled data, told apart by the path given (:func:`load_labelled`):
+
+- **numbers**: a CSV ``file,label`` (paths relative to the CSV, the label the digits left to
+  right, leading zeros kept), such as ORAND-CAR-A's ``labels.csv``; it fine-tunes a grey line
+  reader (default: the bundled one), which then reads with ``digitrec read --model FILE``;
+- **digits**: a folder in ImageFolder layout (``0/*.png`` ... ``9/*.png``); it fine-tunes a
+  digit classifier (default: the bundled ``seed`` model).
+
+A seeded share of the user's images (``val_size``) is held out before anything else: it is
+read before and after fine-tuning, and early stopping and the choice of the epoch kept use
+it and nothing else. Training batches may mix in data made from MNIST *training* digits
+(``replay``: generated lines, or MNIST digits), so the model keeps what it knew.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import ModelFile, load_model, save_model
+from .data import MNIST
+from .errors import ConfigError, DatasetError, DigitrecError
+from .lineprep import line_input
+from .linereader import (
+    LINE_CLASSES,
+    batch_log_probs,
+    bundled_line_reader,
+    ctc_step,
+    decode,
+    fit_line_temperature,
+    pack_lines,
+    render_training_line,
+    string_log_prob,
+)
+from .models import model_config_dict
+from .predict import NO_NUMBER_BELOW, line_crop
+from .preprocess import NORMALIZATION, Normalization, decode_gray, to_mnist
+from .runtime import resolve_precision
+from .train import TrainConfig, WeightEMA, fit, split_train_val
+
+__all__ = [
+    "FinetuneConfig",
+    "LabelledData",
+    "FinetuneResult",
+    "load_labelled",
+    "finetune",
+    "read_exact",
+    "IMAGE_SUFFIXES",
+    "KIND_DEFAULTS",
+]
+
+# Files an ImageFolder class folder may hold (the decodable formats' usual suffixes).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_SHOW_BAD = 5  # bad rows named in an error message
+# The recipe's fields left open (None) take these, per kind of data; chosen on ORAND-CAR-A
+# shares (docs/finetune.md): a digit model forgets MNIST faster than the reader forgets its
+# generated lines, and its replayed digits cost little to train on.
+KIND_DEFAULTS: dict[str, dict[str, float]] = {"numbers": {"replay": 0.1, "lr": 2e-3},
+                                              "digits": {"replay": 3.0, "lr": 5e-4}}
+# Digit fine-tuning's augmentation (TrainConfig fields): a scanned digit's usual variation.
+_DIGIT_AUGMENT = {"aug_rotate": 10.0, "aug_shift": 2.0, "aug_scale": 0.1, "aug_shear": 10.0}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tuning recipe. The defaults were chosen on shares of ORAND-CAR-A (docs/finetune.md)."""
+
+    # Each field's help is what `digitrec finetune --help` shows for its flag (generated from these fields).
+    epochs: int = field(default=60, metadata={"help": "passes over the training share (fewer with --patience)"})
+    batch_size: int = field(default=32, metadata={"help": "user images per optimiser step (replayed ones come on top)"})
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate (AdamW, one-cycle schedule; "
+                                                             "default: 2e-3 for numbers, 5e-4 for digits)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW's decoupled weight decay"})
+    val_size: float = field(default=0.1, metadata={"help": "share of the images held out (seeded) to measure and "
+                                                           "choose the epoch kept, 0 < share < 1"})
+    seed: int = field(default=0, metadata={"help": "seeds the validation split, shuffling, augmentation, replay"})
+    patience: int = field(default=0, metadata={"help": "stop after this many epochs without a better validation "
+                                                       "score (0: never; the best epoch is kept either way)"})
+    replay: float | None = field(default=None, metadata={
+        "help": "images made from MNIST training digits (generated lines or digits) mixed in per user image, so "
+                "the model keeps what it knew (0: none; default: 0.1 for numbers, 3 for digits)"})
+    ema: float = field(default=0.0, metadata={"help": "decay of a moving average of the weights per step, which "
+                                                      "is what is validated and kept (0: off)"})
+    augment: bool = field(default=True, metadata={"help": "vary the images as scans vary (width, slant, margins, "
+                                                          "contrast, blur, noise)"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 where the CPU/GPU runs it natively), "
+                                                             "fp32 or bf16"})
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values out of range."""
+        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("patience", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{name.replace('_', ' ')} must be an integer >= {low}, got {value!r}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)) \
+                or not 0.0 <= self.weight_decay < math.inf:
+            raise ConfigError("lr must be > 0 and weight decay >= 0")
+        if not 0.0 < self.val_size < 1.0:
+            raise ConfigError(f"val size must be a share between 0 and 1 (0.1 = 10%), got {self.val_size}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
+        if self.replay is not None and not 0.0 <= self.replay <= 4.0:
+            raise ConfigError(f"replay must be between 0 and 4 replayed images per user image, got {self.replay}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"invalid precision {self.precision!r} (use auto, fp32 or bf16)")
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """A user's labelled images, checked and decoded."""
+
+    kind: str  # "numbers" (a CSV of whole numbers) or "digits" (an ImageFolder of single digits)
+    source: Path  # the CSV file or the folder
+    files: tuple[str, ...]  # each image's path as given (relative to the CSV / the folder)
+    labels: tuple[str, ...]  # each image's digits ("0".."9" for single digits)
+    images: tuple[np.ndarray, ...] = field(repr=False)  # grey (H, W) float32 [0, 1], as decoded
+    skipped: tuple[str, ...] = ()  # rows left out (with skip_bad): "line N: why"
+    sha256: str = ""  # digest of every (path, label, file bytes' SHA-256), in order
+    skip_bad: bool = False  # leave out images found unusable later (a digit crop with no ink) instead of refusing
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, indices: Sequence[int]) -> LabelledData:
+        """The images at ``indices`` (in that order), with their own digest: for splits made outside."""
+        digest = hashlib.sha256(self.sha256.encode())
+        digest.update(",".join(str(int(i)) for i in indices).encode())
+        return dataclasses.replace(self, files=tuple(self.files[i] for i in indices),
+                                   labels=tuple(self.labels[i] for i in indices),
+                                   images=tuple(self.images[i] for i in indices), sha256=digest.hexdigest())
+
+    def summary(self) -> dict[str, Any]:
+        """What the model file records about the data (no pixels, no paths)."""
+        return {"kind": self.kind, "name": self.source.name, "images": len(self), "skipped": len(self.skipped),
+                "sha256": self.sha256}
+
+
+def _bad(problems: list[str], where: str, skip_bad: bool) -> None:
+    if not problems:
+        return
+    shown = "; ".join(problems[:_SHOW_BAD])
+    more = f" (and {len(problems) - _SHOW_BAD} more)" if len(problems) > _SHOW_BAD else ""
+    hint = "" if skip_bad else "; fix them or pass --skip-bad"
+    raise DatasetError(f"{where}: {len(problems)} bad row(s): {shown}{more}{hint}")
+
+
+def _decode(path: Path) -> tuple[np.ndarray, bytes]:
+    blob = path.read_bytes()
+    return decode_gray(blob)[0], blob
+
+
+def _rows_from_csv(path: Path) -> list[tuple[str, str, str]]:
+    """(where, file, label) of each data row of a ``file,label`` CSV; problems with the CSV itself raise."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the CSV ({exc})") from exc
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise DatasetError(f"{path}: empty CSV (expected a header 'file,label' and one row per image)")
+    header = [c.strip().lower() for c in rows[0]]
+    if header[:2] != ["file", "label"]:
+        raise DatasetError(f"{path}: the first line must be the header 'file,label', got {','.join(rows[0])!r}")
+    return [(f"line {i}", *(r + ["", ""])[:2]) for i, r in enumerate(rows[1:], start=2) if any(c.strip() for c in r)]
+
+
+def _rows_from_folder(path: Path) -> list[tuple[str, str, str]]:
+    """(where, file, label) of each image of an ImageFolder (``0/`` ... ``9/``)."""
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    wrong = [p.name for p in folders if p.name not in {str(d) for d in range(10)}]
+    if wrong:
+        raise DatasetError(f"{path}: class folder(s) {', '.join(map(repr, wrong[:_SHOW_BAD]))} are not 0-9 "
+                           "(an ImageFolder of digits has folders 0 ... 9)")
+    rows = []
+    for folder in folders:
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                rel = f"{folder.name}/{f.name}"
+                rows.append((rel, rel, folder.name))
+    return rows
+
+
+def load_labelled(path: str | Path, *, skip_bad: bool = False) -> LabelledData:
+    """Check and decode a user's labelled images: a ``file,label`` CSV or an ImageFolder of digits.
+
+    Every row is checked (the file exists, decodes as one of the allowed formats, is named
+    once, its label is digits only) before anything is returned. Bad rows raise
+    :class:`DatasetError` naming the first few (line numbers for a CSV), unless ``skip_bad``,
+    which leaves them out and lists them in ``skipped``.
+    """
+    source = Path(path)
+    if source.is_dir():
+        kind, root, rows = "digits", source, _rows_from_folder(source)
+    elif source.is_file():
+        kind, root, rows = "numbers", source.parent, _rows_from_csv(source)
+    else:
+        raise DatasetError(f"{source}: no such CSV file or folder")
+    if not rows:
+        raise DatasetError(f"{source}: no labelled images in it")
+    problems: list[str] = []
+    seen: set[Path] = set()
+    files, labels, images, digests = [], [], [], hashlib.sha256()
+    for where, name, label in rows:
+        name, label = name.strip(), label.strip()
+        file = (root / name).resolve()
+        if not name:
+            problems.append(f"{where}: no file named")
+        elif not label or not label.isascii() or not label.isdigit():
+            problems.append(f"{where}: label {label!r} is not digits 0-9")
+        elif file in seen:
+            problems.append(f"{where}: {name} is listed twice")
+        elif not file.is_file():
+            problems.append(f"{where}: {name}: no such file")
+        elif kind == "digits" and file.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append(f"{where}: not an image ({', '.join(IMAGE_SUFFIXES)})")
+        else:
+            try:
+                gray, blob = _decode(file)
+            except (DigitrecError, OSError) as exc:
+                problems.append(f"{where}: {name}: {str(exc).splitlines()[0] if str(exc) else 'cannot decode'}")
+            else:
+                seen.add(file)
+                files.append(name)
+                labels.append(label)
+                images.append(gray)
+                digests.update(f"{name}\t{label}\t{hashlib.sha256(blob).hexdigest()}\n".encode())
+                continue
+    if not skip_bad:
+        _bad(problems, str(source), skip_bad)
+    if not files:
+        raise DatasetError(f"{source}: no usable images ({len(problems)} bad row(s), e.g. {problems[0]})")
+    return LabelledData(kind=kind, source=source, files=tuple(files), labels=tuple(labels), images=tuple(images),
+                        skipped=tuple(problems), sha256=digests.hexdigest(), skip_bad=skip_bad)
+
+
+def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) indices; the validation share has at least one image."""
+    n_val = int(round(share * n))
+    if n_val < 1 or n - n_val < 1:
+        raise DatasetError(f"{n} image(s) cannot hold out a {share:.0%} validation share and still train "
+                           f"(at least {math.ceil(1 / share) if share < 0.5 else 2} needed)")
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+# --- augmentation of real scans ---------------------------------------------------------------------
+
+
+def augment_scan(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A grey picture ((H, W) [0, 1]) as another scan of it might look: the same digits, in the same order.
+
+    Width stretched (writers and scanners differ in aspect), slanted and rotated a little, the
+    margins moved, contrast, gamma and blur changed, noise added. Paper fills what the
+    transform uncovers.
+    """
+    h, w = gray.shape
+    paper = float(np.median(gray))
+    sx = math.exp(rng.uniform(-0.22, 0.22))  # width stretch
+    shear = rng.uniform(-0.25, 0.25)
+    angle = math.radians(rng.uniform(-3.0, 3.0))
+    # Margins: each side moves by up to 12% of the height, in or out.
+    left, right = (rng.uniform(-0.12, 0.12) * h for _ in range(2))
+    top, bottom = (rng.uniform(-0.1, 0.1) * h for _ in range(2))
+    out_w = max(8, int(round((w + left + right) * sx)))
+    out_h = max(8, int(round(h + top + bottom)))
+    # Output pixel (u, v) -> input pixel: undo stretch, shear and rotation about the picture's centre.
+    cx, cy = out_w / 2, out_h / 2
+    icx, icy = w / 2 + (right - left) / 2, h / 2 + (bottom - top) / 2
+    cos, sin = math.cos(angle), math.sin(angle)
+    a, b = cos / sx, sin + shear
+    d, e = -sin / sx, cos
+    coeffs = (a, b, icx - a * cx - b * cy, d, e, icy - d * cx - e * cy)
+    image = Image.fromarray(gray.astype(np.float32), mode="F")
+    moved = np.asarray(image.transform((out_w, out_h), Image.Transform.AFFINE, coeffs,
+                                       resample=Image.Resampling.BILINEAR, fillcolor=paper), np.float32)
+    # Contrast about the paper's tone, and gamma.
+    moved = paper + (moved - paper) * rng.uniform(0.6, 1.2)
+    moved = np.clip(moved, 0.0, 1.0) ** math.exp(rng.uniform(-0.3, 0.3))
+    if rng.random() < 0.3:
+        from scipy import ndimage
+
+        moved = ndimage.gaussian_filter(moved, rng.uniform(0.3, 1.0))
+    if rng.random() < 0.5:
+        moved = moved + rng.normal(0.0, rng.uniform(0.005, 0.04), moved.shape)
+    return np.clip(moved, 0.0, 1.0).astype(np.float32)
+
+
+# --- the line reader ----------------------------------------------------------------------------------
+
+
+def _line_view(gray: np.ndarray) -> np.ndarray:
+    """The line image the reader reads for a whole picture (as :meth:`Recogniser.read` reads it)."""
+    crop = line_crop(gray) or (0, 0, gray.shape[1], gray.shape[0])
+    return line_input(gray, crop).image
+
+
+def read_exact(model: torch.nn.Module, views: Sequence[np.ndarray], truths: Sequence[str], device: torch.device,
+               temperature: float = 1.0, normalization: Normalization = NORMALIZATION) -> float:
+    """The share of line images read exactly as ``truths``, as :meth:`Recogniser.read` answers.
+
+    Each line is read alone, as ``read`` reads one picture (padding a batch would change what
+    the LSTM sees); a reading less likely than :data:`predict.NO_NUMBER_BELOW` is "no number".
+    """
+    model.eval()
+    right = 0
+    for view, truth in zip(views, truths):
+        log_probs = batch_log_probs(model, [view], device, normalization, temperature)[0]
+        text = "".join(str(d.digit) for d in decode(log_probs))
+        sure = bool(text) and math.exp(string_log_prob(log_probs, text)) >= NO_NUMBER_BELOW
+        right += (text if sure else "") == truth
+    return right / max(len(views), 1)
+
+
+Progress = Callable[[int, int, dict[str, float]], None]  # (epochs done, epochs at most, that epoch's figures)
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run produced: the model (eval mode), its figures and how to save it."""
+
+    model: torch.nn.Module
+    base: ModelFile  # the model it started from
+    data: LabelledData
+    config: FinetuneConfig
+    metrics: dict[str, Any]  # val_before, val_after, epochs, best_epoch, seconds, ... (JSON-ready)
+    history: list[dict[str, float]]  # per epoch: loss, val (exact share), seconds
+    temperature: float = 1.0  # refitted on the validation share (numbers) or kept (digits)
+
+    def save(self, path: str | Path) -> Path:
+        """Write an ordinary model file (atomically) recording the data's digest, counts and the recipe."""
+        base = self.base
+        extra = {k: v for k, v in base.metadata.items()
+                 if k in ("role", "input", "line_train_config", "train_config", "calibration")}
+        extra.update(
+            temperature=float(self.temperature),
+            metrics=dict(self.metrics),
+            finetune={
+                "from": str(base.path.name if base.path else base.arch),
+                "data": self.data.summary(),
+                "config": dataclasses.asdict(self.config),
+                "history": self.history,
+            },
+        )
+        return save_model(path, self.model, base.arch, model_config_dict(self.model),
+                          normalization=base.normalization, class_names=list(base.class_names), extra=extra)
+
+
+def _base_model(kind: str, model: str | Path | None, device: torch.device) -> ModelFile:
+    if kind == "numbers":
+        path = model if model not in (None, "default", "bundled") else bundled_line_reader()
+        if path is None:
+            raise ConfigError("this installation has no bundled line reader; give --model FILE")
+        mf = load_model(path, device, num_classes=len(LINE_CLASSES), task="lines")
+        if mf.metadata.get("input") != "paper":
+            raise ConfigError(f"{path}: a reader of binarised ink; fine-tuning needs a grey line reader")
+        return mf
+    return load_model(model if model not in (None, "default", "bundled") else "seed", device)
+
+
+def finetune(
+    data: LabelledData | str | Path,
+    model: str | Path | None = None,
+    config: FinetuneConfig | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    mnist: MNIST | None = None,
+    progress: Progress | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` (default: the bundled line reader for numbers, ``seed`` for digits) on ``data``.
+
+    ``data`` is a :class:`LabelledData` or a path for :func:`load_labelled`. ``mnist`` supplies
+    the replayed data (MNIST *training* digits; needed when ``config.replay`` > 0) and, for
+    digit models, the test set measured before and after. Returns the model of the epoch
+    that read the validation share best (never worse than the model it started from: if no
+    epoch beats it, the starting weights are kept).
+    """
+    from .runtime import resolve_device
+
+    config = config or FinetuneConfig()
+    config.validate()
+    dev = resolve_device(device) if isinstance(device, str) else device
+    labelled = data if isinstance(data, LabelledData) else load_labelled(data)
+    config = dataclasses.replace(config, **{k: v for k, v in KIND_DEFAULTS[labelled.kind].items()
+                                            if getattr(config, k) is None})
+    if config.replay and mnist is None:
+        raise ConfigError("replay needs MNIST (set the data directory) or replay 0")
+    base = _base_model(labelled.kind, model, dev)
+    train_idx, val_idx = _split(len(labelled), config.val_size, config.seed)
+    run = _finetune_lines if labelled.kind == "numbers" else _finetune_digits
+    return run(base, labelled, train_idx, val_idx, config, dev, mnist, progress)
+
+
+def _one_cycle(optimizer: torch.optim.Optimizer, config: FinetuneConfig, steps: int) -> Any:
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=max(steps, 1), pct_start=0.15)
+
+
+def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarray, val_idx: np.ndarray,
+                    config: FinetuneConfig, device: torch.device, mnist: MNIST | None,
+                    progress: Progress | None) -> FinetuneResult:
+    model = copy.deepcopy(base.model).to(device)
+    norm, precision = base.normalization, resolve_precision(config.precision, device)
+    val_views = [_line_view(labelled.images[i]) for i in val_idx]
+    val_truth = [labelled.labels[i] for i in val_idx]
+    train_views = {int(i): _line_view(labelled.images[i]) for i in train_idx}
+    before = read_exact(model, val_views, val_truth, device, base.temperature, norm)
+    rng = np.random.default_rng([config.seed, 8])
+    torch.manual_seed(config.seed)
+    replay = config.replay or 0.0
+    replay_src = _replay_digits(mnist, config.seed) if replay > 0 else None
+    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = _one_cycle(optimizer, config, steps_per_epoch * config.epochs)
+    ema = WeightEMA(model, config.ema) if config.ema else None
+    kept = ema.model if ema is not None else model  # the weights validated and kept
+    best_score, best_state, best_epoch, bad = before, copy.deepcopy(model.state_dict()), 0, 0
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        order = rng.permutation(train_idx)
+        losses = []
+        model.train()
+        for k in range(steps_per_epoch):
+            chosen = order[k * config.batch_size : (k + 1) * config.batch_size]
+            lines = [(_line_view_aug(labelled.images[i], rng) if config.augment else train_views[int(i)],
+                      labelled.labels[i]) for i in chosen]
+            # replay r per image: r's whole part exactly, its fraction by chance.
+            n_replay = int(replay) * len(chosen) + int(rng.binomial(len(chosen), replay - int(replay)))
+            if replay_src is not None:
+                lines += [render_training_line(*replay_src, rng) for _ in range(n_replay)]
+            losses.append(ctc_step(model, optimizer, pack_lines(lines), device, precision, norm, clip=5.0))
+            schedule.step()
+            if ema is not None:
+                ema.update()
+        score = read_exact(kept, val_views, val_truth, device, base.temperature, norm)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_exact": score,
+                        "seconds": time.perf_counter() - t0})
+        if progress is not None:
+            progress(epoch, config.epochs, history[-1])
+        if score > best_score:
+            best_score, best_state, best_epoch, bad = score, copy.deepcopy(kept.state_dict()), epoch, 0
+        else:
+            bad += 1
+            if config.patience and bad >= config.patience:
+                break
+    seconds = time.perf_counter() - start
+    model.load_state_dict(best_state)
+    model.eval()
+    temperature, _, _ = fit_line_temperature(model, list(zip(val_views, val_truth)), device)
+    after = read_exact(model, val_views, val_truth, device, temperature, norm)
+    metrics = {"val_before": before, "val_after": after, "val_images": len(val_idx), "train_images": len(train_idx),
+               "epochs": len(history), "best_epoch": best_epoch, "seconds": seconds, "precision": precision}
+    return FinetuneResult(model, base, labelled, config, metrics, history, temperature)
+
+
+def _line_view_aug(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _line_view(augment_scan(gray, rng))
+
+
+def _replay_digits(mnist: MNIST | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST training digits outside the seed-0 validation split (the bundled models' held-out digits)."""
+    assert mnist is not None
+    tx, ty, _, _ = split_train_val(mnist.train_images, mnist.train_labels, 5000, 0)
+    return tx, ty
+
+
+def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndarray, val_idx: np.ndarray,
+                     config: FinetuneConfig, device: torch.device, mnist: MNIST | None,
+                     progress: Progress | None) -> FinetuneResult:
+    from .calibrate import calibration_report
+    from .evaluate import evaluate, predict_logits
+    if base.normalization != NORMALIZATION:
+        raise ConfigError(f"{base.path}: fine-tuning needs a model with digitrec's standard normalisation")
+    prepared, empty = [], []
+    for name, gray in zip(labelled.files, labelled.images):
+        try:
+            prepared.append(np.round(to_mnist(gray) * 255.0).astype(np.uint8))
+        except DigitrecError:  # no ink found: nothing to learn from
+            prepared.append(None)
+            empty.append(f"{name}: no digit found in it")
+    if empty and not labelled.skip_bad:
+        _bad(empty, str(labelled.source), False)
+    usable = np.array([p is not None for p in prepared])
+    train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        raise DatasetError(f"{labelled.source}: too few images with a digit found in them to train and validate")
+    x = np.stack([p if p is not None else np.zeros((28, 28), np.uint8) for p in prepared])  # (N, 28, 28) uint8
+    y = np.array([int(label) for label in labelled.labels], np.int64)
+    tx, ty, vx, vy = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    if config.replay:
+        rx, ry = _replay_digits(mnist, config.seed)
+        pick = np.random.default_rng([config.seed, 9]).choice(len(rx), int(round(config.replay * len(tx))))
+        tx, ty = np.concatenate([tx, rx[pick]]), np.concatenate([ty, ry[pick]])
+    precision = resolve_precision(config.precision, device)
+
+    def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+        return evaluate(model, images, labels, device=device, precision=precision,
+                        temperature=base.temperature).accuracy
+
+    before = accuracy(base.model, vx, vy)
+    mnist_before = accuracy(base.model, mnist.test_images, mnist.test_labels) if mnist is not None else None
+    recipe = TrainConfig(arch=base.arch, model_config=dict(base.model_config), epochs=config.epochs,
+                         batch_size=config.batch_size, lr=config.lr, seed=config.seed, val_size=len(vx),
+                         precision=config.precision, optimizer="adamw", weight_decay=config.weight_decay,
+                         schedule="onecycle", warmup=0.15, patience=config.patience, keep_best=True,
+                         ema_decay=config.ema,
+                         **(_DIGIT_AUGMENT if config.augment else {}))
+
+    class _Report:
+        def on_epoch_end(self, record: Any) -> None:
+            if progress is not None:
+                progress(record.epoch, config.epochs, {"epoch": record.epoch, "loss": record.loss,
+                                                       "val_exact": record.val_accuracy, "seconds": record.seconds})
+
+    result = fit(recipe, tx, ty, device=device, val_images=vx, val_labels=vy, callback=_Report(),
+                 init_state=base.model.state_dict())
+    model, best_epoch = result.model, result.best_epoch or 0
+    if result.val is None or result.val.accuracy <= before:  # no epoch beat the start: keep it
+        model, best_epoch = base.model, 0
+    logits = predict_logits(model, torch.from_numpy(np.ascontiguousarray(vx)), device=device, precision=precision)
+    temperature = calibration_report(logits, torch.from_numpy(vy)).temperature
+    after = evaluate(model, vx, vy, device=device, precision=precision, temperature=temperature).accuracy
+    metrics: dict[str, Any] = {"val_before": before, "val_after": after, "val_images": len(vx),
+                               "no_digit_found": len(empty),
+                               "train_images": len(train_idx), "replayed_images": len(tx) - len(train_idx),
+                               "epochs": result.epochs_completed, "best_epoch": best_epoch,
+                               "seconds": result.train_seconds, "precision": precision}
+    if mnist is not None:
+        metrics["mnist_test_before"] = mnist_before
+        metrics["mnist_test_after"] = evaluate(model, mnist.test_images, mnist.test_labels, device=device,
+                                               precision=precision, temperature=temperature).accuracy
+    history = [{"epoch": r.epoch, "loss": r.loss, "val_exact": r.val_accuracy or 0.0, "seconds": r.seconds}
+               for r in result.history]
+    return FinetuneResult(model, base, labelled, config, metrics, history, temperature)
