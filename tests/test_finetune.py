@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 import digitrec
 from digitrec.checkpoint import load_model, read_metadata
 from digitrec.errors import ConfigError, DatasetError
-from digitrec.finetune import FinetuneConfig, augment_scan, finetune, load_labelled
+from digitrec.finetune import KIND_DEFAULTS, FinetuneConfig, augment_scan, finetune, load_labelled
 from digitrec.linereader import bundled_line_reader
 from digitrec.paper import _font
 
@@ -170,6 +170,8 @@ def test_finetuning_the_line_reader_writes_a_model_read_uses(numbers_csv, tmp_pa
     meta = read_metadata(path)
     assert meta["input"] == "paper" and meta["finetune"]["data"]["sha256"] == load_labelled(numbers_csv).sha256
     assert meta["finetune"]["config"]["batch_size"] == 4 and len(meta["finetune"]["history"]) == 2
+    # The fields left open are stored as the kind's defaults they took.
+    assert meta["finetune"]["config"]["lr"] == KIND_DEFAULTS["numbers"]["lr"]
     assert load_model(path, num_classes=11, task="lines").temperature == pytest.approx(result.temperature)
     # The file is a number reader like the bundled one: digitrec.load takes it as the model.
     rec = digitrec.load(path)

@@ -61,3 +61,12 @@ def test_locate_reads_small_pictures_whole_and_crops_large_ones():
     assert (y, h) == (900 - 36, 100 + 72)
     edge = locate(big, (0, 0, 300, 100))
     assert edge[:2] == (0, 0)
+
+
+def test_locate_reads_the_band_of_a_number_written_small_on_a_small_card():
+    """A 120-px card with a 30-px number: read around the number, or its digits shrink to 8 px."""
+    card = np.zeros((120, 300))
+    x, y, w, h = locate(card, (100, 40, 120, 30))
+    assert h < 60 and y <= 40 and y + h >= 70 and x <= 100 and x + w >= 220
+    # A band filling most of the picture (a cut-out cheque amount): read whole.
+    assert locate(card, (10, 10, 280, 90)) == (0, 0, 300, 120)

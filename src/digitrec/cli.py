@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import __version__
-from .errors import ConfigError, DigitrecError
+from .errors import ConfigError, DatasetError, DigitrecError
 from .train import MAX_SEED
 
 __all__ = ["main", "build_parser"]
@@ -569,7 +569,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"digitrec: skipped {len(data.skipped)} bad row(s), first: {data.skipped[0]}", file=sys.stderr,
               flush=True)
     # MNIST for replay (and a digit model's before/after test); not needed when replay is off.
-    mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet)) if config.replay != 0 else None
+    try:
+        mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet)) if config.replay != 0 else None
+    except DatasetError as exc:
+        raise DatasetError(f"{exc} (MNIST is replayed while fine-tuning; --replay 0 fine-tunes without it)") from exc
     bar = tqdm(total=config.epochs, desc=f"fine-tuning on {len(data):,} {data.kind}", unit="epoch", leave=False,
                disable=True if args.quiet else None, dynamic_ncols=True)
 

@@ -47,7 +47,7 @@ from .linereader import (
     string_log_prob,
 )
 from .models import model_config_dict
-from .predict import NO_NUMBER_BELOW, line_crop
+from .predict import NO_NUMBER_BELOW, grey_view
 from .preprocess import NORMALIZATION, Normalization, decode_gray, to_mnist
 from .runtime import resolve_precision
 from .train import TrainConfig, WeightEMA, fit, split_train_val
@@ -304,8 +304,8 @@ def augment_scan(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _line_view(gray: np.ndarray) -> np.ndarray:
     """The line image the reader reads for a whole picture (as :meth:`Recogniser.read` reads it)."""
-    crop = line_crop(gray) or (0, 0, gray.shape[1], gray.shape[0])
-    return line_input(gray, crop).image
+    view = grey_view(gray)
+    return (view if view is not None else line_input(gray)).image
 
 
 def read_exact(model: torch.nn.Module, views: Sequence[np.ndarray], truths: Sequence[str], device: torch.device,
