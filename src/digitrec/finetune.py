@@ -415,12 +415,13 @@ def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarr
     norm, precision = base.normalization, resolve_precision(config.precision, device)
     val_views = [_line_view(labelled.images[i]) for i in val_idx]
     val_truth = [labelled.labels[i] for i in val_idx]
-    train_views = {int(i): _line_view(labelled.images[i]) for i in train_idx}
+    # Without augmentation each training image is prepared once.
+    train_views = {} if config.augment else {int(i): _line_view(labelled.images[i]) for i in train_idx}
     before = read_exact(model, val_views, val_truth, device, base.temperature, norm)
     rng = np.random.default_rng([config.seed, 8])
     torch.manual_seed(config.seed)
     replay = config.replay or 0.0
-    replay_src = _replay_digits(mnist, config.seed) if replay > 0 else None
+    replay_src = _replay_digits(mnist) if replay > 0 else None
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _one_cycle(optimizer, config, steps_per_epoch * config.epochs)
@@ -471,7 +472,7 @@ def _line_view_aug(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _line_view(augment_scan(gray, rng))
 
 
-def _replay_digits(mnist: MNIST | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _replay_digits(mnist: MNIST | None) -> tuple[np.ndarray, np.ndarray]:
     """MNIST training digits outside the seed-0 validation split (the bundled models' held-out digits)."""
     assert mnist is not None
     tx, ty, _, _ = split_train_val(mnist.train_images, mnist.train_labels, 5000, 0)
@@ -502,7 +503,7 @@ def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndar
     y = np.array([int(label) for label in labelled.labels], np.int64)
     tx, ty, vx, vy = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
     if config.replay:
-        rx, ry = _replay_digits(mnist, config.seed)
+        rx, ry = _replay_digits(mnist)
         pick = np.random.default_rng([config.seed, 9]).choice(len(rx), int(round(config.replay * len(tx))))
         tx, ty = np.concatenate([tx, rx[pick]]), np.concatenate([ty, ry[pick]])
     precision = resolve_precision(config.precision, device)

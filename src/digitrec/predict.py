@@ -317,6 +317,7 @@ def grey_view(gray: np.ndarray) -> GreyLine | None:
     height (or there is none), the band is not looked for.
     """
     h, w = gray.shape
+    whole = None
     if h <= READ_WHOLE:
         whole = line_input(gray)
         rows = np.flatnonzero((whole.image > 0.6).sum(axis=1) >= 2)  # rows with clear ink
@@ -325,7 +326,7 @@ def grey_view(gray: np.ndarray) -> GreyLine | None:
     crop = locate(gray, _ink_box(gray))
     if crop is None:
         return None
-    return whole if h <= READ_WHOLE and crop == (0, 0, w, h) else line_input(gray, crop)
+    return whole if whole is not None and crop == (0, 0, w, h) else line_input(gray, crop)
 
 
 def _ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -397,18 +397,28 @@ def clean_ink(ink: np.ndarray, speck_fraction: float = SPECK_FRACTION) -> np.nda
     candidates = ink[ink > 0.02 * peak]
     high = max(otsu_threshold(candidates) if candidates.size else 0.0, MIN_CONTRAST / 2, 0.5 * _NOISE_MARGIN * noise)
     low = max(high / 2, 0.25 * _NOISE_MARGIN * noise)
+    kept = _keep_strokes(ink, high, low, speck_fraction)
+    return empty if kept is None else kept
+
+
+def _keep_strokes(ink: np.ndarray, high: float, low: float, part: float, tall: float = 0.0) -> np.ndarray | None:
+    """Hysteresis: the blobs above ``low`` that reach ``high``, span ``tall`` of the height and have
+    ``part`` of the largest such blob's area, levelled to [0, 1] (stroke level 1); None if none is
+    of ``_MIN_BLOB_PIXELS``."""
     labels, count = ndimage.label(ink > low, structure=np.ones((3, 3)))
     if count == 0:
-        return empty
+        return None
     index = np.arange(1, count + 1)
     areas = ndimage.sum_labels(np.ones_like(ink), labels, index)
     strong = ndimage.maximum(ink, labels, index) > high
+    if tall:
+        strong &= np.array([sl[0].stop - sl[0].start >= tall * ink.shape[0] for sl in ndimage.find_objects(labels)])
     if not strong.any():
-        return empty
+        return None
     largest = float(areas[strong].max())
     if largest < _MIN_BLOB_PIXELS:
-        return empty
-    keep = np.concatenate([[False], strong & (areas >= speck_fraction * largest)])
+        return None
+    keep = np.concatenate([[False], strong & (areas >= part * largest)])
     level = float(np.median(ink[keep[labels] & (ink > high)]))
     out = np.clip((ink - low) / max(level - low, 1e-6), 0.0, 1.0)
     return np.where(keep[labels], out, 0.0).astype(np.float32)
@@ -568,8 +578,9 @@ def grey_digit_ink(gray: np.ndarray) -> np.ndarray:
     """The ink of one digit in a small grey crop ((H, W) [0, 1]), paper removed locally: bright strokes on black.
 
     The crop is scaled to the grey reader's line height, its paper tone removed with a grey
-    opening and its ink stretched (:func:`lineprep.flatten_paper`), then cleaned as any
-    picture (:func:`clean_ink`). Raises :class:`NoDigitError` when no stroke stands out.
+    opening (:func:`lineprep.remove_paper`) and its ink stretched, then its strokes kept by
+    hysteresis as :func:`clean_ink` keeps them. Raises :class:`NoDigitError` when no stroke
+    stands out.
     """
     from .lineprep import GREY_HEIGHT, ink_is_dark, ink_level, remove_paper  # lineprep builds on this module
 
@@ -584,28 +595,11 @@ def grey_digit_ink(gray: np.ndarray) -> np.ndarray:
     if level < GREY_MIN_INK:  # faint: paper pattern, not a pen (real pen strokes are darker)
         raise NoDigitError("no digit found: the image has no ink")
     flat = np.clip(raw / level, 0.0, 1.0)
-    # Paper texture survives flattening (a guilloche is made of strokes too), so no noise test
-    # here: the ink is the brighter mode (Otsu), kept by hysteresis as clean_ink keeps it.
+    # Paper texture survives flattening (a guilloche is made of strokes too), so no noise test:
+    # the ink is the brighter mode (Otsu). The digit is a stroke as tall as a digit (pattern
+    # breaks into short pieces; an underline is flat) and what is nearly as large (a "5"'s flag).
     high = otsu_threshold(flat[flat > 0.02])
-    if high <= 0.0:
+    kept = _keep_strokes(flat, high, high / 2, GREY_PART, GREY_TALL) if high > 0.0 else None
+    if kept is None:
         raise NoDigitError("no digit found: the image has no ink")
-    low = high / 2
-    labels, count = ndimage.label(flat > low, structure=np.ones((3, 3)))
-    index = np.arange(1, count + 1)
-    areas = ndimage.sum_labels(np.ones_like(flat), labels, index)
-    strong = ndimage.maximum(flat, labels, index) > high
-    if count == 0 or not strong.any() or areas[strong].max() < _MIN_BLOB_PIXELS:
-        raise NoDigitError("no digit found: the image has no ink")
-    # The digit is the largest stroke and what is nearly as large (a "5"'s flag); smaller
-    # strokes are the paper's pattern.
-    # A stroke as tall as a digit must be there: paper pattern breaks into short pieces and an
-    # underline or a box border is flat.
-    slices = ndimage.find_objects(labels)
-    tall = np.array([(sl[0].stop - sl[0].start) >= GREY_TALL * flat.shape[0] for sl in slices])
-    strong &= tall
-    if not strong.any() or areas[strong].max() < _MIN_BLOB_PIXELS:
-        raise NoDigitError("no digit found: the image has no ink")
-    keep = np.concatenate([[False], strong & (areas >= GREY_PART * areas[strong].max())])
-    stroke = float(np.median(flat[keep[labels] & (flat > high)]))
-    out = np.clip((flat - low) / max(stroke - low, 1e-6), 0.0, 1.0)
-    return np.where(keep[labels], out, 0.0).astype(np.float32)
+    return kept
