@@ -31,9 +31,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .calibrate import calibration_report
 from .checkpoint import ModelFile, load_model, save_model
 from .data import MNIST
 from .errors import ConfigError, DatasetError, DigitrecError
+from .evaluate import evaluate, predict_logits
 from .lineprep import line_input
 from .linereader import (
     LINE_CLASSES,
@@ -48,7 +50,7 @@ from .linereader import (
 )
 from .models import model_config_dict
 from .predict import NO_NUMBER_BELOW, grey_view
-from .preprocess import NORMALIZATION, Normalization, decode_gray, to_mnist
+from .preprocess import IMAGE_FORMATS, NORMALIZATION, Normalization, decode_gray, to_mnist
 from .runtime import resolve_precision
 from .train import TrainConfig, WeightEMA, fit, split_train_val
 
@@ -63,8 +65,8 @@ __all__ = [
     "KIND_DEFAULTS",
 ]
 
-# Files an ImageFolder class folder may hold (the decodable formats' usual suffixes).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# Files an ImageFolder class folder may hold: the suffixes Pillow gives the formats digitrec decodes.
+IMAGE_SUFFIXES = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in IMAGE_FORMATS))
 _SHOW_BAD = 5  # bad rows named in an error message
 # The recipe's fields left open (None) take these, per kind of data; chosen on ORAND-CAR-A
 # shares (docs/finetune.md): a digit model forgets MNIST faster than the reader forgets its
@@ -149,13 +151,13 @@ class LabelledData:
                 "sha256": self.sha256}
 
 
-def _bad(problems: list[str], where: str, skip_bad: bool) -> None:
+def _refuse(problems: list[str], where: str) -> None:
+    """Raise one :class:`DatasetError` naming the first few ``problems`` (nothing if there are none)."""
     if not problems:
         return
     shown = "; ".join(problems[:_SHOW_BAD])
     more = f" (and {len(problems) - _SHOW_BAD} more)" if len(problems) > _SHOW_BAD else ""
-    hint = "" if skip_bad else "; fix them or pass --skip-bad"
-    raise DatasetError(f"{where}: {len(problems)} bad row(s): {shown}{more}{hint}")
+    raise DatasetError(f"{where}: {len(problems)} bad row(s): {shown}{more}; fix them or pass --skip-bad")
 
 
 def _decode(path: Path) -> tuple[np.ndarray, bytes]:
@@ -238,9 +240,8 @@ def load_labelled(path: str | Path, *, skip_bad: bool = False) -> LabelledData:
                 labels.append(label)
                 images.append(gray)
                 digests.update(f"{name}\t{label}\t{hashlib.sha256(blob).hexdigest()}\n".encode())
-                continue
     if not skip_bad:
-        _bad(problems, str(source), skip_bad)
+        _refuse(problems, str(source))
     if not files:
         raise DatasetError(f"{source}: no usable images ({len(problems)} bad row(s), e.g. {problems[0]})")
     return LabelledData(kind=kind, source=source, files=tuple(files), labels=tuple(labels), images=tuple(images),
@@ -251,8 +252,9 @@ def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, validation) indices; the validation share has at least one image."""
     n_val = int(round(share * n))
     if n_val < 1 or n - n_val < 1:
+        need = next(m for m in range(2, 10**7) if 1 <= round(share * m) < m)
         raise DatasetError(f"{n} image(s) cannot hold out a {share:.0%} validation share and still train "
-                           f"(at least {math.ceil(1 / share) if share < 0.5 else 2} needed)")
+                           f"(at least {need} needed)")
     order = np.random.default_rng([seed, 7]).permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
@@ -482,8 +484,6 @@ def _replay_digits(mnist: MNIST | None) -> tuple[np.ndarray, np.ndarray]:
 def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndarray, val_idx: np.ndarray,
                      config: FinetuneConfig, device: torch.device, mnist: MNIST | None,
                      progress: Progress | None) -> FinetuneResult:
-    from .calibrate import calibration_report
-    from .evaluate import evaluate, predict_logits
     if base.normalization != NORMALIZATION:
         raise ConfigError(f"{base.path}: fine-tuning needs a model with digitrec's standard normalisation")
     prepared, empty = [], []
@@ -493,8 +493,8 @@ def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndar
         except DigitrecError:  # no ink found: nothing to learn from
             prepared.append(None)
             empty.append(f"{name}: no digit found in it")
-    if empty and not labelled.skip_bad:
-        _bad(empty, str(labelled.source), False)
+    if not labelled.skip_bad:
+        _refuse(empty, str(labelled.source))
     usable = np.array([p is not None for p in prepared])
     train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
     if len(val_idx) == 0 or len(train_idx) == 0:
