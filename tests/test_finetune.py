@@ -135,9 +135,18 @@ def test_config_is_validated(change):
         FinetuneConfig(**change).validate()
 
 
-def test_replay_needs_mnist(numbers_csv):
-    with pytest.raises(ConfigError, match="replay needs MNIST"):
+def test_replay_loads_mnist_itself_when_not_given(numbers_csv, monkeypatch):
+    """As train() does; a failure to find MNIST is its own one-line DatasetError."""
+    ft = sys.modules["digitrec.finetune"]  # the module: digitrec.finetune is the function
+
+    def no_mnist():
+        raise DatasetError("MNIST not found")
+
+    monkeypatch.setattr(ft, "load_mnist", no_mnist)
+    with pytest.raises(DatasetError, match="MNIST not found"):
         finetune(numbers_csv, config=FinetuneConfig(replay=0.5, epochs=1))
+    # Without replay, MNIST is not needed.
+    assert finetune(numbers_csv, config=FinetuneConfig(replay=0.0, epochs=1, batch_size=4)).metrics["epochs"] == 1
 
 
 # --- augmentation ------------------------------------------------------------------------------------

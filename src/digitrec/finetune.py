@@ -33,7 +33,7 @@ from PIL import Image
 
 from .calibrate import calibration_report
 from .checkpoint import ModelFile, load_model, save_model
-from .data import MNIST
+from .data import MNIST, load_mnist
 from .errors import ConfigError, DatasetError, DigitrecError
 from .evaluate import evaluate, predict_logits
 from .lineprep import line_input
@@ -385,7 +385,8 @@ def finetune(
     """Fine-tune ``model`` (default: the bundled line reader for numbers, ``seed`` for digits) on ``data``.
 
     ``data`` is a :class:`LabelledData` or a path for :func:`load_labelled`. ``mnist`` supplies
-    the replayed data (MNIST *training* digits; needed when ``config.replay`` > 0) and, for
+    the replayed data (MNIST *training* digits; loaded with :func:`load_mnist` when
+    ``config.replay`` > 0 and none is given) and, for
     digit models, the test set measured before and after. Returns the model of the epoch
     that read the validation share best (never worse than the model it started from: if no
     epoch beats it, the starting weights are kept).
@@ -399,7 +400,7 @@ def finetune(
     config = dataclasses.replace(config, **{k: v for k, v in KIND_DEFAULTS[labelled.kind].items()
                                             if getattr(config, k) is None})
     if config.replay and mnist is None:
-        raise ConfigError("replay needs MNIST (set the data directory) or replay 0")
+        mnist = load_mnist()  # as train() does: the data directory, else the cache, else a download
     base = _base_model(labelled.kind, model, dev)
     train_idx, val_idx = _split(len(labelled), config.val_size, config.seed)
     run = _finetune_lines if labelled.kind == "numbers" else _finetune_digits
