@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from digitrec.data import load_mnist
-from digitrec.synthetic import digit_line
-from digitrec.train import split_train_val
+from digitrec.data.mnist import load_mnist, split_train_val
+from digitrec.data.synthetic import digit_line
 
 VAL_SIZE = 5000  # digitrec's default validation split; both sides train on the same 55,000
 
@@ -63,7 +62,7 @@ def number_lines(
     images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator, seed_base: int, touching: float,
 ) -> Iterator[tuple[np.ndarray, str]]:
     """``n`` numbers of 2-6 distinct digits drawn by ``rng`` from ``images``, photographed as one line each
-    (:func:`digitrec.synthetic.digit_line`, line ``i`` with seed ``seed_base + i``): (image, digits)."""
+    (:func:`digitrec.data.synthetic.digit_line`, line ``i`` with seed ``seed_base + i``): (image, digits)."""
     for i in range(n):
         idx = rng.choice(len(images), int(rng.integers(2, 7)), replace=False)
         truth = "".join(str(int(labels[j])) for j in idx)

@@ -12,9 +12,9 @@ import torch
 from _common import inference_figures, load_split
 
 import digitrec
-from digitrec.data import load_mnist
+from digitrec.data.mnist import load_mnist
 from digitrec.runtime import cpu_supports_bf16
-from digitrec.train import TrainConfig, train
+from digitrec.train.engine import TrainConfig, train
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     if args.epochs:
         overrides["epochs"] = args.epochs
     if args.preset:
-        from digitrec.presets import preset_config
+        from digitrec.cfg.presets import preset_config
 
         config = preset_config(args.preset, **overrides)
     else:

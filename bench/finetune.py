@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitrec.checkpoint import load_model
-from digitrec.data import load_mnist
-from digitrec.finetune import FinetuneConfig, _line_view, finetune, load_labelled, read_exact
-from digitrec.linereader import LineTrainConfig, bundled_line_reader, validation_lines
-from digitrec.train import split_train_val
+from digitrec.data.mnist import load_mnist, split_train_val
+from digitrec.models.checkpoint import load_model
+from digitrec.read.linereader import bundled_line_reader
+from digitrec.train.finetune import FinetuneConfig, _line_view, finetune, load_labelled, read_exact
+from digitrec.train.lines import LineTrainConfig, validation_lines
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402

@@ -21,10 +21,10 @@ import torch
 from _common import inference_figures
 
 import digitrec
-from digitrec.checkpoint import resolve_model_path
-from digitrec.data import load_mnist
-from digitrec.infer import onnxruntime_available
-from digitrec.models import count_parameters
+from digitrec.data.mnist import load_mnist
+from digitrec.infer.backends import onnxruntime_available
+from digitrec.models.checkpoint import resolve_model_path
+from digitrec.models.registry import count_parameters
 
 
 def measure(name: str, backend: str, images: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Sets:
   ``$DIGITREC_ORAND_DIR`` is used when set. A bad row (missing file, image that does not decode,
   label that is not digits) is counted, the first few are listed, and it is skipped.
 - generated: numbers of 2-6 MNIST *test* digits photographed as one line
-  (:func:`digitrec.synthetic.digit_line`), spaced and with some digits touching, ``--generated``
+  (:func:`digitrec.data.synthetic.digit_line`), spaced and with some digits touching, ``--generated``
   lines each (0 skips them). MNIST is found as everywhere in digitrec (``DIGITREC_DATA_DIR`` or
   the cache); the lines are written as PNG files to a temporary folder so every reader gets a file.
 
@@ -197,7 +197,7 @@ def generated_sets(n: int, folder: Path) -> tuple[list[LineSet], str | None]:
     """Two sets of ``n`` photographed MNIST test lines (spaced; some digits touching) as PNGs in ``folder``."""
     if n <= 0:
         return [], None
-    from digitrec.data import load_mnist
+    from digitrec.data.mnist import load_mnist
 
     try:
         mnist = load_mnist()

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitrec.data import load_mnist
-from digitrec.lineprep import line_input
-from digitrec.linereader import LineTrainConfig, _line_log_probs, decode, save_line_reader, train_line_reader
-from digitrec.preprocess import open_image, to_grayscale
+from digitrec.data.mnist import load_mnist
+from digitrec.data.preprocess import open_image, to_grayscale
+from digitrec.read.lineprep import line_input
+from digitrec.read.linereader import decode, line_log_probs
+from digitrec.train.lines import LineTrainConfig, save_line_reader, train_line_reader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
@@ -51,7 +52,7 @@ def load_set(folder: Path) -> list[tuple[np.ndarray, str]]:
 def exact(model: torch.nn.Module, rows: list[tuple[np.ndarray, str]]) -> float:
     right = 0
     for gray, truth in rows:
-        digits = decode(_line_log_probs(model, line_input(gray).image, torch.device("cpu")))
+        digits = decode(line_log_probs(model, line_input(gray).image, torch.device("cpu")))
         right += "".join(str(d.digit) for d in digits) == truth
     return right / max(len(rows), 1)
 

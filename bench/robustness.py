@@ -1,6 +1,6 @@
 """Robustness bench: accuracy on real-world-like input, rejection of non-digits, calibration.
 
-Sets (all generated deterministically by digitrec.synthetic from the MNIST *test* split, never
+Sets (all generated deterministically by digitrec.data.synthetic from the MNIST *test* split, never
 used for training or tuning; the unsure-rate is measured on the validation split):
 
 - clean:        MNIST test digits as they are (pass-through)
@@ -29,17 +29,16 @@ import numpy as np
 from _common import number_lines
 from PIL import Image
 
-from digitrec.data import load_mnist
-from digitrec.fileio import atomic_write
-from digitrec.predict import load
-from digitrec.synthetic import (
+from digitrec.data.mnist import load_mnist, split_train_val
+from digitrec.data.synthetic import (
     available_fonts,
     letter_image,
     photograph,
     photographed_digit,
     scribble_image,
 )
-from digitrec.train import split_train_val
+from digitrec.fileio import atomic_write
+from digitrec.infer.recogniser import load
 
 THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 

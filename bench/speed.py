@@ -80,7 +80,7 @@ def compute_floor(epoch_images: int = 55_000, batch: int = 100) -> dict[str, flo
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from digitrec.models import create_model
+    from digitrec.models.registry import create_model
 
     model = create_model("seed")
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))

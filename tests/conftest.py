@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from digitrec.checkpoint import save_model
-from digitrec.data import MNIST_FILES, find_data_dir, load_mnist
-from digitrec.models import create_model
+from digitrec.data.mnist import MNIST_FILES, find_data_dir, load_mnist
+from digitrec.models.checkpoint import save_model
+from digitrec.models.registry import create_model
 
 # Tests that need the real MNIST skip where no copy is found (CI always has one: .ci/run checks).
 requires_mnist = pytest.mark.skipif(
@@ -96,7 +96,7 @@ def tiny_idx_dir(tiny_dataset: TinyDataset) -> Path:
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the user cache at an empty temporary folder and unset ``$DIGITREC_DATA_DIR``."""
     cache = tmp_path / "cache" / "mnist"
-    monkeypatch.setattr("digitrec.data.default_cache_dir", lambda: cache)
+    monkeypatch.setattr("digitrec.data.mnist.default_cache_dir", lambda: cache)
     monkeypatch.delenv("DIGITREC_DATA_DIR", raising=False)
     return cache
 

@@ -1,4 +1,4 @@
-"""Tests for digitrec.augment: random affine and elastic warps of image batches."""
+"""Tests for digitrec.data.augment: random affine and elastic warps of image batches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digitrec.augment import AffineAugment, _blur_matrix, random_affine, random_affine_matrices, random_elastic_field
+from digitrec.data.augment import (
+    AffineAugment,
+    _blur_matrix,
+    random_affine,
+    random_affine_matrices,
+    random_elastic_field,
+)
 
 
 def blob_batch(n: int = 6) -> torch.Tensor:

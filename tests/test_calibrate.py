@@ -1,14 +1,14 @@
-"""Tests for digitrec.calibrate: temperature fitting, ECE, and metadata-only rewrites."""
+"""Tests for digitrec.train.calibrate: temperature fitting, ECE, and metadata-only rewrites."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from digitrec.calibrate import calibration_report, expected_calibration_error, fit_temperature, validation_split
-from digitrec.checkpoint import load_model, read_metadata, save_model, write_metadata
 from digitrec.errors import ConfigError, ModelFileError
-from digitrec.models import create_model
+from digitrec.models.checkpoint import load_model, read_metadata, save_model, write_metadata
+from digitrec.models.registry import create_model
+from digitrec.train.calibrate import calibration_report, expected_calibration_error, fit_temperature, validation_split
 
 
 def overconfident(n: int = 4000, true_t: float = 3.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

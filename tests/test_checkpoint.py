@@ -1,4 +1,4 @@
-"""Tests for digitrec.checkpoint: the safetensors model file, its metadata and its failure modes."""
+"""Tests for digitrec.models.checkpoint: the safetensors model file, its metadata and its failure modes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 
 import digitrec
-from digitrec.checkpoint import (
+from digitrec.data.preprocess import NORMALIZATION, Normalization
+from digitrec.errors import ModelFileError
+from digitrec.models.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     bundled_models,
@@ -22,9 +24,7 @@ from digitrec.checkpoint import (
     resolve_model_path,
     save_model,
 )
-from digitrec.errors import ModelFileError
-from digitrec.models import create_model
-from digitrec.preprocess import NORMALIZATION, Normalization
+from digitrec.models.registry import create_model
 
 
 def seeded_model(**config):
@@ -262,7 +262,7 @@ def test_malformed_format_version_is_a_model_file_error(tmp_path, tiny_model_fil
 
 
 def test_too_large_file_is_refused_before_reading(tmp_path, monkeypatch, tiny_model_file):
-    monkeypatch.setattr("digitrec.checkpoint._MAX_MODEL_BYTES", 1000)
+    monkeypatch.setattr("digitrec.models.checkpoint._MAX_MODEL_BYTES", 1000)
     with pytest.raises(ModelFileError, match="too large"):
         load_model(tiny_model_file)
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import requires_mnist
 from PIL import Image, ImageDraw
 
-from digitrec.data import find_data_dir
+from digitrec.data.mnist import find_data_dir
 
 
 def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 180):
@@ -196,7 +196,7 @@ def test_ctrl_c_keeps_last_completed_epoch(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     report = json.loads(stdout)
     assert report["interrupted"] is True and 1 <= report["epochs_completed"] < 500
-    from digitrec.checkpoint import read_metadata
+    from digitrec.models.checkpoint import read_metadata
 
     meta = read_metadata(out)
     assert meta["interrupted"] is True and len(meta["history"]) == report["epochs_completed"]
@@ -227,7 +227,7 @@ def test_bundled_model_meets_its_claim() -> None:
 @requires_mnist
 @pytest.mark.parametrize("name", ["best", "ensemble"])
 def test_bundled_accuracy_models_meet_their_claims(name: str) -> None:
-    from digitrec.checkpoint import read_metadata
+    from digitrec.models.checkpoint import read_metadata
 
     claimed = read_metadata(name)["metrics"]["test_accuracy"]
     proc = run("evaluate", "--model", name, "--json", "--no-plots")
@@ -430,7 +430,7 @@ def test_predict_blank_is_no_digit_and_show_input(tmp_path: Path) -> None:
 def test_calibrate_keeps_weights(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from digitrec.checkpoint import bundled_models, read_metadata
+    from digitrec.models.checkpoint import bundled_models, read_metadata
 
     out = tmp_path / "cal.safetensors"
     r = run("calibrate", "--model", "seed", "--out", str(out), "--json")
@@ -453,7 +453,7 @@ def test_calibrate_refuses_to_overwrite_a_bundled_model_or_a_recipe_less_file(tm
 
 
 def test_cli_backend_auto_is_torch_for_a_few_files() -> None:
-    from digitrec.cli import _CLI_ONNX_FROM, _cli_backend
+    from digitrec.cli.main import _CLI_ONNX_FROM, _cli_backend
 
     assert _cli_backend("auto", 1) == "torch"
     assert _cli_backend("auto", _CLI_ONNX_FROM) == "auto"  # many files: ONNX Runtime pays off
@@ -463,7 +463,7 @@ def test_cli_backend_auto_is_torch_for_a_few_files() -> None:
 def test_threads_flag_is_restored_after_an_in_process_main(tmp_path: Path) -> None:
     import torch
 
-    from digitrec.cli import main
+    from digitrec.cli.main import main
 
     before = torch.get_num_threads()
     torch.set_num_threads(3)  # not 1, so that leaking --threads 1 would show

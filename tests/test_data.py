@@ -1,4 +1,4 @@
-"""Tests for digitrec.data: the IDX reader, dataset lookup, verification and the downloader."""
+"""Tests for digitrec.data.mnist: the IDX reader, dataset lookup, verification and the downloader."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import requires_mnist
 
-from digitrec.data import (
+from digitrec.data.mnist import (
     DATA_DIR_ENV,
     MNIST_FILES,
     MNIST_SHA256,
@@ -477,7 +477,7 @@ def test_download_unreachable_server(tmp_path, no_proxy):
 )
 def test_download_refuses_oversized_files(tmp_path, http_server, monkeypatch, body, error):
     """A mirror cannot make digitrec read or inflate more than the per-file cap (gzip bombs)."""
-    monkeypatch.setattr("digitrec.data._MAX_DOWNLOAD_BYTES", 1_000)
+    monkeypatch.setattr("digitrec.data.mnist._MAX_DOWNLOAD_BYTES", 1_000)
     port, routes = http_server
     routes["/m/x.gz"] = body
     with pytest.raises(DatasetError, match=error):

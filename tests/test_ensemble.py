@@ -14,12 +14,12 @@ import torch
 from conftest import requires_mnist
 
 import digitrec
-from digitrec.checkpoint import load_model, read_metadata, save_model
-from digitrec.ensemble import build_ensemble, ensemble_files, save_ensemble
+from digitrec.data.preprocess import Normalization
 from digitrec.errors import ConfigError
-from digitrec.evaluate import evaluate
-from digitrec.models import create_model
-from digitrec.preprocess import Normalization
+from digitrec.infer.evaluate import evaluate
+from digitrec.models.checkpoint import load_model, read_metadata, save_model
+from digitrec.models.ensemble import build_ensemble, ensemble_files, save_ensemble
+from digitrec.models.registry import create_model
 
 CPU = torch.device("cpu")
 
@@ -52,7 +52,7 @@ def test_ensemble_file_loads_like_a_single_model(members: list[Path], tmp_path: 
     probs = []
     for path in members:
         single = load_model(path)
-        from digitrec.evaluate import predict_logits
+        from digitrec.infer.evaluate import predict_logits
 
         probs.append((predict_logits(single.model, torch.from_numpy(x), device=CPU) / single.temperature).softmax(1))
     expected = torch.stack(probs).mean(0)
@@ -124,7 +124,7 @@ def test_cli_ensemble_test_flag_records_accuracy(members: list[Path], tmp_path: 
 
 
 def test_ensemble_runs_on_every_inference_backend(members: list[Path], tmp_path: Path):
-    from digitrec.infer import onnxruntime_available
+    from digitrec.infer.backends import onnxruntime_available
 
     out = ensemble_files([str(m) for m in members], tmp_path / "ens.safetensors")
     x = images(5)

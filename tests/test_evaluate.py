@@ -1,4 +1,4 @@
-"""Tests for digitrec.evaluate: metrics on hand-made answers and batched evaluation."""
+"""Tests for digitrec.infer.evaluate: metrics on hand-made answers and batched evaluation."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from digitrec.evaluate import (
+from digitrec.data.preprocess import NORMALIZATION
+from digitrec.infer.evaluate import (
     confusion_matrix,
     evaluate,
     per_class_metrics,
     predict_logits,
 )
-from digitrec.preprocess import NORMALIZATION
 
 CPU = torch.device("cpu")
 
@@ -164,7 +164,7 @@ def test_predict_logits_shapes_and_empty():
 )
 def test_evaluate_rejects_bad_labels(labels, needle):
     from digitrec.errors import DatasetError
-    from digitrec.models import create_model
+    from digitrec.models.registry import create_model
 
     images = np.zeros((5, 28, 28), np.uint8)
     with pytest.raises(DatasetError, match=needle):

@@ -14,11 +14,11 @@ from conftest import requires_mnist
 from PIL import Image, ImageDraw
 
 import digitrec
-from digitrec.checkpoint import load_model, read_metadata
+from digitrec.data.paper import _font
 from digitrec.errors import ConfigError, DatasetError
-from digitrec.finetune import KIND_DEFAULTS, FinetuneConfig, augment_scan, finetune, load_labelled
-from digitrec.linereader import bundled_line_reader
-from digitrec.paper import _font
+from digitrec.models.checkpoint import load_model, read_metadata
+from digitrec.read.linereader import bundled_line_reader
+from digitrec.train.finetune import KIND_DEFAULTS, FinetuneConfig, augment_scan, finetune, load_labelled
 
 NUMBERS = ["12", "305", "7", "4821", "90", "66", "1234", "58", "703", "19", "2", "840"]
 
@@ -137,7 +137,7 @@ def test_config_is_validated(change):
 
 def test_replay_loads_mnist_itself_when_not_given(numbers_csv, monkeypatch):
     """As train() does; a failure to find MNIST is its own one-line DatasetError."""
-    ft = sys.modules["digitrec.finetune"]  # the module: digitrec.finetune is the function
+    ft = sys.modules["digitrec.train.finetune"]  # the module (digitrec.finetune is the function)
 
     def no_mnist():
         raise DatasetError("MNIST not found")

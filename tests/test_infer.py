@@ -1,4 +1,4 @@
-"""Tests for digitrec.infer: the two inference backends agree, and the ONNX export."""
+"""Tests for digitrec.infer.backends: the two inference backends agree, and the ONNX export."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from digitrec.checkpoint import load_model, save_model
 from digitrec.errors import ConfigError
-from digitrec.infer import InferenceEngine, ProbabilityModel, export_onnx, onnxruntime_available
-from digitrec.models import create_model
-from digitrec.predict import load
+from digitrec.infer.backends import InferenceEngine, ProbabilityModel, export_onnx, onnxruntime_available
+from digitrec.infer.recogniser import load
+from digitrec.models.checkpoint import load_model, save_model
+from digitrec.models.registry import create_model
 
 CPU = torch.device("cpu")
 needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="needs the onnx extra (onnxruntime)")
@@ -77,7 +77,7 @@ def test_auto_picks_onnx_only_where_it_applies(hot_model_file):
 
 
 def test_onnx_backend_without_onnxruntime_is_a_clear_error(hot_model_file, monkeypatch):
-    monkeypatch.setattr("digitrec.infer.onnxruntime_available", lambda: False)
+    monkeypatch.setattr("digitrec.infer.backends.onnxruntime_available", lambda: False)
     assert InferenceEngine(hot_model_file, CPU, backend="auto").backend == "torch"
     with pytest.raises(ConfigError, match=r"pip install 'digitrec\[onnx\]'"):
         InferenceEngine(hot_model_file, CPU, backend="onnx")

@@ -8,7 +8,7 @@ import torch
 from conftest import requires_mnist
 
 import digitrec
-from digitrec.evaluate import predict_logits
+from digitrec.infer.evaluate import predict_logits
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,8 +39,8 @@ def test_best_preset_runs_and_learns_on_a_subset(tmp_path, real_mnist):
     # The full `best` recipe (VGG + augmentation + one-cycle + EMA + selection + checkpoints)
     # for two short epochs on 3,000 real images: checks it runs end to end and learns (chance
     # is 10%), not the final accuracy. fit() on a subset skips the 10,000-image test pass.
-    from digitrec.presets import preset_config
-    from digitrec.train import fit
+    from digitrec.cfg.presets import preset_config
+    from digitrec.train.engine import fit
 
     config = preset_config("best", epochs=2)
     x, y = real_mnist.train_images, real_mnist.train_labels

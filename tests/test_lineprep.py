@@ -1,12 +1,12 @@
-"""Tests for digitrec.lineprep: polarity, paper flattening, scaling to the line height, locating a line."""
+"""Tests for digitrec.read.lineprep: polarity, paper flattening, scaling to the line height, locating a line."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from digitrec.lineprep import MAX_LINE_WIDTH, READ_WHOLE, flatten_paper, ink_is_dark, line_input, locate
-from digitrec.models import LINE_HEIGHT, LINE_STRIDE
+from digitrec.models.registry import LINE_HEIGHT, LINE_STRIDE
+from digitrec.read.lineprep import MAX_LINE_WIDTH, READ_WHOLE, flatten_paper, ink_is_dark, line_input, locate
 
 
 def stroke_on_paper(h: int = 40, w: int = 120, paper: float = 0.8, ink: float = 0.2) -> np.ndarray:

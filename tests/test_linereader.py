@@ -1,4 +1,4 @@
-"""Tests for digitrec.linereader: composing lines, the line-ctc model, CTC decoding, training and reading."""
+"""Tests for digitrec.read.linereader: composing lines, the line-ctc model, CTC decoding, training and reading."""
 
 from __future__ import annotations
 
@@ -18,33 +18,35 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from test_numbers import draw_number
 
-from digitrec.checkpoint import load_model, save_model
+from digitrec.data.preprocess import NORMALIZATION, ink_map
+from digitrec.data.synthetic import digit_line
 from digitrec.errors import ConfigError, ModelFileError
-from digitrec.lineprep import line_input
-from digitrec.linereader import (
+from digitrec.infer.recogniser import load
+from digitrec.models.checkpoint import load_model, save_model
+from digitrec.models.registry import LINE_HEIGHT, LINE_STRIDE, check_line_output, create_model, list_models
+from digitrec.read.lineprep import line_input
+from digitrec.read.linereader import (
     DIGIT_HEIGHT,
     LINE_CLASSES,
     PREFER_SEGMENTS,
     LineReader,
-    LineTrainConfig,
-    _batch,
     choose_reading,
-    compose_line,
     decode,
     digit_boxes,
-    fit_line_temperature,
     frame_spans,
     grey_boxes,
     line_image,
-    save_line_reader,
     string_log_prob,
+)
+from digitrec.read.segment import LineInk, line_ink
+from digitrec.train.lines import (
+    LineTrainConfig,
+    _batch,
+    compose_line,
+    fit_line_temperature,
+    save_line_reader,
     train_line_reader,
 )
-from digitrec.models import LINE_HEIGHT, LINE_STRIDE, check_line_output, create_model, list_models
-from digitrec.numbers import LineInk, line_ink
-from digitrec.predict import load
-from digitrec.preprocess import NORMALIZATION, ink_map
-from digitrec.synthetic import digit_line
 
 
 def frames(*classes: int, sure: float = 0.9) -> np.ndarray:
@@ -70,7 +72,7 @@ def made_up_digits(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def test_line_model_is_registered_for_lines_only():
     assert "line-ctc" in list_models(None) and "line-ctc" not in list_models()
     with pytest.raises(ConfigError, match="unknown task"):
-        from digitrec.models import register_model
+        from digitrec.models.registry import register_model
 
         register_model("x", LineTrainConfig, task="pictures")
 

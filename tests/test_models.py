@@ -1,4 +1,4 @@
-"""Tests for digitrec.models: the registry, the model contract and the seed CNN's shape."""
+"""Tests for digitrec.models.registry: the registry, the model contract and the seed CNN's shape."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitrec import models
 from digitrec.errors import ConfigError
-from digitrec.models import (
+from digitrec.models import registry as models
+from digitrec.models.registry import (
     SeedCNN,
     SeedCNNConfig,
     count_parameters,

@@ -1,4 +1,4 @@
-"""Tests for reading whole numbers (digitrec.numbers, Recogniser.read) and the synthetic sets."""
+"""Tests for reading whole numbers (digitrec.read.segment, Recogniser.read) and the synthetic sets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 from conftest import requires_mnist
 from PIL import Image, ImageDraw
 
-from digitrec.numbers import (
+from digitrec.data.preprocess import ink_map
+from digitrec.data.synthetic import digit_line, letter_image, photographed_digit, scribble_image
+from digitrec.infer.recogniser import load
+from digitrec.read.segment import (
     NumberReading,
     _best_reading,
     _bridge,
@@ -19,9 +22,6 @@ from digitrec.numbers import (
     _split_along,
     segment,
 )
-from digitrec.predict import load
-from digitrec.preprocess import ink_map
-from digitrec.synthetic import digit_line, letter_image, photographed_digit, scribble_image
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_best_reading_maximises_the_total_score():
 
 
 def test_score_prefers_confident_tall_pieces_of_digit_width():
-    from digitrec.numbers import _Atom
+    from digitrec.read.segment import _Atom
 
     def piece(w, h):
         return _Atom(0, 0, w, h, np.ones((h, w), np.float32))

@@ -1,12 +1,12 @@
-"""Tests for digitrec.paper: the generated grey number lines the grey line reader trains on."""
+"""Tests for digitrec.data.paper: the generated grey number lines the grey line reader trains on."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from digitrec.lineprep import line_input
-from digitrec.paper import render_line
+from digitrec.data.paper import render_line
+from digitrec.read.lineprep import line_input
 
 
 def digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

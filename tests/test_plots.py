@@ -13,7 +13,8 @@ from torch import nn
 
 from digitrec import plots
 from digitrec.errors import ConfigError
-from digitrec.models import create_model
+from digitrec.infer.recogniser import Prediction
+from digitrec.models.registry import create_model
 from digitrec.plots import (
     plot_confusion,
     plot_history,
@@ -22,8 +23,7 @@ from digitrec.plots import (
     plot_prediction,
     plot_samples,
 )
-from digitrec.predict import Prediction
-from digitrec.train import EpochRecord
+from digitrec.train.engine import EpochRecord
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

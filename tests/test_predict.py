@@ -1,4 +1,4 @@
-"""Tests for digitrec.predict: the Recogniser's inputs, outputs and the bundled model."""
+"""Tests for digitrec.infer.recogniser: the Recogniser's inputs, outputs and the bundled model."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from conftest import requires_mnist
 from PIL import Image
 
 import digitrec
-from digitrec.checkpoint import save_model
+from digitrec.data.preprocess import to_mnist
 from digitrec.errors import ImageError, ModelFileError
-from digitrec.models import create_model
-from digitrec.predict import Prediction, Recogniser, load
-from digitrec.preprocess import to_mnist
+from digitrec.infer.recogniser import Prediction, Recogniser, load
+from digitrec.models.checkpoint import save_model
+from digitrec.models.registry import create_model
 
 
 @pytest.fixture
@@ -269,7 +269,7 @@ def test_load_validates_a_torch_device(tiny_model_file):
 
 def _cheque_paper(h: int, w: int, seed: int, pattern: float = 0.15) -> np.ndarray:
     """Grey security paper: a mid-grey tone with a guilloche ``pattern`` darker than it."""
-    from digitrec.paper import _guilloche
+    from digitrec.data.paper import _guilloche
 
     return (0.78 - pattern * _guilloche(h, w, np.random.default_rng(seed))).astype(np.float32)
 
@@ -298,7 +298,7 @@ def test_the_grey_crop_path_finds_no_digit_in_patterned_paper():
     (The global cleaning, tried first, still takes this pattern for a digit in half of these
     crops: a known gap, see docs/segmenter.md.)
     """
-    from digitrec.preprocess import NoDigitError, grey_digit_ink
+    from digitrec.data.preprocess import NoDigitError, grey_digit_ink
 
     for k in range(10):
         with pytest.raises(NoDigitError):

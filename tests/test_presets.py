@@ -1,4 +1,4 @@
-"""Tests for digitrec.presets: the table of named recipes and `train --preset`."""
+"""Tests for digitrec.cfg.presets: the table of named recipes and `train --preset`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from digitrec.cfg.presets import PRESETS, list_presets, preset_config
 from digitrec.errors import ConfigError
-from digitrec.presets import PRESETS, list_presets, preset_config
-from digitrec.train import TrainConfig
+from digitrec.train.engine import TrainConfig
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 

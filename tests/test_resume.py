@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from digitrec.errors import ConfigError, ModelFileError
-from digitrec.train import TrainConfig, fit
-from digitrec.trainstate import load_train_state, save_train_state
+from digitrec.train.engine import TrainConfig, fit
+from digitrec.train.resume import load_train_state, save_train_state
 
 CPU = torch.device("cpu")
 
@@ -28,9 +28,9 @@ EPOCHS = 4
 CHILD = """
 import json, sys
 import numpy as np
-from digitrec.data import MNIST
-from digitrec.presets import preset_config
-from digitrec.train import train
+from digitrec.data.mnist import MNIST
+from digitrec.cfg.presets import preset_config
+from digitrec.train.engine import train
 
 ckpt, out = sys.argv[1] or None, sys.argv[2]
 rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="needs the serve extra")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from digitrec.errors import ConfigError  # noqa: E402
-from digitrec.predict import Recogniser, load  # noqa: E402
+from digitrec.infer.recogniser import Recogniser, load  # noqa: E402
 from digitrec.serve import ServeConfig, create_app  # noqa: E402
 
 
@@ -218,7 +218,7 @@ def test_default_body_limit_is_10_mib(client):
 
 
 def test_too_many_pixels_is_422(rec, monkeypatch):
-    monkeypatch.setattr("digitrec.preprocess.MAX_PIXELS", 1000)  # the server has no limit of its own
+    monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", 1000)  # the server has no limit of its own
     with make_client(rec) as c:
         big = png_bytes(draw_digit(size=(40, 40), offset=(5, 5)))  # 1,600 pixels
         assert_error(c.post("/v1/predict", content=big, headers={"Content-Type": "image/png"}), 422, "too large")
@@ -242,7 +242,7 @@ def encoded(img: Image.Image, fmt: str, **kwargs) -> bytes:
 
 
 def test_the_server_reads_the_photos_the_library_reads(client, rec):
-    from digitrec.preprocess import MAX_PIXELS
+    from digitrec.data.preprocess import MAX_PIXELS
 
     # 35 MP: more than the server used to take (16 MP), under the library's limit, decoded whole.
     data = encoded(page_with_a_seven((7000, 5000)), "JPEG", quality=85)
@@ -547,7 +547,7 @@ def test_onnx_backend_gives_the_same_predictions(rec, seven_png, real_mnist):
 
 
 def test_onnx_backend_without_the_extra_says_how_to_install(monkeypatch):
-    monkeypatch.setattr("digitrec.infer.onnxruntime_available", lambda: False)
+    monkeypatch.setattr("digitrec.infer.backends.onnxruntime_available", lambda: False)
     with pytest.raises(ConfigError, match=r"pip install 'digitrec\[onnx\]'"):
         create_app(ServeConfig(backend="onnx"))
 

@@ -26,7 +26,7 @@ pytest.importorskip("fastapi", reason="needs the serve extra")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the test extra (playwright)")
 import uvicorn  # noqa: E402
 
-from digitrec.predict import load  # noqa: E402
+from digitrec.infer.recogniser import load  # noqa: E402
 from digitrec.serve import ServeConfig, create_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

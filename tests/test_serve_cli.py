@@ -56,7 +56,7 @@ def test_serve_without_the_extra_says_how_to_install():
         "        if name.split('.')[0] in ('fastapi', 'uvicorn'):\n"
         "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from digitrec.cli import main\n"
+        "from digitrec.cli.main import main\n"
         "sys.exit(main(['serve']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120)

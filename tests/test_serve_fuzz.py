@@ -19,7 +19,7 @@ schemathesis = pytest.importorskip("schemathesis", reason="needs the test extra 
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from digitrec.predict import load  # noqa: E402
+from digitrec.infer.recogniser import load  # noqa: E402
 from digitrec.serve import ServeConfig, create_app  # noqa: E402
 
 # A small body limit so that the fuzzer also reaches it (the pixel limit is the library's, and

@@ -1,4 +1,4 @@
-"""Tests for digitrec.train: the recipe's validation, a tiny dry run, determinism and Ctrl-C."""
+"""Tests for digitrec.train.engine: the recipe's validation, a tiny dry run, determinism and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import digitrec
-from digitrec.checkpoint import load_model
-from digitrec.data import MNIST
+from digitrec.data.mnist import MNIST
 from digitrec.errors import ConfigError
-from digitrec.train import EpochRecord, TrainConfig, fit, lr_at, split_train_val, train
+from digitrec.models.checkpoint import load_model
+from digitrec.train.engine import EpochRecord, TrainConfig, fit, lr_at, split_train_val, train
 
 CPU = torch.device("cpu")
 FAST = {"epochs": 2, "batch_size": 64, "val_size": 64, "precision": "fp32"}
@@ -410,7 +410,7 @@ def test_keep_best_selects_on_validation(tiny_mnist):
 
 def test_early_stopping_after_patience(tiny_mnist, monkeypatch):
     # A score that never improves: the run stops after the first epoch plus `patience` more.
-    monkeypatch.setattr(sys.modules["digitrec.train"], "_score", lambda val: (0.0, 0.0))
+    monkeypatch.setattr(sys.modules["digitrec.train.engine"], "_score", lambda val: (0.0, 0.0))
     result = fit_val(tiny_mnist, epochs=10, patience=2)
     assert len(result.history) == 3 and result.stopped_early
     assert result.metrics()["stopped_early"] is True
@@ -427,7 +427,7 @@ def test_defaults_turn_every_accuracy_feature_off():
 
 
 def test_train_calibrates_on_the_validation_split(tiny_run, tiny_mnist, tmp_path):
-    from digitrec.calibrate import calibrate_model_file, validation_split
+    from digitrec.train.calibrate import calibrate_model_file, validation_split
 
     cal = tiny_run.calibration
     assert cal is not None and cal.count == 64 and cal.temperature > 0

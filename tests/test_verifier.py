@@ -1,4 +1,4 @@
-"""Tests for digitrec.verifier: labelling the segmenter's candidates, training and using the verifier."""
+"""Tests for digitrec.read.verifier: labelling the segmenter's candidates, training and using the verifier."""
 
 from __future__ import annotations
 
@@ -12,21 +12,13 @@ import torch
 from conftest import requires_mnist
 from test_numbers import confidences, draw_number
 
-from digitrec.checkpoint import bundled_models, load_model
+from digitrec.data.preprocess import ink_map
 from digitrec.errors import ConfigError, ModelFileError
-from digitrec.numbers import Candidate, candidates, segment
-from digitrec.predict import load
-from digitrec.preprocess import ink_map
-from digitrec.verifier import (
-    PIECE_CLASSES,
-    VerifierConfig,
-    align,
-    bundled_verifier,
-    label_candidates,
-    save_verifier,
-    train_verifier,
-    whole_digit_scorer,
-)
+from digitrec.infer.recogniser import load
+from digitrec.models.checkpoint import bundled_models, load_model
+from digitrec.read.segment import Candidate, candidates, segment
+from digitrec.read.verifier import PIECE_CLASSES, VerifierConfig, bundled_verifier, whole_digit_scorer
+from digitrec.train.verifier import align, label_candidates, save_verifier, train_verifier
 
 
 def cand(start: int, end: int, score: float = 0.0) -> Candidate:
@@ -89,7 +81,7 @@ def test_config_is_validated():
     assert VerifierConfig().train_config().model_config["num_classes"] == 2
     assert VerifierConfig().train_config().num_classes == 2
     # The MNIST trainer refuses a two-class recipe: its labels are ten digits.
-    from digitrec.train import train
+    from digitrec.train.engine import train
 
     with pytest.raises(ConfigError, match="MNIST has ten classes"):
         train(VerifierConfig().train_config())

@@ -8,25 +8,49 @@ Quick start::
 
     result = digitrec.train(epochs=1)      # train the notebook recipe on MNIST
     result.save("my-model.safetensors")
+
+The names below are imported on first use (PEP 562), so ``import digitrec`` and the command
+line's ``--help`` do not pay for importing PyTorch.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from digitrec import compat
+from digitrec.errors import ConfigError, DatasetError, DigitrecError, ImageError, ModelFileError
+
 __version__ = "0.1.0"
 
-from .data import MNIST, load_mnist  # noqa: E402
-from .errors import (  # noqa: E402
-    ConfigError,
-    DatasetError,
-    DigitrecError,
-    ImageError,
-    ModelFileError,
-)
-from .evaluate import EvalResult, evaluate  # noqa: E402
-from .finetune import FinetuneConfig, FinetuneResult, finetune  # noqa: E402
-from .models import create_model, list_models, register_model  # noqa: E402
-from .predict import Prediction, Recogniser, load  # noqa: E402
-from .train import EpochRecord, TrainConfig, TrainResult, train  # noqa: E402
+if TYPE_CHECKING:
+    from digitrec.data.mnist import MNIST, load_mnist
+    from digitrec.infer.evaluate import EvalResult, evaluate
+    from digitrec.infer.recogniser import Prediction, Recogniser, load
+    from digitrec.models.registry import create_model, list_models, register_model
+    from digitrec.train import train
+    from digitrec.train.engine import EpochRecord, TrainConfig, TrainResult
+    from digitrec.train.finetune import FinetuneConfig, FinetuneResult, finetune
+
+# Public name -> the module that defines it.
+_LAZY = {
+    "load": "digitrec.infer.recogniser",
+    "Recogniser": "digitrec.infer.recogniser",
+    "Prediction": "digitrec.infer.recogniser",
+    "TrainConfig": "digitrec.cfg.train",
+    "TrainResult": "digitrec.train.engine",
+    "EpochRecord": "digitrec.train.engine",
+    "evaluate": "digitrec.infer.evaluate",
+    "EvalResult": "digitrec.infer.evaluate",
+    "finetune": "digitrec.train.finetune",
+    "FinetuneConfig": "digitrec.cfg.finetune",
+    "FinetuneResult": "digitrec.train.finetune",
+    "load_mnist": "digitrec.data.mnist",
+    "MNIST": "digitrec.data.mnist",
+    "create_model": "digitrec.models.registry",
+    "list_models": "digitrec.models.registry",
+    "register_model": "digitrec.models.registry",
+}
 
 __all__ = [
     "__version__",
@@ -53,3 +77,22 @@ __all__ = [
     "ImageError",
     "ConfigError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train":
+        # The package digitrec.train is callable (digitrec.train(...) trains): importing it binds
+        # it here, as importing any submodule binds it, so both spellings end up the same object.
+        return importlib.import_module("digitrec.train")
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'digitrec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+compat.install()

@@ -1,5 +1,5 @@
 """``python -m digitrec`` runs the CLI."""
 
-from .cli import main
+from digitrec.cli.main import main
 
 raise SystemExit(main())

@@ -24,12 +24,12 @@ from matplotlib.textpath import TextToPath
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter, StrMethodFormatter
 from torch import nn
 
-from .errors import ConfigError
-from .fileio import atomic_write
-from .models import count_parameters, example_input_shape, layer_table
-from .numbers import NumberReading
-from .predict import Prediction
-from .train import EpochRecord
+from digitrec.errors import ConfigError
+from digitrec.fileio import atomic_write
+from digitrec.infer.recogniser import Prediction
+from digitrec.models.registry import count_parameters, example_input_shape, layer_table
+from digitrec.read.segment import NumberReading
+from digitrec.train.engine import EpochRecord
 
 __all__ = [
     "check_plot_path",

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from digitrec.errors import ConfigError
 
 __all__ = [
     "Precision",

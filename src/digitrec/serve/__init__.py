@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .config import ServeConfig
+from digitrec.serve.config import ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "run", "MISSING_EXTRA"]
 
@@ -15,7 +15,7 @@ MISSING_EXTRA = "the HTTP server needs the serve extra: pip install 'digitrec[se
 
 def __getattr__(name: str):  # imports the web stack only when the app is asked for
     if name in ("create_app", "run"):
-        from . import app
+        from digitrec.serve import app
 
         return getattr(app, name)
     raise AttributeError(name)

@@ -18,16 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from .. import __version__
-from ..errors import ConfigError
-from ..predict import Recogniser, load
-from .config import ServeConfig
-from .engine import InferenceEngine
-from .inputs import prepare
-from .limits import ApiError, BodyLimitMiddleware, TimeoutMiddleware
-from .metrics import Metrics, MetricsMiddleware
-from .routers import info, page, predict
-from .service import Service
+from digitrec import __version__
+from digitrec.errors import ConfigError
+from digitrec.infer.recogniser import Recogniser, load
+from digitrec.serve.config import ServeConfig
+from digitrec.serve.engine import InferenceEngine
+from digitrec.serve.inputs import prepare
+from digitrec.serve.limits import ApiError, BodyLimitMiddleware, TimeoutMiddleware
+from digitrec.serve.metrics import Metrics, MetricsMiddleware
+from digitrec.serve.routers import info, page, predict
+from digitrec.serve.service import Service
 
 __all__ = ["create_app", "app_from_env", "run", "check_address", "CONFIG_ENV"]
 

@@ -11,8 +11,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..errors import ConfigError
-from ..infer import BACKENDS
+from digitrec.cfg.base import BACKENDS
+from digitrec.errors import ConfigError
 
 __all__ = ["ServeConfig", "MiB"]
 

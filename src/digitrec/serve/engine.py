@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..predict import Prediction, Recogniser
+from digitrec.infer.recogniser import Prediction, Recogniser
 
 __all__ = ["InferenceEngine"]
 

@@ -2,7 +2,7 @@
 
 Everything here checks before it spends: the content type first (415), then the decoded size
 from the image header before decoding (422), so a small file cannot unpack into a huge bitmap.
-Images are decoded by :func:`digitrec.preprocess.open_image`, the CLI's and the Python API's
+Images are decoded by :func:`digitrec.data.preprocess.open_image`, the CLI's and the Python API's
 decoder: the same formats, the same pixel limit (``MAX_PIXELS``) and the same reduced-size
 reading of big JPEG photos, so that any picture the command line reads, the server reads too.
 """
@@ -18,10 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from .. import preprocess
-from ..errors import ImageError, first_line
-from ..preprocess import IMAGE_SIZE, NoDigitError, image_size, to_mnist
-from .limits import ApiError
+from digitrec.data import preprocess
+from digitrec.data.preprocess import IMAGE_SIZE, NoDigitError, image_size, to_mnist
+from digitrec.errors import ImageError, first_line
+from digitrec.serve.limits import ApiError
 
 __all__ = [
     "IMAGE_TYPES",
@@ -131,7 +131,7 @@ class NotSmall(Exception):
 def prepare(source: bytes | np.ndarray, small_pixels: int | None = None) -> np.ndarray:
     """The model's (28, 28) input for one request image; :class:`ImageError` if unusable.
 
-    Decoded as :func:`digitrec.preprocess.to_mnist` decodes files. With ``small_pixels``, an
+    Decoded as :func:`digitrec.data.preprocess.to_mnist` decodes files. With ``small_pixels``, an
     image with more pixels than that raises :class:`NotSmall` after reading only its header
     (the caller then runs this again elsewhere). An image without ink gives an all-black
     frame where the library answers it "no digit".

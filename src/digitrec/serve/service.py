@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from ..predict import Recogniser
-from .config import ServeConfig
-from .engine import InferenceEngine
-from .metrics import Metrics
+from digitrec.infer.recogniser import Recogniser
+from digitrec.serve.config import ServeConfig
+from digitrec.serve.engine import InferenceEngine
+from digitrec.serve.metrics import Metrics
 
 __all__ = ["Service", "get_service"]
 

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from ... import __version__
-from ..metrics import CONTENT_TYPE_LATEST
-from ..schemas import HealthOut, ModelOut
-from ..service import Service, get_service
+from digitrec import __version__
+from digitrec.serve.metrics import CONTENT_TYPE_LATEST
+from digitrec.serve.schemas import HealthOut, ModelOut
+from digitrec.serve.service import Service, get_service
 
 __all__ = ["router", "model_info"]
 

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import ImageError
-from ...predict import Prediction
-from ..inputs import (
+from digitrec.errors import ImageError
+from digitrec.infer.recogniser import Prediction
+from digitrec.serve.inputs import (
     NotSmall,
     describe_pixels_schema,
     error_message,
@@ -19,9 +19,9 @@ from ..inputs import (
     read_image_source,
     read_upload_files,
 )
-from ..limits import ApiError
-from ..schemas import BatchOut, ErrorOut, PredictionOut, ReadOut
-from ..service import Service, get_service
+from digitrec.serve.limits import ApiError
+from digitrec.serve.schemas import BatchOut, ErrorOut, PredictionOut, ReadOut
+from digitrec.serve.service import Service, get_service
 
 __all__ = ["router", "prediction_dict", "predict_one"]
 

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
-from .checkpoint import ModelFile, load_model, save_model
-from .errors import ConfigError
-from .models import create_model, model_config_dict
+from digitrec.errors import ConfigError
+from digitrec.models.checkpoint import ModelFile, load_model, save_model
+from digitrec.models.registry import create_model, model_config_dict
 
 __all__ = ["build_ensemble", "save_ensemble", "ensemble_files"]
 
@@ -51,7 +53,7 @@ def save_ensemble(
 
     The metadata records each member's file name, recipe and metrics; ``metrics`` (e.g. one
     final test evaluation of the ensemble) are stored as the ensemble's own. ``half`` stores
-    the weights in float16 (see :func:`~digitrec.checkpoint.save_model`).
+    the weights in float16 (see :func:`~digitrec.models.checkpoint.save_model`).
     """
     provenance = [
         {
@@ -72,8 +74,25 @@ def save_ensemble(
 
 
 def ensemble_files(
-    sources: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+    sources: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *, half: bool = False,
+    test: tuple[np.ndarray, np.ndarray] | None = None, device: str | torch.device = "cpu", precision: str = "auto",
 ) -> Path:
-    """Load the model files (or bundled names) ``sources`` and write their ensemble to ``out``."""
+    """Load the model files (or bundled names) ``sources`` and write their ensemble to ``out``.
+
+    ``half`` stores float16 weights (and measures those); ``test`` (images, labels) is evaluated
+    once for the record and stored as the ensemble's metrics: nothing is chosen with it.
+    """
+    from digitrec.infer.evaluate import evaluate  # inference sits above models; needed only for the test
+    from digitrec.runtime import resolve_device, resolve_precision
+
     members = [load_model(s, "cpu") for s in sources]
-    return save_ensemble(out, build_ensemble(members), members)
+    model = build_ensemble(members)
+    if half:
+        model.half().float()  # the weights as they will be stored, so the test measures the file
+    metrics: dict[str, Any] = {}
+    if test is not None:
+        dev = resolve_device(device)
+        result = evaluate(model.to(dev), test[0], test[1], device=dev, precision=resolve_precision(precision, dev),
+                          normalization=members[0].normalization)
+        metrics = {"test_loss": result.loss, "test_accuracy": result.accuracy}
+    return save_ensemble(out, model.cpu(), members, metrics=metrics, half=half)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .errors import ConfigError
-from .train import TrainConfig
+from digitrec.cfg.train import TrainConfig
+from digitrec.errors import ConfigError
 
 __all__ = ["PRESETS", "list_presets", "preset_config"]
 

@@ -26,16 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import AffineAugment, random_affine
-from .calibrate import Calibration, calibration_report
-from .checkpoint import save_model
-from .data import MNIST, load_mnist
-from .errors import ConfigError
-from .evaluate import EvalResult, evaluate, predict_logits
-from .models import check_model_output, create_model, get_model_spec, model_config_dict
-from .preprocess import normalize
-from .runtime import autocast, resolve_device, resolve_precision, seed_everything
-from .trainstate import load_train_state, pack_optimizer, save_train_state, unpack_optimizer
+from digitrec.cfg.base import MAX_SEED
+from digitrec.cfg.train import TrainConfig
+from digitrec.data.augment import random_affine
+from digitrec.data.mnist import MNIST, load_mnist, split_train_val
+from digitrec.data.preprocess import normalize
+from digitrec.errors import ConfigError
+from digitrec.infer.evaluate import EvalResult, evaluate, predict_logits
+from digitrec.models.checkpoint import save_model
+from digitrec.models.registry import create_model, model_config_dict
+from digitrec.runtime import autocast, resolve_device, resolve_precision, seed_everything
+from digitrec.train.calibrate import Calibration, calibration_report
+from digitrec.train.resume import load_train_state, pack_optimizer, save_train_state, unpack_optimizer
 
 __all__ = [
     "TrainConfig",
@@ -49,103 +51,9 @@ __all__ = [
     "MAX_SEED",
 ]
 
-MAX_SEED = 2**63  # seeds must fit torch's generator (signed 64-bit here)
 _PROGRESS_EVERY = 25  # steps between progress callbacks (each one syncs with the device)
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "onecycle", "cosine")
 _ONECYCLE_START_DIV = 25.0  # one-cycle starts at lr / 25 (as torch's OneCycleLR)
 _ONECYCLE_END_DIV = 1e4  # ... and ends at (lr / 25) / 1e4
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A training recipe. The defaults are the reference notebook's."""
-
-    arch: str = "seed"  # registered architecture name
-    model_config: Mapping[str, Any] = field(default_factory=dict)  # overrides of its config class
-    epochs: int = 10  # passes over the training split
-    batch_size: int = 100  # images per optimiser step
-    lr: float = 1e-3  # Adam learning rate
-    seed: int = 0  # seeds weights init, validation split and shuffling
-    val_size: int = 5000  # images held out of the 60,000 for validation (0 = train on all)
-    limit: int = 0  # use only the first N training images, for quick runs (0 = all)
-    precision: str = "auto"  # "auto" (bf16 where native), "fp32" or "bf16"
-    eval_batch_size: int = 100  # images per forward pass when evaluating (small batches stay in cache)
-    optimizer: str = "adam"  # "adam", "adamw" (decoupled weight decay) or "sgd" (Nesterov, momentum 0.9)
-    weight_decay: float = 0.0  # L2 (adam, sgd) or decoupled (adamw) weight decay, per step
-    schedule: str = "constant"  # LR schedule: "constant", "onecycle" (peak = lr) or "cosine" (to 0)
-    warmup: float = 0.0  # fraction of all steps spent ramping the LR up (onecycle, cosine)
-    label_smoothing: float = 0.0  # cross-entropy label smoothing, 0..1
-    ema_decay: float = 0.0  # decay of an exponential moving average of the weights (0 = off);
-    #   when on, validation, selection and the saved model use the averaged weights
-    patience: int = 0  # stop after this many epochs without a better validation score (0 = never)
-    keep_best: bool = False  # end with the weights of the epoch with the best validation score
-    aug_rotate: float = 0.0  # random rotation of training images, +- degrees (0 = off)
-    aug_shift: float = 0.0  # random translation, +- pixels per axis
-    aug_scale: float = 0.0  # random zoom, +- fraction (0.1 = 90%..110%)
-    aug_shear: float = 0.0  # random horizontal shear, +- degrees
-    aug_elastic: float = 0.0  # elastic distortion strength (alpha), pixels (0 = off; Simard et al.: 34)
-    aug_elastic_sigma: float = 4.0  # smoothness of the elastic field, Gaussian sigma, pixels
-    num_classes: int = 10  # classes of the labels and the model's outputs (digits: 10; piece verifier: 2)
-
-    @property
-    def augment(self) -> AffineAugment:
-        """The augmentation ranges as one object (identity when all are zero)."""
-        return AffineAugment(self.aug_rotate, self.aug_shift, self.aug_scale, self.aug_shear,
-                             self.aug_elastic, self.aug_elastic_sigma)
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for values of the wrong type or out of range.
-
-        Also builds the architecture once and checks that it maps 28x28 images to ten
-        classes, so a bad ``model_config`` fails before any data is loaded.
-        """
-        if get_model_spec(self.arch).task != "digits":
-            raise ConfigError(f"{self.arch!r} reads lines, not digits; train it with 'digitrec train-line-reader'")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("val_size", 0), ("limit", 0),
-                          ("eval_batch_size", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            if value < low:
-                raise ConfigError(f"{name.replace('_', ' ')} must be >= {low}, got {value}")
-        if self.seed >= MAX_SEED:
-            raise ConfigError(f"seed must be < 2**63, got {self.seed}")
-        if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
-                and self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"invalid precision {self.precision!r} (use auto, fp32 or bf16)")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"invalid optimizer {self.optimizer!r} (use {', '.join(OPTIMIZERS)})")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"invalid schedule {self.schedule!r} (use {', '.join(SCHEDULES)})")
-        for name, high in (("weight_decay", math.inf), ("warmup", 1.0), ("label_smoothing", 1.0),
-                           ("ema_decay", 1.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high \
-                    or not math.isfinite(value) or (name == "ema_decay" and value >= 1):
-                limit = "in [0, 1)" if name == "ema_decay" else ">= 0" if high == math.inf else "in [0, 1]"
-                raise ConfigError(f"{name.replace('_', ' ')} must be a number {limit}, got {value!r}")
-        if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:
-            raise ConfigError(f"patience must be an integer >= 0, got {self.patience!r}")
-        if not isinstance(self.keep_best, bool):
-            raise ConfigError(f"keep_best must be true or false, got {self.keep_best!r}")
-        if (self.patience or self.keep_best) and self.val_size == 0:
-            raise ConfigError("early stopping and keep_best need a validation split (val_size > 0)")
-        try:
-            self.augment.validate()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise ConfigError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
-        check_model_output(create_model(self.arch, dict(self.model_config)), num_classes=self.num_classes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (stored in the model file)."""
-        d = dataclasses.asdict(self)
-        d["model_config"] = dict(self.model_config)
-        return d
 
 
 @dataclass(frozen=True)
@@ -252,17 +160,6 @@ class TrainResult:
         if self.calibration is not None:
             extra["calibration"] = self.calibration.to_dict()
         return save_model(path, self.model, self.config.arch, model_config, extra=extra)
-
-
-def split_train_val(
-    images: np.ndarray, labels: np.ndarray, val_size: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded random split into (train_x, train_y, val_x, val_y), stratification-free."""
-    if val_size >= len(images):
-        raise ConfigError(f"validation size {val_size} leaves no training images (of {len(images)})")
-    order = np.random.default_rng(seed).permutation(len(images))
-    val_idx, train_idx = order[:val_size], order[val_size:]
-    return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
 
 
 def _to_device_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:

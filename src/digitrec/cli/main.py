@@ -19,9 +19,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import __version__
-from .errors import ConfigError, DatasetError, DigitrecError
-from .train import MAX_SEED
+from digitrec import __version__
+from digitrec.errors import ConfigError, DatasetError, DigitrecError
+from digitrec.train.engine import MAX_SEED
 
 __all__ = ["main", "build_parser"]
 
@@ -95,7 +95,7 @@ def _torch_threads() -> int:
 
 
 def _default_min_conf() -> float:
-    from .predict import DEFAULT_MIN_CONFIDENCE
+    from digitrec.infer.recogniser import DEFAULT_MIN_CONFIDENCE
 
     return DEFAULT_MIN_CONFIDENCE
 
@@ -110,8 +110,8 @@ def _err(message: str) -> None:
 
 def _outputs(*figures: str | Path | None, model: Path | None = None) -> None:
     """Check output files before long work: figure formats, writable, no two the same file."""
-    from .fileio import check_writable
-    from .plots import check_plot_path
+    from digitrec.fileio import check_writable
+    from digitrec.plots import check_plot_path
 
     checked: list[Path] = []
     for p, is_figure in [(model, False), *((f, True) for f in figures)]:
@@ -197,7 +197,7 @@ class _TrainProgress:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import DATA_DIR_ENV, data_status, default_cache_dir, load_mnist
+    from digitrec.data.mnist import DATA_DIR_ENV, data_status, default_cache_dir, load_mnist
 
     if args.download:
         load_mnist(args.data_dir, progress=_download_progress(args.quiet))
@@ -231,8 +231,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from .data import load_mnist
-    from .plots import plot_samples
+    from digitrec.data.mnist import load_mnist
+    from digitrec.plots import plot_samples
 
     _outputs(args.out)
     mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
@@ -242,11 +242,11 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .models import count_parameters, create_model, format_summary, layer_table
+    from digitrec.models.registry import count_parameters, create_model, format_summary, layer_table
 
     _outputs(args.diagram)
     if args.model:
-        from .checkpoint import load_model
+        from digitrec.models.checkpoint import load_model
 
         mf = load_model(args.model)
         model, name = mf.model, f"{args.model} ({mf.arch})"
@@ -268,7 +268,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     else:
         print(format_summary(model, name))
     if args.diagram:
-        from .plots import plot_model_diagram
+        from digitrec.plots import plot_model_diagram
 
         path = plot_model_diagram(model, args.diagram, name=name)
         print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
@@ -284,10 +284,10 @@ _RECIPE_FLAGS = (
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .data import load_mnist
-    from .presets import preset_config
-    from .runtime import resolve_device
-    from .train import train
+    from digitrec.cfg.presets import preset_config
+    from digitrec.data.mnist import load_mnist
+    from digitrec.runtime import resolve_device
+    from digitrec.train.engine import train
 
     overrides = {name: getattr(args, name) for name in _RECIPE_FLAGS if getattr(args, name) is not None}
     config = preset_config(args.preset, **overrides)
@@ -331,7 +331,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"saved model to {path}")
     plot = None
     if history_plot is not None:
-        from .plots import plot_history
+        from digitrec.plots import plot_history
 
         plot = plot_history(result.history, history_plot)
         if not args.json:
@@ -361,10 +361,10 @@ def _format_report(result: Any) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .data import load_mnist
-    from .evaluate import evaluate
-    from .runtime import resolve_device, resolve_precision
+    from digitrec.data.mnist import load_mnist
+    from digitrec.infer.evaluate import evaluate
+    from digitrec.models.checkpoint import load_model
+    from digitrec.runtime import resolve_device, resolve_precision
 
     if not args.no_plots:
         _outputs(args.confusion, args.errors)
@@ -379,7 +379,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     written: dict[str, str] = {}
     if not args.no_plots:
-        from .plots import plot_confusion, plot_misclassified
+        from digitrec.plots import plot_confusion, plot_misclassified
 
         written["confusion_plot"] = str(
             plot_confusion(result.confusion, args.confusion, title=f"{args.model}: {args.split} set")
@@ -400,8 +400,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .ensemble import build_ensemble, save_ensemble
+    from digitrec.models.checkpoint import load_model
+    from digitrec.models.ensemble import build_ensemble, save_ensemble
 
     out = Path(args.out)
     _outputs(model=out)
@@ -412,9 +412,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {}
     if args.test:
         # One final measurement for the record; nothing is chosen with it.
-        from .data import load_mnist
-        from .evaluate import evaluate
-        from .runtime import resolve_device, resolve_precision
+        from digitrec.data.mnist import load_mnist
+        from digitrec.infer.evaluate import evaluate
+        from digitrec.runtime import resolve_device, resolve_precision
 
         device = resolve_device(args.device)
         mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
@@ -436,10 +436,11 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def cmd_train_verifier(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .data import load_mnist
-    from .predict import load
-    from .runtime import resolve_device
-    from .verifier import VerifierConfig, label_candidates, save_verifier, train_verifier
+    from digitrec.data.mnist import load_mnist
+    from digitrec.infer.recogniser import load
+    from digitrec.read.verifier import VerifierConfig
+    from digitrec.runtime import resolve_device
+    from digitrec.train.verifier import label_candidates, save_verifier, train_verifier
 
     config = VerifierConfig(lines=args.lines, seed=args.seed, epochs=args.epochs, arch=args.arch)
     config.validate()
@@ -487,9 +488,9 @@ def cmd_train_verifier(args: argparse.Namespace) -> int:
 def cmd_train_line_reader(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .data import load_mnist
-    from .linereader import LineTrainConfig, save_line_reader, train_line_reader
-    from .runtime import resolve_device
+    from digitrec.data.mnist import load_mnist
+    from digitrec.runtime import resolve_device
+    from digitrec.train.lines import LineTrainConfig, save_line_reader, train_line_reader
 
     arch = "line-crnn" if args.lines == "paper" else "line-ctc"
     config = LineTrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, lines=args.lines,
@@ -556,9 +557,9 @@ def _config_from(args: argparse.Namespace, config_class: type) -> Any:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .data import load_mnist
-    from .finetune import FinetuneConfig, finetune, load_labelled
-    from .runtime import resolve_device
+    from digitrec.data.mnist import load_mnist
+    from digitrec.runtime import resolve_device
+    from digitrec.train.finetune import FinetuneConfig, finetune, load_labelled
 
     config = _config_from(args, FinetuneConfig)
     config.validate()
@@ -609,7 +610,7 @@ def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None
     """(name, image source, true label or None) for each requested input."""
     inputs: list[tuple[str, Any, int | None]] = [(p, p, None) for p in args.images]
     if args.mnist_index is not None or args.random:
-        from .data import load_mnist
+        from digitrec.data.mnist import load_mnist
 
         mnist = load_mnist(args.data_dir, progress=_download_progress(args.quiet))
         n = len(mnist.test_images)
@@ -629,7 +630,7 @@ def _save_input(image: np.ndarray, path: str | Path) -> Path:
     """The 28x28 [0, 1] model input as an 8-bit greyscale PNG (or any format Pillow knows by suffix)."""
     from PIL import Image
 
-    from .fileio import atomic_write
+    from digitrec.fileio import atomic_write
 
     target = Path(path)
     fmt = Image.registered_extensions().get(target.suffix.lower())
@@ -662,11 +663,11 @@ def _cli_backend(requested: str, count: int) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import load
+    from digitrec.infer.recogniser import load
 
     _outputs(args.show)
     if args.show_input:
-        from .fileio import check_writable
+        from digitrec.fileio import check_writable
 
         check_writable(args.show_input)
     inputs = _predict_inputs(args)
@@ -699,7 +700,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             path = _save_input(pred.input, args.show_input)
             print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
         if args.show and pred.digit is not None:
-            from .plots import plot_prediction
+            from digitrec.plots import plot_prediction
 
             shown = source if isinstance(source, np.ndarray) else pred.input
             path = plot_prediction(shown, pred, args.show, true_label=truth)
@@ -708,7 +709,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from .predict import load
+    from digitrec.infer.recogniser import load
 
     _outputs(args.show)
     if args.show and len(args.images) != 1:
@@ -738,8 +739,8 @@ def cmd_read(args: argparse.Namespace) -> int:
             )
             print(f"{name}: {reading.number}  confidence {reading.confidence:.1%}{unsure}  digits: {digits}")
         if args.show:
-            from .plots import plot_reading
-            from .preprocess import decode_image, to_grayscale
+            from digitrec.data.preprocess import decode_image, to_grayscale
+            from digitrec.plots import plot_reading
 
             decoded = decode_image(name)  # a big JPEG comes back smaller; the boxes are in the file's pixels
             path = plot_reading(to_grayscale(decoded.image), reading, args.show, scale=decoded.scale)
@@ -748,10 +749,10 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate_model_file
-    from .checkpoint import bundled_models, read_metadata, resolve_model_path
-    from .data import load_mnist
-    from .fileio import check_writable
+    from digitrec.data.mnist import load_mnist
+    from digitrec.fileio import check_writable
+    from digitrec.models.checkpoint import bundled_models, read_metadata, resolve_model_path
+    from digitrec.train.calibrate import calibrate_model_file
 
     source = resolve_model_path(args.model)
     if not args.out and source in bundled_models().values():
@@ -773,8 +774,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .infer import export_onnx
+    from digitrec.infer.backends import export_onnx
+    from digitrec.models.checkpoint import load_model
 
     if not args.out.lower().endswith(".onnx"):
         raise ConfigError(f"{args.out}: the output must end in .onnx")
@@ -790,8 +791,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .checkpoint import bundled_models, read_metadata
-    from .models import count_parameters, create_model, get_model_spec, list_models
+    from digitrec.models.checkpoint import bundled_models, read_metadata
+    from digitrec.models.registry import count_parameters, create_model, get_model_spec, list_models
 
     archs = []
     for name in list_models(None):
@@ -803,7 +804,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         meta = read_metadata(path)
         bundled.append({"name": name, "arch": meta["arch"], "path": str(path),
                         "test_accuracy": meta.get("metrics", {}).get("test_accuracy")})
-    from .presets import PRESETS, preset_config
+    from digitrec.cfg.presets import PRESETS, preset_config
 
     presets: list[dict[str, Any]] = [{"name": n, "overrides": dict(o)} for n, o in PRESETS.items()]
     if args.json:
@@ -828,7 +829,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import MISSING_EXTRA, ServeConfig
+    from digitrec.serve import MISSING_EXTRA, ServeConfig
 
     config = ServeConfig(
         model=args.model, verifier=args.verifier, line_reader=args.line_reader, host=args.host, port=args.port,
@@ -840,7 +841,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401
 
-        from .serve.app import run
+        from digitrec.serve.app import run
     except ModuleNotFoundError as exc:
         raise ConfigError(f"{MISSING_EXTRA} (missing module {exc.name})") from None
     run(config)
@@ -998,7 +999,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_verifier)
 
-    from .linereader import LINE_KINDS, LineTrainConfig
+    from digitrec.cfg.lines import LINE_KINDS
+    from digitrec.train.lines import LineTrainConfig
 
     p = sub.add_parser("train-line-reader", parents=[common, data_opts, placement_opts],
                        help="train the line reader that reads numbers",
@@ -1019,7 +1021,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train_line_reader)
 
-    from .finetune import FinetuneConfig
+    from digitrec.train.finetune import FinetuneConfig
 
     p = sub.add_parser("finetune", parents=[common, data_opts, placement_opts],
                        help="fine-tune the number reader or a digit model on your own labelled images",

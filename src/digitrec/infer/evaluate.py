@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DatasetError
-from .preprocess import NORMALIZATION, Normalization, normalize
-from .runtime import autocast
+from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
+from digitrec.errors import DatasetError
+from digitrec.runtime import autocast
 
 __all__ = ["predict_logits", "EvalResult", "evaluate", "confusion_matrix", "per_class_metrics"]
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .errors import ConfigError, first_line
-from .preprocess import IMAGE_SIZE
+from digitrec.data.preprocess import IMAGE_SIZE
+from digitrec.errors import ConfigError, first_line
 
 __all__ = [
     "ModelSpec",

@@ -17,13 +17,11 @@ it and nothing else. Training batches may mix in data made from MNIST *training*
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +29,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .calibrate import calibration_report
-from .checkpoint import ModelFile, load_model, save_model
-from .data import MNIST, load_mnist
-from .errors import ConfigError, DatasetError, DigitrecError
-from .evaluate import evaluate, predict_logits
-from .lineprep import line_input
-from .linereader import (
-    LINE_CLASSES,
-    batch_log_probs,
-    bundled_line_reader,
-    ctc_step,
-    decode,
-    fit_line_temperature,
-    pack_lines,
-    render_training_line,
-    string_log_prob,
-)
-from .models import model_config_dict
-from .predict import NO_NUMBER_BELOW, grey_view
-from .preprocess import IMAGE_FORMATS, NORMALIZATION, Normalization, decode_gray, to_mnist
-from .runtime import resolve_precision
-from .train import TrainConfig, WeightEMA, fit, split_train_val
+from digitrec.cfg.finetune import KIND_DEFAULTS, FinetuneConfig
+from digitrec.data.labelled import IMAGE_SUFFIXES, LabelledData, load_labelled, refuse_bad_rows
+from digitrec.data.mnist import MNIST, load_mnist, split_train_val
+from digitrec.data.preprocess import NORMALIZATION, Normalization, to_mnist
+from digitrec.errors import ConfigError, DatasetError, DigitrecError
+from digitrec.infer.evaluate import evaluate, predict_logits
+from digitrec.infer.recogniser import NO_NUMBER_BELOW, grey_view
+from digitrec.models.checkpoint import ModelFile, load_model, save_model
+from digitrec.models.registry import model_config_dict
+from digitrec.read.lineprep import line_input
+from digitrec.read.linereader import LINE_CLASSES, batch_log_probs, bundled_line_reader, decode, string_log_prob
+from digitrec.runtime import resolve_precision
+from digitrec.train.calibrate import calibration_report
+from digitrec.train.engine import TrainConfig, WeightEMA, fit
+from digitrec.train.lines import ctc_step, fit_line_temperature, pack_lines, render_training_line
 
 __all__ = [
     "FinetuneConfig",
@@ -65,187 +56,8 @@ __all__ = [
     "KIND_DEFAULTS",
 ]
 
-# Files an ImageFolder class folder may hold: the suffixes Pillow gives the formats digitrec decodes.
-IMAGE_SUFFIXES = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in IMAGE_FORMATS))
-_SHOW_BAD = 5  # bad rows named in an error message
-# The recipe's fields left open (None) take these, per kind of data; chosen on ORAND-CAR-A
-# shares (docs/finetune.md): a digit model forgets MNIST faster than the reader forgets its
-# generated lines, and its replayed digits cost little to train on.
-KIND_DEFAULTS: dict[str, dict[str, float]] = {"numbers": {"replay": 0.1, "lr": 2e-3},
-                                              "digits": {"replay": 3.0, "lr": 5e-4}}
 # Digit fine-tuning's augmentation (TrainConfig fields): a scanned digit's usual variation.
 _DIGIT_AUGMENT = {"aug_rotate": 10.0, "aug_shift": 2.0, "aug_scale": 0.1, "aug_shear": 10.0}
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """A fine-tuning recipe. The defaults were chosen on shares of ORAND-CAR-A (docs/finetune.md)."""
-
-    # Each field's help is what `digitrec finetune --help` shows for its flag (generated from these fields).
-    epochs: int = field(default=60, metadata={"help": "passes over the training share (fewer with --patience)"})
-    batch_size: int = field(default=32, metadata={"help": "user images per optimiser step (replayed ones come on top)"})
-    lr: float | None = field(default=None, metadata={"help": "peak learning rate (AdamW, one-cycle schedule; "
-                                                             "default: 2e-3 for numbers, 5e-4 for digits)"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW's decoupled weight decay"})
-    val_size: float = field(default=0.1, metadata={"help": "share of the images held out (seeded) to measure and "
-                                                           "choose the epoch kept, 0 < share < 1"})
-    seed: int = field(default=0, metadata={"help": "seeds the validation split, shuffling, augmentation, replay"})
-    patience: int = field(default=0, metadata={"help": "stop after this many epochs without a better validation "
-                                                       "score (0: never; the best epoch is kept either way)"})
-    replay: float | None = field(default=None, metadata={
-        "help": "images made from MNIST training digits (generated lines or digits) mixed in per user image, so "
-                "the model keeps what it knew (0: none; default: 0.1 for numbers, 3 for digits)"})
-    ema: float = field(default=0.0, metadata={"help": "decay of a moving average of the weights per step, which "
-                                                      "is what is validated and kept (0: off)"})
-    augment: bool = field(default=True, metadata={"help": "vary the images as scans vary (width, slant, margins, "
-                                                          "contrast, blur, noise)"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 where the CPU/GPU runs it natively), "
-                                                             "fp32 or bf16"})
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for values out of range."""
-        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("patience", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{name.replace('_', ' ')} must be an integer >= {low}, got {value!r}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)) \
-                or not 0.0 <= self.weight_decay < math.inf:
-            raise ConfigError("lr must be > 0 and weight decay >= 0")
-        if not 0.0 < self.val_size < 1.0:
-            raise ConfigError(f"val size must be a share between 0 and 1 (0.1 = 10%), got {self.val_size}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
-        if self.replay is not None and not 0.0 <= self.replay <= 4.0:
-            raise ConfigError(f"replay must be between 0 and 4 replayed images per user image, got {self.replay}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"invalid precision {self.precision!r} (use auto, fp32 or bf16)")
-
-
-@dataclass(frozen=True)
-class LabelledData:
-    """A user's labelled images, checked and decoded."""
-
-    kind: str  # "numbers" (a CSV of whole numbers) or "digits" (an ImageFolder of single digits)
-    source: Path  # the CSV file or the folder
-    files: tuple[str, ...]  # each image's path as given (relative to the CSV / the folder)
-    labels: tuple[str, ...]  # each image's digits ("0".."9" for single digits)
-    images: tuple[np.ndarray, ...] = field(repr=False)  # grey (H, W) float32 [0, 1], as decoded
-    skipped: tuple[str, ...] = ()  # rows left out (with skip_bad): "line N: why"
-    sha256: str = ""  # digest of every (path, label, file bytes' SHA-256), in order
-    skip_bad: bool = False  # leave out images found unusable later (a digit crop with no ink) instead of refusing
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def subset(self, indices: Sequence[int]) -> LabelledData:
-        """The images at ``indices`` (in that order), with their own digest: for splits made outside."""
-        digest = hashlib.sha256(self.sha256.encode())
-        digest.update(",".join(str(int(i)) for i in indices).encode())
-        return dataclasses.replace(self, files=tuple(self.files[i] for i in indices),
-                                   labels=tuple(self.labels[i] for i in indices),
-                                   images=tuple(self.images[i] for i in indices), sha256=digest.hexdigest())
-
-    def summary(self) -> dict[str, Any]:
-        """What the model file records about the data (no pixels, no paths)."""
-        return {"kind": self.kind, "name": self.source.name, "images": len(self), "skipped": len(self.skipped),
-                "sha256": self.sha256}
-
-
-def _refuse(problems: list[str], where: str) -> None:
-    """Raise one :class:`DatasetError` naming the first few ``problems`` (nothing if there are none)."""
-    if not problems:
-        return
-    shown = "; ".join(problems[:_SHOW_BAD])
-    more = f" (and {len(problems) - _SHOW_BAD} more)" if len(problems) > _SHOW_BAD else ""
-    raise DatasetError(f"{where}: {len(problems)} bad row(s): {shown}{more}; fix them or pass --skip-bad")
-
-
-def _decode(path: Path) -> tuple[np.ndarray, bytes]:
-    blob = path.read_bytes()
-    return decode_gray(blob)[0], blob
-
-
-def _rows_from_csv(path: Path) -> list[tuple[str, str, str]]:
-    """(where, file, label) of each data row of a ``file,label`` CSV; problems with the CSV itself raise."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read the CSV ({exc})") from exc
-    rows = list(csv.reader(text.splitlines()))
-    if not rows:
-        raise DatasetError(f"{path}: empty CSV (expected a header 'file,label' and one row per image)")
-    header = [c.strip().lower() for c in rows[0]]
-    if header[:2] != ["file", "label"]:
-        raise DatasetError(f"{path}: the first line must be the header 'file,label', got {','.join(rows[0])!r}")
-    return [(f"line {i}", *(r + ["", ""])[:2]) for i, r in enumerate(rows[1:], start=2) if any(c.strip() for c in r)]
-
-
-def _rows_from_folder(path: Path) -> list[tuple[str, str, str]]:
-    """(where, file, label) of each image of an ImageFolder (``0/`` ... ``9/``)."""
-    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    wrong = [p.name for p in folders if p.name not in {str(d) for d in range(10)}]
-    if wrong:
-        raise DatasetError(f"{path}: class folder(s) {', '.join(map(repr, wrong[:_SHOW_BAD]))} are not 0-9 "
-                           "(an ImageFolder of digits has folders 0 ... 9)")
-    rows = []
-    for folder in folders:
-        for f in sorted(folder.iterdir()):
-            if f.is_file() and not f.name.startswith("."):
-                rel = f"{folder.name}/{f.name}"
-                rows.append((rel, rel, folder.name))
-    return rows
-
-
-def load_labelled(path: str | Path, *, skip_bad: bool = False) -> LabelledData:
-    """Check and decode a user's labelled images: a ``file,label`` CSV or an ImageFolder of digits.
-
-    Every row is checked (the file exists, decodes as one of the allowed formats, is named
-    once, its label is digits only) before anything is returned. Bad rows raise
-    :class:`DatasetError` naming the first few (line numbers for a CSV), unless ``skip_bad``,
-    which leaves them out and lists them in ``skipped``.
-    """
-    source = Path(path)
-    if source.is_dir():
-        kind, root, rows = "digits", source, _rows_from_folder(source)
-    elif source.is_file():
-        kind, root, rows = "numbers", source.parent, _rows_from_csv(source)
-    else:
-        raise DatasetError(f"{source}: no such CSV file or folder")
-    if not rows:
-        raise DatasetError(f"{source}: no labelled images in it")
-    problems: list[str] = []
-    seen: set[Path] = set()
-    files, labels, images, digests = [], [], [], hashlib.sha256()
-    for where, name, label in rows:
-        name, label = name.strip(), label.strip()
-        file = (root / name).resolve()
-        if not name:
-            problems.append(f"{where}: no file named")
-        elif not label or not label.isascii() or not label.isdigit():
-            problems.append(f"{where}: label {label!r} is not digits 0-9")
-        elif file in seen:
-            problems.append(f"{where}: {name} is listed twice")
-        elif not file.is_file():
-            problems.append(f"{where}: {name}: no such file")
-        elif kind == "digits" and file.suffix.lower() not in IMAGE_SUFFIXES:
-            problems.append(f"{where}: not an image ({', '.join(IMAGE_SUFFIXES)})")
-        else:
-            try:
-                gray, blob = _decode(file)
-            except (DigitrecError, OSError) as exc:
-                problems.append(f"{where}: {name}: {str(exc).splitlines()[0] if str(exc) else 'cannot decode'}")
-            else:
-                seen.add(file)
-                files.append(name)
-                labels.append(label)
-                images.append(gray)
-                digests.update(f"{name}\t{label}\t{hashlib.sha256(blob).hexdigest()}\n".encode())
-    if not skip_bad:
-        _refuse(problems, str(source))
-    if not files:
-        raise DatasetError(f"{source}: no usable images ({len(problems)} bad row(s), e.g. {problems[0]})")
-    return LabelledData(kind=kind, source=source, files=tuple(files), labels=tuple(labels), images=tuple(images),
-                        skipped=tuple(problems), sha256=digests.hexdigest(), skip_bad=skip_bad)
 
 
 def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +203,7 @@ def finetune(
     that read the validation share best (never worse than the model it started from: if no
     epoch beats it, the starting weights are kept).
     """
-    from .runtime import resolve_device
+    from digitrec.runtime import resolve_device
 
     config = config or FinetuneConfig()
     config.validate()
@@ -495,7 +307,7 @@ def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndar
             prepared.append(None)
             empty.append(f"{name}: no digit found in it")
     if not labelled.skip_bad:
-        _refuse(empty, str(labelled.source))
+        refuse_bad_rows(empty, str(labelled.source))
     usable = np.array([p is not None for p in prepared])
     train_idx, val_idx = train_idx[usable[train_idx]], val_idx[usable[val_idx]]
     if len(val_idx) == 0 or len(train_idx) == 0:

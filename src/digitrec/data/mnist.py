@@ -23,8 +23,8 @@ from typing import Literal
 import numpy as np
 import platformdirs
 
-from .errors import ConfigError, DatasetError
-from .fileio import atomic_write
+from digitrec.errors import ConfigError, DatasetError
+from digitrec.fileio import atomic_write
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -41,6 +41,7 @@ __all__ = [
     "load_mnist",
     "download_mnist",
     "data_status",
+    "split_train_val",
 ]
 
 DATA_DIR_ENV = "DIGITREC_DATA_DIR"
@@ -350,3 +351,13 @@ def data_status(data_dir: str | os.PathLike[str] | None = None) -> DataStatus:
             counts[split] = np.bincount(array.astype(np.int64), minlength=10).tolist()
     return DataStatus(directory=str(directory), files=files, class_counts=counts)
 
+
+def split_train_val(
+    images: np.ndarray, labels: np.ndarray, val_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded random split into (train_x, train_y, val_x, val_y), stratification-free."""
+    if val_size >= len(images):
+        raise ConfigError(f"validation size {val_size} leaves no training images (of {len(images)})")
+    order = np.random.default_rng(seed).permutation(len(images))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    return images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]

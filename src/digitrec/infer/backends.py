@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import ModelFile
-from .errors import ConfigError, DigitrecError, first_line
-from .evaluate import predict_logits
-from .fileio import atomic_write
-from .models import create_model
-from .preprocess import IMAGE_SIZE, Normalization
+from digitrec.cfg.base import BACKENDS
+from digitrec.data.preprocess import IMAGE_SIZE, Normalization
+from digitrec.errors import ConfigError, DigitrecError, first_line
+from digitrec.fileio import atomic_write
+from digitrec.infer.evaluate import predict_logits
+from digitrec.models.checkpoint import ModelFile
+from digitrec.models.registry import create_model
 
 __all__ = ["BACKENDS", "onnxruntime_available", "ProbabilityModel", "InferenceEngine", "export_onnx"]
 
-BACKENDS = ("auto", "torch", "onnx")
 # Up to this many images per call run on one thread: for a handful of images, waking a
 # second thread costs more than it saves, and on a busy machine it waits for a free core.
 _SMALL_BATCH = 8
@@ -99,7 +99,7 @@ def _onnx_bytes(model_file: ModelFile) -> bytes:
 
 def export_onnx(model_file: ModelFile, path: str | os.PathLike[str]) -> None:
     """Write ``model_file`` as an ONNX graph: input ``images`` (N, 28, 28) float32 in [0, 1]
-    (white digit on black, as :func:`digitrec.preprocess.to_mnist` makes them), output
+    (white digit on black, as :func:`digitrec.data.preprocess.to_mnist` makes them), output
     ``probabilities`` (N, 10) float32, normalisation and temperature included."""
     blob = _onnx_bytes(model_file)
     with atomic_write(path) as fh:

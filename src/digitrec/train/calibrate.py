@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import ModelFile, load_model, resolve_model_path, write_metadata
-from .data import MNIST, load_mnist
-from .errors import ConfigError
-from .evaluate import predict_logits
+from digitrec.data.mnist import MNIST, load_mnist, split_train_val
+from digitrec.errors import ConfigError
+from digitrec.infer.evaluate import predict_logits
+from digitrec.models.checkpoint import ModelFile, load_model, resolve_model_path, write_metadata
 
 __all__ = [
     "ECE_BINS",
@@ -105,7 +105,6 @@ def calibration_report(logits: torch.Tensor, labels: torch.Tensor) -> Calibratio
 
 def validation_split(metadata: dict[str, Any], mnist: MNIST) -> tuple[np.ndarray, np.ndarray]:
     """The validation images and labels a model was trained without, from its stored recipe."""
-    from .train import split_train_val  # train imports this module
 
     recipe = metadata.get("train_config")
     if not isinstance(recipe, dict):

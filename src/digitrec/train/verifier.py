@@ -1,95 +1,39 @@
-"""The piece verifier: is a candidate cut from a line of digits one whole digit?
+"""Training the piece verifier: label the segmenter's candidates by forced alignment, then train a two-class net.
 
-Reading a number (:mod:`digitrec.numbers`) cuts a line into pieces and tries every run of
-neighbouring pieces as a digit. A digit classifier answers "which digit" confidently even for
-two touching digits run together (an "8" with a "1" stuck to it still looks most like an "8")
-or for part of a digit, because it never saw such inputs. The verifier is a second, two-class
-model trained for exactly that question, on the segmenter's own candidates:
+How reading uses the verifier, and why it exists: :mod:`digitrec.read.verifier`. Making one:
 
-1. draw lines of 2-6 MNIST *training* digits (:func:`digitrec.synthetic.digit_line`, some
+1. draw lines of 2-6 MNIST *training* digits (:func:`digitrec.data.synthetic.digit_line`, some
    gaps touching) and list every candidate the segmenter would consider;
 2. label them by forced alignment: of the chains of candidates whose digits read as the true
    number, the best-scoring one's candidates are "one digit", all others are not (lines with
    no such chain are skipped);
-3. train a small CNN on the candidates' 28x28 inputs with the project's training engine.
-
-When reading, each candidate also scores the log of the verifier's "one digit" probability.
+3. train a small CNN on the candidates' 28x28 inputs with the project's training loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .checkpoint import ModelFile, packaged_file, save_model
-from .errors import ConfigError, ModelFileError
-from .evaluate import predict_logits
-from .models import model_config_dict
-from .numbers import Candidate, WholeDigit, candidates
-from .preprocess import ink_map
-from .synthetic import digit_line
+from digitrec.cfg.verifier import VerifierConfig
+from digitrec.data.mnist import MNIST
+from digitrec.data.preprocess import ink_map
+from digitrec.data.synthetic import digit_line
+from digitrec.errors import ConfigError
+from digitrec.models.checkpoint import save_model
+from digitrec.models.registry import model_config_dict
+from digitrec.read.segment import Candidate, candidates
+from digitrec.read.verifier import PIECE_CLASSES
+from digitrec.train.engine import TrainCallback, TrainResult, fit
 
-if TYPE_CHECKING:  # the training engine loads only to train, not to read numbers
-    from .train import TrainCallback, TrainConfig, TrainResult
-
-__all__ = [
-    "PIECE_CLASSES",
-    "VerifierConfig",
-    "align",
-    "label_candidates",
-    "train_verifier",
-    "save_verifier",
-    "bundled_verifier",
-    "whole_digit_scorer",
-]
-
-PIECE_CLASSES = ["not one digit", "one digit"]  # the verifier's class names, in logit order
+__all__ = ["align", "label_candidates", "train_verifier", "save_verifier", "make_verifier", "VerifierRun"]
 
 Probabilities = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) inputs -> (N, 10) digit probabilities
 Progress = Callable[[int, int], None]  # (lines done, lines in all)
-
-
-@dataclass(frozen=True)
-class VerifierConfig:
-    """How the verifier's training candidates are made and how it is trained."""
-
-    lines: int = 6000  # synthetic lines of 2-6 training digits cut into candidates
-    touching: tuple[float, ...] = (0.0, 0.17, 0.35)  # fraction of touching gaps; one value drawn per line
-    seed: int = 0  # seeds the lines, the held-out candidates and training
-    arch: str = "fast"  # registered architecture, built with two output classes
-    epochs: int = 8  # passes over the candidates
-    batch_size: int = 128  # candidates per optimiser step
-    lr: float = 2e-3  # peak learning rate of one-cycle Adam
-    val_fraction: float = 0.1  # candidates held out to report the verifier's accuracy
-    model_config: dict[str, Any] = field(default_factory=dict)  # overrides of the arch's config
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for values out of range."""
-        for name in ("lines", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"verifier {name.replace('_', ' ')} must be an integer >= 1, got {value!r}")
-        if not self.touching or any(not 0.0 <= t <= 1.0 for t in self.touching):
-            raise ConfigError(f"touching fractions must lie in [0, 1], got {self.touching!r}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val fraction must be in (0, 1), got {self.val_fraction!r}")
-        self.train_config().validate()
-
-    def train_config(self) -> TrainConfig:
-        """The training recipe for the two-class network."""
-        from .train import TrainConfig
-
-        return TrainConfig(
-            arch=self.arch, model_config={**self.model_config, "num_classes": 2}, epochs=self.epochs,
-            batch_size=self.batch_size, lr=self.lr, seed=self.seed, val_size=0, schedule="onecycle",
-            warmup=0.25, num_classes=2,
-        )
 
 
 def align(cands: Sequence[Candidate], digits: Sequence[int], count: int, probs: np.ndarray) -> set[int] | None:
@@ -179,8 +123,6 @@ def train_verifier(
     callback: TrainCallback | None = None,
 ) -> TrainResult:
     """Train the two-class verifier on labelled candidates; a seeded share is held out for its accuracy."""
-    from .train import fit
-
     config.validate()
     order = np.random.default_rng(config.seed).permutation(len(inputs))
     n_val = max(1, int(round(config.val_fraction * len(inputs))))
@@ -210,20 +152,41 @@ def save_verifier(path: str | Path, result: TrainResult, config: VerifierConfig,
     return save_model(path, model, config.arch, model_config, class_names=list(PIECE_CLASSES), extra=extra)
 
 
-def bundled_verifier() -> Path | None:
-    """The verifier shipped inside the package, or None if this installation has none."""
-    return packaged_file("verifier", "pieces.safetensors")
+@dataclasses.dataclass(frozen=True)
+class VerifierRun:
+    """A trained verifier and what it was trained on."""
+
+    result: TrainResult  # the training run (model, history, held-out metrics)
+    candidates: int  # labelled candidates trained on
+    positive_fraction: float  # share of them that are one whole digit
+    skipped_lines: int  # lines no chain of candidates read true
+
+    def summary(self, path: Path) -> dict[str, object]:
+        """The run as a JSON-ready dict (``path``: where the verifier was saved)."""
+        return {"model": str(path), "candidates": self.candidates, "positive_fraction": self.positive_fraction,
+                "skipped_lines": self.skipped_lines, **self.result.metrics()}
 
 
-def whole_digit_scorer(verifier: ModelFile, device: torch.device, precision: str = "fp32") -> WholeDigit:
-    """A function giving, for (N, 28, 28) [0, 1] inputs, the probability that each is one whole digit."""
-    if verifier.class_names != PIECE_CLASSES:
-        raise ModelFileError(f"{verifier.path}: not a piece verifier (classes {verifier.class_names})")
+def make_verifier(config: VerifierConfig, digit_model: str, mnist: MNIST, out: str | Path, *,
+                  device: torch.device, line_progress: Progress | None = None,
+                  callback: TrainCallback | None = None) -> tuple[VerifierRun, Path | None]:
+    """The whole pipeline: label candidates of MNIST *training* digits, train, save to ``out``.
 
-    def whole(inputs: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-        logits = predict_logits(verifier.model, x, device=device, precision=precision, batch_size=256,
-                                normalization=verifier.normalization)
-        return logits.float().softmax(dim=1)[:, 1].cpu().numpy()
+    ``digit_model`` (a model file or bundled name) is the classifier the segmenter scores
+    candidates with while labelling. Returns the run and the saved path (None when training
+    was interrupted before its first epoch: nothing is written then).
+    """
+    from digitrec.infer.recogniser import load  # the recogniser sits above training in the layering
 
-    return whole
+    config.validate()
+    rec = load(digit_model, device=device, verifier=None, line_reader=None)
+    # Training digits only: the test split stays unseen, for the robustness bench.
+    inputs, targets, skipped = label_candidates(rec.predict_proba, mnist.train_images, mnist.train_labels,
+                                                config, progress=line_progress)
+    result = train_verifier(inputs, targets, config, device=device, callback=callback)
+    run = VerifierRun(result, len(targets), float(targets.mean()), skipped)
+    if not result.history:
+        return run, None
+    path = save_verifier(out, result, config, labelled_with=rec.name, candidates_count=run.candidates,
+                         positive_fraction=run.positive_fraction, skipped_lines=skipped)
+    return run, path

@@ -18,8 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .checkpoint import write_blob
-from .errors import ModelFileError
+from digitrec.errors import ModelFileError
+from digitrec.models.checkpoint import write_blob
+from digitrec.models.header import header_record, split_header
 
 __all__ = ["STATE_FORMAT", "save_train_state", "load_train_state", "pack_optimizer", "unpack_optimizer"]
 
@@ -71,14 +72,13 @@ def load_train_state(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, 
         blob = p.read_bytes()
     except OSError as exc:
         raise ModelFileError(f"{p}: cannot read checkpoint ({exc.strerror or exc})") from exc
+    what = f"{p}: not a digitrec training checkpoint"
+    meta = header_record(split_header(blob, what)[0], _META_KEY, what)
     try:
-        n = int.from_bytes(blob[:8], "little")
-        header = json.loads(blob[8 : 8 + n])
-        meta = json.loads(header["__metadata__"][_META_KEY])
         flat = st_load(blob)
-    except (ValueError, KeyError, TypeError, SafetensorError, RuntimeError) as exc:
-        raise ModelFileError(f"{p}: not a digitrec training checkpoint") from exc
-    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+    except (ValueError, SafetensorError, RuntimeError) as exc:
+        raise ModelFileError(what) from exc
+    if meta.get("format") != STATE_FORMAT:
         raise ModelFileError(f"{p}: not a digitrec training checkpoint")
     if meta.get("format_version") != _STATE_VERSION:
         raise ModelFileError(f"{p}: unsupported checkpoint version {meta.get('format_version')!r}")

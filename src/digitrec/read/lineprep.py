@@ -3,7 +3,7 @@
 The grey line reader reads the picture itself, not a binarised copy: once a threshold has
 thrown a faint stroke away, nothing downstream can bring it back. What it is given is the
 picture with only what every scan and photo needs evened out, in small pure steps shared by
-training (:mod:`digitrec.paper`'s lines go through :func:`line_input` too) and reading:
+training (:mod:`digitrec.data.paper`'s lines go through :func:`line_input` too) and reading:
 
     polarity      ink made bright (dark ink on light paper is inverted), judged from the tones
     scale         the whole crop 32 pixels high, the width in proportion
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .models import LINE_HEIGHT, LINE_STRIDE
+from digitrec.models.registry import LINE_HEIGHT, LINE_STRIDE
 
 __all__ = ["GREY_HEIGHT", "READ_WHOLE", "READ_BAND_BELOW", "MAX_LINE_WIDTH", "GreyLine", "ink_is_dark",
            "remove_paper", "ink_level", "flatten_paper", "line_input", "locate", "tighten_box"]

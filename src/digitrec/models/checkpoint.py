@@ -11,7 +11,6 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,25 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from . import __version__
-from .errors import ConfigError, DigitrecError, ModelFileError, first_line
-from .fileio import atomic_write
-from .models import TASKS, check_line_output, check_model_output, create_model, get_model_spec
-from .preprocess import NORMALIZATION, Normalization
+from digitrec import __version__
+from digitrec.data.preprocess import NORMALIZATION, Normalization
+from digitrec.errors import ConfigError, DigitrecError, ModelFileError, first_line
+from digitrec.fileio import atomic_write
+from digitrec.models.header import (
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_MODEL_BYTES,
+    MODEL_KEY,
+    bundled_models,
+    check_model_record,
+    header_record,
+    join_header,
+    packaged_file,
+    read_metadata,
+    resolve_model_path,
+    split_header,
+)
+from digitrec.models.registry import TASKS, check_line_output, check_model_output, create_model, get_model_spec
 
 __all__ = [
     "FORMAT",
@@ -41,10 +54,6 @@ __all__ = [
     "packaged_file",
 ]
 
-FORMAT = "digitrec-model"
-FORMAT_VERSION = 1
-_META_KEY = "digitrec"
-_MAX_MODEL_BYTES = 512 * 1024 * 1024  # refuse absurd files before reading them into memory
 
 
 @dataclass
@@ -95,7 +104,7 @@ def save_model(
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    return write_blob(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}), "model file")
+    return write_blob(path, st_save(tensors, metadata={MODEL_KEY: json.dumps(meta)}), "model file")
 
 
 def write_blob(path: str | os.PathLike[str], blob: bytes, what: str) -> Path:
@@ -109,42 +118,10 @@ def write_blob(path: str | os.PathLike[str], blob: bytes, what: str) -> Path:
     return out
 
 
-def packaged_file(*parts: str) -> Path | None:
-    """A file shipped inside the package under ``weights/`` (e.g. a helper model), or None if absent."""
-    entry = resources.files("digitrec").joinpath("weights", *parts)
-    return Path(str(entry)) if entry.is_file() else None
-
-
-def bundled_models() -> dict[str, Path]:
-    """Models shipped inside the package: name -> path."""
-    weights = resources.files("digitrec") / "weights"
-    found: dict[str, Path] = {}
-    if weights.is_dir():
-        for entry in weights.iterdir():
-            if entry.name.endswith(".safetensors"):
-                found[entry.name.removesuffix(".safetensors")] = Path(str(entry))
-    return found
-
-
-def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """A bundled model's name (e.g. ``"seed"``) or a file path -> an existing file path."""
-    text = str(name_or_path)
-    bundled = bundled_models()
-    if text in bundled and not Path(text).is_file():
-        return bundled[text]
-    path = Path(text)
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory, not a model file")
-    if not path.is_file():
-        hint = f"; bundled models: {', '.join(sorted(bundled))}" if bundled else ""
-        raise ModelFileError(f"{text}: no such model file or bundled model{hint}")
-    return path
-
-
 def _read_blob(path: Path) -> bytes:
     try:
         size = path.stat().st_size
-        if size > _MAX_MODEL_BYTES:
+        if size > MAX_MODEL_BYTES:
             raise ModelFileError(f"{path}: too large for a digitrec model ({size:,} bytes)")
         return path.read_bytes()
     except OSError as exc:
@@ -152,28 +129,9 @@ def _read_blob(path: Path) -> bytes:
 
 
 def _parse_metadata(blob: bytes, path: Path) -> dict[str, Any]:
-    # safetensors layout: u64 little-endian header length, then a JSON header.
-    if len(blob) < 8:
-        raise ModelFileError(f"{path}: not a digitrec model file (too short)")
-    n = int.from_bytes(blob[:8], "little")
-    if n <= 0 or 8 + n > len(blob):
-        raise ModelFileError(f"{path}: not a digitrec model file (bad header)")
-    try:
-        header = json.loads(blob[8 : 8 + n])
-        meta = json.loads(header["__metadata__"][_META_KEY])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{path}: not a digitrec model file (no digitrec metadata)") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a digitrec model file")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ModelFileError(f"{path}: not a digitrec model file (bad format_version {version!r})")
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model format {meta['format_version']} is newer than this digitrec "
-            f"supports ({FORMAT_VERSION}); upgrade digitrec"
-        )
-    return meta
+    what = f"{path}: not a digitrec model file"
+    header, _ = split_header(blob, what)
+    return check_model_record(header_record(header, MODEL_KEY, what), path)
 
 
 def _finite_positive(value: object) -> bool:
@@ -193,12 +151,6 @@ def _check_numbers(norm: Normalization, temperature: object, class_names: object
         raise ModelFileError(f"class_names must be a list of {what}{found}")
 
 
-def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata of a model file, without building the model."""
-    path = resolve_model_path(name_or_path)
-    return _parse_metadata(_read_blob(path), path)
-
-
 def load_model(
     name_or_path: str | os.PathLike[str],
     device: torch.device | str = "cpu",
@@ -210,7 +162,7 @@ def load_model(
 
     ``num_classes`` is the number of classes the caller reads (digit models: ten; the piece
     verifier: two; the line reader: eleven) and ``task`` what the model must read (see
-    :data:`~digitrec.models.TASKS`). Raises :class:`ModelFileError` with a one-line reason for
+    :data:`~digitrec.models.registry.TASKS`). Raises :class:`ModelFileError` with a one-line reason for
     anything wrong with the file.
     """
     if task not in TASKS:
@@ -273,12 +225,9 @@ def write_metadata(
     meta.update(updates)
     _check_numbers(Normalization(**meta["normalization"]), meta.get("temperature", 1.0),
                    meta.get("class_names", [str(i) for i in range(10)]))
-    n = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8 : 8 + n])
-    header["__metadata__"][_META_KEY] = json.dumps(meta)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes with spaces
-    new_blob = len(text).to_bytes(8, "little") + text + blob[8 + n :]
+    header, rest = split_header(blob, f"{path}: not a digitrec model file")
+    header["__metadata__"][MODEL_KEY] = json.dumps(meta)
+    new_blob = join_header(header, rest)
     try:
         st_load(new_blob)  # never write a file that would not load
     except (SafetensorError, ValueError, RuntimeError) as exc:

@@ -17,11 +17,11 @@ pieces make up.
 7. the reading is the division of the line into candidates with the highest total score:
    log confidence (relative to the line's best-read piece), a credit per digit, a cost for
    the ink each cut crosses, penalties for digits too wide or too short (dynamic programming);
-8. with a piece verifier (:mod:`digitrec.verifier`, a model trained on these candidates),
+8. with a piece verifier (:mod:`digitrec.read.verifier`, a model trained on these candidates),
    each candidate also scores the log of its probability of being one whole digit: a digit
    classifier alone reads two touching digits confidently as one.
 
-The recogniser's ``read`` then asks a line reader (:mod:`digitrec.linereader`, a network
+The recogniser's ``read`` then asks a line reader (:mod:`digitrec.read.linereader`, a network
 that reads the whole line without cutting it) for a second opinion; :func:`line_ink` gives
 it the ink of steps 1-4.
 
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .preprocess import InkMap, glyph_to_mnist
+from digitrec.data.preprocess import InkMap, glyph_to_mnist
 
 __all__ = [
     "SPECK_FRACTION",

@@ -36,7 +36,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .errors import ImageError, first_line
+from digitrec.errors import ImageError, first_line
 
 __all__ = [
     "Normalization",
@@ -582,7 +582,12 @@ def grey_digit_ink(gray: np.ndarray) -> np.ndarray:
     hysteresis as :func:`clean_ink` keeps them. Raises :class:`NoDigitError` when no stroke
     stands out.
     """
-    from .lineprep import GREY_HEIGHT, ink_is_dark, ink_level, remove_paper  # lineprep builds on this module
+    from digitrec.read.lineprep import (  # lineprep builds on this module
+        GREY_HEIGHT,
+        ink_is_dark,
+        ink_level,
+        remove_paper,
+    )
 
     h, w = gray.shape
     scale = GREY_HEIGHT / h

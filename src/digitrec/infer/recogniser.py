@@ -12,16 +12,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import ModelFile, load_model, read_metadata
-from .errors import ConfigError, ImageError, ModelFileError
-from .infer import InferenceEngine
-from .lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
-from .linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
-from .models import LINE_HEIGHT, list_models
-from .numbers import DigitReading, NumberReading, line_ink, segment
-from .preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, decode_gray, ink_map, to_mnist
-from .runtime import resolve_device, resolve_precision
-from .verifier import bundled_verifier, whole_digit_scorer
+from digitrec.cfg.base import MIN_CONFIDENCE
+from digitrec.data.preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, decode_gray, ink_map, to_mnist
+from digitrec.errors import ConfigError, ImageError, ModelFileError
+from digitrec.infer.backends import InferenceEngine
+from digitrec.models.checkpoint import ModelFile, load_model, read_metadata
+from digitrec.models.registry import LINE_HEIGHT, list_models
+from digitrec.read.lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
+from digitrec.read.linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
+from digitrec.read.segment import DigitReading, NumberReading, line_ink, segment
+from digitrec.read.verifier import bundled_verifier, whole_digit_scorer
+from digitrec.runtime import resolve_device, resolve_precision
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "NO_NUMBER_BELOW", "Prediction", "Recogniser", "load", "grey_view"]
 
@@ -36,7 +37,7 @@ _BAND_LOOK_BELOW = 0.55
 # Calibrated confidence below which an answer is flagged unsure. Chosen on the validation
 # split and on letters and scribbles (see docs/segmenter.md):
 # it flags few real digits while flagging most non-digits.
-DEFAULT_MIN_CONFIDENCE = 0.7
+DEFAULT_MIN_CONFIDENCE = MIN_CONFIDENCE  # the one default, kept in cfg/ for the CLI's help
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class Recogniser:
     def prepare(self, image: ImageSource) -> np.ndarray:
         """The (28, 28) [0, 1] white-on-black image the model will see for ``image``.
 
-        Raises :class:`~digitrec.preprocess.NoDigitError` when the image has no ink.
+        Raises :class:`~digitrec.data.preprocess.NoDigitError` when the image has no ink.
         """
         return to_mnist(image)
 
@@ -222,11 +223,11 @@ class Recogniser:
         """Read a line of handwritten digits (a whole number) in one picture, or in each of a list.
 
         With the bundled grey line reader (the default) the picture itself is read, without
-        binarising or cutting it (:mod:`digitrec.lineprep`, :mod:`digitrec.linereader`): a
+        binarising or cutting it (:mod:`digitrec.read.lineprep`, :mod:`digitrec.read.linereader`): a
         small picture whole, a larger one in the band of ink found in it. ``confidence`` is
         then the reader's probability of the whole string. A list is read in batches of lines
         of the same width, faster per picture and with the same answers. With a reader of binarised ink, or none, the
-        digits are cut apart and classified one by one (:mod:`digitrec.numbers`). A picture
+        digits are cut apart and classified one by one (:mod:`digitrec.read.segment`). A picture
         without a number gives ``number`` None.
         """
         many = isinstance(image, (list, tuple))
@@ -367,10 +368,10 @@ def load(
     :meth:`Recogniser.read` reads numbers with: ``"bundled"`` (the grey line reader shipped
     with digitrec, which reads the picture itself), a file from ``digitrec train-line-reader``,
     or None / ``"none"`` to cut the digits apart and classify them one by one instead (see
-    :mod:`digitrec.numbers`; an ink line reader file gives that segmenter a second opinion).
+    :mod:`digitrec.read.segment`; an ink line reader file gives that segmenter a second opinion).
     ``verifier`` is the piece verifier that segmenter uses to find whole digits, the same way
     (``"bundled"`` is not loaded with a grey reader, which has no use for it; see
-    :mod:`digitrec.verifier`).
+    :mod:`digitrec.read.verifier`).
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     dev = resolve_device(device)

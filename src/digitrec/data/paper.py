@@ -1,6 +1,6 @@
 """Realistic grey number lines made from MNIST digits: paper, ruling, marks and scanner effects.
 
-The grey line reader (:mod:`digitrec.linereader`) is trained on these, never on real images:
+The grey line reader (:mod:`digitrec.read.linereader`) is trained on these, never on real images:
 a line of MNIST *training* digits is composed as a writer spaces digits (touching,
 overlapping, slanted, thinner or thicker pen), then printed on simulated paper the way cheques,
 forms and registers look when scanned or photographed:

@@ -1,0 +1,135 @@
+"""The model file's header, read without PyTorch: the JSON record of a safetensors file, and where bundled files are.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header (tensor offsets and
+a ``__metadata__`` map of strings), then the raw tensor bytes. digitrec keeps one JSON record
+under a key of that map. Model files and training checkpoints both use this; ``digitrec
+models`` and the CLI's checks read only the header, never the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from digitrec.errors import ModelFileError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MODEL_KEY",
+    "MAX_MODEL_BYTES",
+    "split_header",
+    "join_header",
+    "header_record",
+    "check_model_record",
+    "read_metadata",
+    "bundled_models",
+    "resolve_model_path",
+    "packaged_file",
+]
+
+FORMAT = "digitrec-model"
+FORMAT_VERSION = 1
+MODEL_KEY = "digitrec"  # the model file's record under the header's __metadata__
+MAX_MODEL_BYTES = 512 * 1024 * 1024  # refuse absurd files before reading them into memory
+
+
+def split_header(blob: bytes, what: str) -> tuple[dict[str, Any], bytes]:
+    """(the JSON header, the tensor bytes after it) of a safetensors ``blob``; ``what`` names it in errors."""
+    if len(blob) < 8:
+        raise ModelFileError(f"{what} (too short)")
+    n = int.from_bytes(blob[:8], "little")
+    if n <= 0 or 8 + n > len(blob):
+        raise ModelFileError(f"{what} (bad header)")
+    try:
+        header = json.loads(blob[8 : 8 + n])
+    except ValueError as exc:
+        raise ModelFileError(f"{what} (bad header)") from exc
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{what} (bad header)")
+    return header, blob[8 + n :]
+
+
+def join_header(header: dict[str, Any], rest: bytes) -> bytes:
+    """The inverse of :func:`split_header`: the header re-encoded (padded to 8 bytes as safetensors does)."""
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + rest
+
+
+def header_record(header: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    """The JSON record stored under ``key`` in a header's ``__metadata__``."""
+    try:
+        record = json.loads(header["__metadata__"][key])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{what} (no digitrec metadata)") from exc
+    if not isinstance(record, dict):
+        raise ModelFileError(what)
+    return record
+
+
+def check_model_record(meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``meta`` if it is a model file's record this version can read, else a :class:`ModelFileError`."""
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a digitrec model file")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{path}: not a digitrec model file (bad format_version {version!r})")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format {version} is newer than this digitrec supports ({FORMAT_VERSION}); "
+            "upgrade digitrec"
+        )
+    return meta
+
+
+def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a model file (or bundled name), reading only its header."""
+    path = resolve_model_path(name_or_path)
+    what = f"{path}: not a digitrec model file"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if n <= 0 or n > MAX_MODEL_BYTES:
+                raise ModelFileError(f"{what} (bad header)")
+            blob = head + fh.read(n)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    header, _ = split_header(blob, what)
+    return check_model_record(header_record(header, MODEL_KEY, what), path)
+
+
+def packaged_file(*parts: str) -> Path | None:
+    """A file shipped inside the package under ``weights/`` (e.g. a helper model), or None if absent."""
+    entry = resources.files("digitrec").joinpath("weights", *parts)
+    return Path(str(entry)) if entry.is_file() else None
+
+
+def bundled_models() -> dict[str, Path]:
+    """Models shipped inside the package: name -> path."""
+    weights = resources.files("digitrec") / "weights"
+    found: dict[str, Path] = {}
+    if weights.is_dir():
+        for entry in weights.iterdir():
+            if entry.name.endswith(".safetensors"):
+                found[entry.name.removesuffix(".safetensors")] = Path(str(entry))
+    return found
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A bundled model's name (e.g. ``"seed"``) or a file path -> an existing file path."""
+    text = str(name_or_path)
+    bundled = bundled_models()
+    if text in bundled and not Path(text).is_file():
+        return bundled[text]
+    path = Path(text)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    if not path.is_file():
+        hint = f"; bundled models: {', '.join(sorted(bundled))}" if bundled else ""
+        raise ModelFileError(f"{text}: no such model file or bundled model{hint}")
+    return path

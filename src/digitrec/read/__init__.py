@@ -1,0 +1,1 @@
+"""Reading whole numbers: line preparation, the CTC line reader, the segmenter and its verifier."""

@@ -1,0 +1,328 @@
+"""Training line readers (CTC) on lines made on the fly from MNIST training digits, and their calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
+
+from digitrec.cfg.lines import LineTrainConfig
+from digitrec.data.mnist import split_train_val
+from digitrec.data.paper import NO_DIGITS, render_line
+from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
+from digitrec.models.checkpoint import save_model
+from digitrec.models.registry import LINE_HEIGHT, LINE_STRIDE, create_model, model_config_dict
+from digitrec.read.lineprep import line_input
+from digitrec.read.linereader import (
+    BLANK,
+    DIGIT_HEIGHT,
+    LINE_CLASSES,
+    LINE_PAD,
+    decode,
+    digits_text,
+    line_log_probs,
+    string_log_prob,
+)
+from digitrec.runtime import autocast, resolve_precision
+
+__all__ = [
+    "compose_line",
+    "pack_lines",
+    "render_training_line",
+    "ctc_step",
+    "validation_lines",
+    "fit_line_temperature",
+    "calibration",
+    "train_line_reader",
+    "save_line_reader",
+]
+
+# --- training lines -------------------------------------------------------------------------------
+
+
+def _ink_bounds(glyph: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last inked column of each of ``rows`` (0 where a row has none)."""
+    inked = glyph[rows] > 0.3
+    first = np.where(inked.any(axis=1), inked.argmax(axis=1), 0)
+    last = np.where(inked.any(axis=1), glyph.shape[1] - 1 - inked[:, ::-1].argmax(axis=1), 0)
+    return first, last
+
+
+def compose_line(images: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
+    """A line of the MNIST digits ``images`` ((n, 28, 28) uint8) as the line reader sees lines.
+
+    Each digit is cropped to its ink, rescaled to about ``DIGIT_HEIGHT`` (±15%, width ±15%
+    more), sometimes with a broken stroke, and placed right of the previous ones with a gap
+    measured row by row between the inks, as a writer spaces digits: a fraction ``touching``
+    of the gaps are 0 to 2 pixels of overlap, the others 1 to 13 pixels. The whole line is
+    sometimes drawn with a thicker or thinner pen or blurred. Returns (LINE_HEIGHT, W) float32.
+    """
+    # Its own composer rather than synthetic.digit_line (which builds the bench's lines): the
+    # bench then measures the line reader on a generator it was never trained on.
+    pieces = []
+    for digit in images:
+        d = digit.astype(np.float32) / 255.0
+        if rng.random() < 0.1:  # a broken stroke: a one-pixel gap across the digit
+            d[int(rng.integers(8, 20))] = 0.0
+        rows, cols = np.flatnonzero(d.max(axis=1) > 0), np.flatnonzero(d.max(axis=0) > 0)
+        if rows.size:
+            d = d[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        scale = rng.uniform(0.85, 1.15) * DIGIT_HEIGHT / max(d.shape[0], 12)
+        size = (max(1, round(d.shape[1] * scale * rng.uniform(0.85, 1.15))), max(1, round(d.shape[0] * scale)))
+        d = np.clip(np.asarray(Image.fromarray(d, mode="F").resize(size, Image.Resampling.BILINEAR)), 0.0, 1.0)
+        pieces.append(d[:LINE_HEIGHT])
+    canvas = np.zeros((LINE_HEIGHT, sum(p.shape[1] for p in pieces) + 16 * len(pieces) + 2 * LINE_PAD), np.float32)
+    right = np.full(LINE_HEIGHT, -(10**6))  # rightmost ink column so far, per row
+    x = LINE_PAD
+    for i, p in enumerate(pieces):
+        top = int(np.clip(round((LINE_HEIGHT - p.shape[0]) / 2 + rng.normal(0.0, 1.2)), 0, LINE_HEIGHT - p.shape[0]))
+        rows = np.flatnonzero(p.max(axis=1) > 0.3)
+        if rows.size == 0:
+            rows = np.arange(p.shape[0])
+        first, last = _ink_bounds(p, rows)
+        if i > 0:
+            gap = int(rng.integers(-2, 1)) if rng.random() < touching else int(rng.uniform(1, 14))
+            x = max(int(np.max(right[top + rows] - first)) + 1 + gap, 1)
+        region = canvas[top : top + p.shape[0], x : x + p.shape[1]]
+        np.maximum(region, p[:, : region.shape[1]], out=region)
+        right[top + rows] = np.maximum(right[top + rows], x + last)
+    canvas = canvas[:, : int(right.max()) + 1 + LINE_PAD]
+    if rng.random() < 0.3:  # another pen
+        if rng.random() < 0.6:
+            canvas = ndimage.grey_dilation(canvas, size=(2, 2))
+        else:
+            canvas = ndimage.grey_erosion(canvas, size=(2, 1))
+    if rng.random() < 0.3:
+        canvas = ndimage.gaussian_filter(canvas, float(rng.uniform(0.3, 0.9)))
+    return canvas
+
+
+def _ink_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
+    """A binarised-ink training line (``lines="ink"``), as the segmenter's ink reaches the reader."""
+    return compose_line(images, rng, touching)
+
+
+def _paper_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, touching: float) -> np.ndarray:
+    """A grey training line (``lines="paper"``), prepared exactly as :meth:`LineReader.read_grey` prepares pictures."""
+    return line_input(render_line(images, labels, rng)).image
+
+
+def _batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: int, max_digits: int,
+           touching: Sequence[float],
+           lines: str = "ink") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``size`` lines of one random length (little padding): (x, targets, target lengths, frames).
+
+    Grey lines hold no digit with probability ``paper.NO_DIGITS`` (the CTC target is then empty).
+    """
+    count = int(rng.integers(1, max_digits + 1))
+    make = _paper_line if lines == "paper" else _ink_line
+    out: list[tuple[np.ndarray, str]] = []
+    for _ in range(size):
+        n = 0 if lines == "paper" and rng.random() < NO_DIGITS else count
+        idx = rng.integers(0, len(images), n)
+        out.append((make(images[idx], labels[idx], rng, float(rng.choice(touching))),
+                    "".join(str(int(d)) for d in labels[idx])))
+    return pack_lines(out)
+
+
+def pack_lines(lines: Sequence[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                 torch.Tensor]:
+    """(line image, digits) pairs -> one CTC batch: (x, targets, target lengths, frames).
+
+    Lines are padded on the right with black to the widest (a multiple of ``LINE_STRIDE``).
+    """
+    width = -(-max(image.shape[1] for image, _ in lines) // LINE_STRIDE) * LINE_STRIDE
+    x = np.zeros((len(lines), 1, LINE_HEIGHT, width), np.float32)
+    for i, (image, _) in enumerate(lines):
+        x[i, 0, :, : image.shape[1]] = image
+    frames = torch.tensor([image.shape[1] // LINE_STRIDE for image, _ in lines])
+    targets = [int(d) + 1 for _, text in lines for d in text]
+    return (torch.from_numpy(x), torch.tensor(targets, dtype=torch.long),
+            torch.tensor([len(text) for _, text in lines], dtype=torch.long), frames)
+
+
+def render_training_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                         max_digits: int = 7) -> tuple[np.ndarray, str]:
+    """One grey training line of 1-``max_digits`` random digits of ``images``, prepared: (line image, digits)."""
+    idx = rng.integers(0, len(images), int(rng.integers(1, max_digits + 1)))
+    return _paper_line(images[idx], labels[idx], rng, 0.0), "".join(str(int(d)) for d in labels[idx])
+
+
+def ctc_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], device: torch.device,
+             precision: str, norm: Normalization = NORMALIZATION, clip: float = 5.0) -> float:
+    """One optimiser step of CTC training on a packed batch (:func:`pack_lines`); returns the loss."""
+    x, targets, target_lengths, frames = batch
+    with autocast(device, precision):
+        logits = model(normalize(x.to(device), norm))
+    logp = logits.float().log_softmax(dim=1).permute(2, 0, 1)  # (T, B, 11)
+    loss = F.ctc_loss(logp, targets.to(device), frames.to(device), target_lengths.to(device), blank=BLANK,
+                      zero_infinity=True)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    # CTC through an LSTM has rare huge gradients (a line that barely fits its frames).
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return float(loss.item())
+
+
+class _Lines(torch.utils.data.IterableDataset):
+    """An endless stream of training batches; each data-loading process draws its own lines."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, config: LineTrainConfig) -> None:
+        self.images, self.labels, self.config = images, labels, config
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.config.seed, 2, info.id if info is not None else 0])
+        c = self.config
+        while True:
+            yield _batch(self.images, self.labels, rng, c.batch_size, c.max_digits, c.touching, c.lines)
+
+
+# --- decoding -----------------------------------------------------------------------------------------
+
+
+Progress = Callable[[int, int, float], None]  # (steps done, steps in all, last loss)
+
+
+def fit_line_temperature(model: torch.nn.Module, lines: Sequence[tuple[np.ndarray, str]],
+                         device: torch.device) -> tuple[float, float, float]:
+    """The logit temperature minimising the CTC NLL of the true strings of ``lines``: (T, NLL at 1, NLL at T).
+
+    The reading (the best path) does not change with it; the string and digit probabilities do.
+    """
+    model.eval()
+    logits = []
+    for image, _ in lines:
+        x = torch.from_numpy(image)[None, None].to(device)
+        with torch.inference_mode():
+            logits.append(model(normalize(x, NORMALIZATION)).float()[0].T.cpu())  # (T, 11)
+
+    def nll(t: float) -> float:
+        total = 0.0
+        for z, (_, truth) in zip(logits, lines):
+            lp = (z / t).log_softmax(dim=1).numpy()
+            total -= max(string_log_prob(lp, truth), -50.0)  # an impossible line counts as a sure miss
+        return total / max(len(lines), 1)
+
+    # A unimodal 1-D search on log T (golden section), from 0.25 to 4.
+    lo, hi = math.log(0.25), math.log(4.0)
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(math.exp(a)), nll(math.exp(b))
+    for _ in range(18):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(math.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(math.exp(b))
+    t = math.exp((lo + hi) / 2)
+    return t, nll(1.0), nll(t)
+
+
+def _exact_rate(model: torch.nn.Module, lines: list[tuple[np.ndarray, str]], device: torch.device) -> float:
+    model.eval()
+    right = sum(digits_text(decode(line_log_probs(model, image, device))) == truth for image, truth in lines)
+    return right / max(len(lines), 1)
+
+
+Snapshot = Callable[[int, float, torch.nn.Module], None]  # (steps done, training seconds, model in eval mode)
+
+
+def validation_lines(config: LineTrainConfig, images: np.ndarray, labels: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """``config.val_lines`` (line image, digits) pairs made from the held-out digits ``images`` (seeded)."""
+    rng = np.random.default_rng([config.seed, 1])
+    make = _paper_line if config.lines == "paper" else _ink_line
+    val = []
+    for i in range(config.val_lines):
+        idx = rng.choice(len(images), 1 + i % config.max_digits, replace=False)
+        touching = config.touching[i % len(config.touching)]
+        val.append((make(images[idx], labels[idx], rng, touching), "".join(str(int(labels[j])) for j in idx)))
+    return val
+
+
+def train_line_reader(
+    config: LineTrainConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    device: torch.device,
+    progress: Progress | None = None,
+    snapshot: Snapshot | None = None,
+    snapshot_every: int = 0,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a line reader (``config.arch``) on lines made from ``images`` (MNIST training digits).
+
+    ``config.val_size`` digits (seeded) are held out; ``config.val_lines`` lines of them
+    measure the exact-reading rate at the end. ``snapshot`` (if given) is called with the
+    model in eval mode every ``snapshot_every`` steps, to measure it elsewhere (a learning
+    curve); it must not change the model. Returns the model (eval mode) and metrics.
+    """
+
+    config.validate()
+    tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
+    torch.manual_seed(config.seed)
+    precision = resolve_precision(config.precision, device)
+    model = create_model(config.arch, config.model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps,
+                                                   pct_start=max(config.warmup, 1e-3))
+    stream = torch.utils.data.DataLoader(_Lines(tx, ty, config), batch_size=None, num_workers=config.workers,
+                                         prefetch_factor=4 if config.workers else None)
+    start = time.perf_counter()
+    losses: list[float] = []
+    model.train()
+    for step, batch in enumerate(stream):
+        if step == config.steps:
+            break
+        losses.append(ctc_step(model, optimizer, batch, device, precision, NORMALIZATION, config.clip))
+        schedule.step()
+        if progress is not None:
+            progress(step + 1, config.steps, losses[-1])
+        if snapshot is not None and snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < config.steps:
+            snapshot(step + 1, time.perf_counter() - start, model.eval())
+            model.train()
+    train_seconds = time.perf_counter() - start
+    val = validation_lines(config, vx, vy)
+    metrics = {"val_exact": _exact_rate(model, val, device), "val_lines": len(val),
+               "final_loss": float(np.mean(losses[-100:])), "train_seconds": train_seconds,
+               "precision": precision}
+    metrics.update(calibration(model, val, device))
+    model.eval()
+    if snapshot is not None:
+        snapshot(config.steps, train_seconds, model)
+    return model, metrics
+
+
+def calibration(model: torch.nn.Module, val: Sequence[tuple[np.ndarray, str]],
+                device: torch.device) -> dict[str, float]:
+    """The temperature fitted on the validation lines, and their NLL before and after (metrics)."""
+    t, before, after = fit_line_temperature(model, val, device)
+    return {"temperature": t, "val_nll": before, "val_nll_calibrated": after}
+
+
+def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrainConfig,
+                     metrics: dict[str, Any]) -> Path:
+    """Write the line reader's model file (atomically) with how it was trained; returns the path."""
+    extra = {
+        "role": "line reader",
+        "line_train_config": {**dataclasses.asdict(config), "touching": list(config.touching)},
+        "input": config.lines,  # what the reader reads: "paper" (grey pictures) or "ink" (binarised)
+        "temperature": float(metrics.get("temperature", 1.0)),  # logits are divided by it (calibration)
+        "metrics": dict(metrics),
+    }
+    return save_model(path, model, config.arch, model_config_dict(model),
+                      class_names=list(LINE_CLASSES), extra=extra)
