@@ -23,8 +23,8 @@ from _common import inference_figures
 import digitrec
 from digitrec.data.mnist import load_mnist
 from digitrec.infer.backends import onnxruntime_available
+from digitrec.models import count_parameters
 from digitrec.models.checkpoint import resolve_model_path
-from digitrec.models.registry import count_parameters
 
 
 def measure(name: str, backend: str, images: Any) -> dict[str, Any]:

@@ -262,7 +262,7 @@ def test_malformed_format_version_is_a_model_file_error(tmp_path, tiny_model_fil
 
 
 def test_too_large_file_is_refused_before_reading(tmp_path, monkeypatch, tiny_model_file):
-    monkeypatch.setattr("digitrec.models.checkpoint._MAX_MODEL_BYTES", 1000)
+    monkeypatch.setattr("digitrec.models.checkpoint.MAX_MODEL_BYTES", 1000)
     with pytest.raises(ModelFileError, match="too large"):
         load_model(tiny_model_file)
 

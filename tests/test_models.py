@@ -9,19 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import digitrec.models as models
 from digitrec.errors import ConfigError
-from digitrec.models import registry as models
-from digitrec.models.registry import (
-    SeedCNN,
-    SeedCNNConfig,
-    count_parameters,
-    create_model,
-    format_summary,
-    get_model_spec,
-    layer_table,
-    list_models,
-    register_model,
-)
+from digitrec.models import SeedCNN, SeedCNNConfig, count_parameters, format_summary, layer_table
+from digitrec.models.registry import create_model, get_model_spec, list_models, register_model
 
 SEED_PARAMS = 225_034
 
@@ -323,3 +314,18 @@ def test_fast_cnn_shapes_and_size():
     trainable, buffers = count_parameters(model)
     assert trainable == 400 + 32 + 12_800 + 64 + 512 * 128 + 128 + 1_290
     assert buffers == 2 * (16 + 32)  # BN running mean and variance
+
+
+def test_catalog_matches_the_registered_builtins() -> None:
+    # `digitrec models` lists from the torch-free catalogue; it must say what the registry builds.
+    from digitrec.models.catalog import BUILTIN
+
+    listed = {a.name: (a.task, a.params, a.description) for a in BUILTIN}
+    registered = {}
+    for name in models.list_models(None):
+        spec = models.get_model_spec(name)
+        if not spec.builder.__module__.startswith("digitrec.models."):
+            continue  # registered by a test
+        trainable, frozen = models.count_parameters(models.create_model(name))
+        registered[name] = (spec.task, trainable + frozen, spec.description)
+    assert listed == registered

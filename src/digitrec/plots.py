@@ -27,7 +27,7 @@ from torch import nn
 from digitrec.errors import ConfigError
 from digitrec.fileio import atomic_write
 from digitrec.infer.recogniser import Prediction
-from digitrec.models.registry import count_parameters, example_input_shape, layer_table
+from digitrec.models import count_parameters, example_input_shape, layer_table
 from digitrec.read.segment import NumberReading
 from digitrec.train.engine import EpochRecord
 

@@ -242,7 +242,8 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from digitrec.models.registry import count_parameters, create_model, format_summary, layer_table
+    from digitrec.models import count_parameters, format_summary, layer_table
+    from digitrec.models.registry import create_model
 
     _outputs(args.diagram)
     if args.model:
@@ -791,8 +792,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from digitrec.models import count_parameters
     from digitrec.models.checkpoint import bundled_models, read_metadata
-    from digitrec.models.registry import count_parameters, create_model, get_model_spec, list_models
+    from digitrec.models.registry import create_model, get_model_spec, list_models
 
     archs = []
     for name in list_models(None):

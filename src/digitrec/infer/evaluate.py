@@ -9,11 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digitrec.data.mnist import MNIST
 from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
 from digitrec.errors import DatasetError
-from digitrec.runtime import autocast
+from digitrec.models.checkpoint import load_model
+from digitrec.runtime import autocast, resolve_device, resolve_precision
 
-__all__ = ["predict_logits", "EvalResult", "evaluate", "confusion_matrix", "per_class_metrics"]
+__all__ = ["predict_logits", "EvalResult", "evaluate", "confusion_matrix", "per_class_metrics", "FileEvaluation",
+           "evaluate_model_file"]
 
 
 def predict_logits(
@@ -146,3 +149,22 @@ def evaluate(
         predictions=pred_np,
         confidences=conf.cpu().numpy(),
     )
+
+
+@dataclass(frozen=True)
+class FileEvaluation:
+    """A model file evaluated on an MNIST split."""
+
+    arch: str  # the file's architecture
+    result: EvalResult  # the metrics and per-image answers
+
+
+def evaluate_model_file(model: str, mnist: MNIST, *, split: str = "test", device: str | torch.device = "auto",
+                        precision: str = "auto") -> FileEvaluation:
+    """Load ``model`` (a file or bundled name) and evaluate it on ``mnist``'s ``split`` ("test" or "train")."""
+    dev = resolve_device(device)
+    mf = load_model(model, dev)
+    images, labels = mnist.split(split)
+    result = evaluate(mf.model, images, labels, device=dev, precision=resolve_precision(precision, dev),
+                      normalization=mf.normalization, temperature=mf.temperature)
+    return FileEvaluation(mf.arch, result)

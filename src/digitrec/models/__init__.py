@@ -1,34 +1,40 @@
-"""Models: the registry (``@register_model``), the architectures, layer summaries and the model file."""
+"""Models: the registry (``@register_model``), the architectures, layer summaries and the model file.
 
-from digitrec.models.registry import (  # noqa: F401
-    LINE_HEIGHT,
-    LINE_STRIDE,
-    TASKS,
+Importing this package registers the built-in architectures (``models/digits.py``,
+``models/lines.py``), so ``create_model("seed")`` works after any ``digitrec.models`` import.
+"""
+
+from digitrec.models.digits import (  # noqa: F401  (importing registers the architectures)
     Ensemble,
     EnsembleConfig,
     FastCNN,
     FastCNNConfig,
-    LayerInfo,
-    LineCNN,
-    LineCNNConfig,
-    LineCRNN,
-    LineCRNNConfig,
-    ModelSpec,
     SeedCNN,
     SeedCNNConfig,
     VGGNet,
     VGGNetConfig,
+)
+from digitrec.models.lines import LineCNN, LineCNNConfig, LineCRNN, LineCRNNConfig  # noqa: F401
+from digitrec.models.registry import (  # noqa: F401
+    LINE_HEIGHT,
+    LINE_STRIDE,
+    TASKS,
+    ModelSpec,
     check_line_output,
     check_model_output,
-    count_parameters,
     create_model,
-    example_input_shape,
-    format_summary,
     get_model_spec,
-    layer_table,
     list_models,
     model_config_dict,
     register_model,
+    spec_of,
+)
+from digitrec.models.summary import (  # noqa: F401
+    LayerInfo,
+    count_parameters,
+    example_input_shape,
+    format_summary,
+    layer_table,
 )
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "register_model",
     "list_models",
     "get_model_spec",
+    "spec_of",
     "create_model",
     "check_model_output",
     "check_line_output",
