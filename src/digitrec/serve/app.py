@@ -21,7 +21,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..errors import ConfigError
 from ..predict import Recogniser, load
-from .config import ServeConfig
+from .config import ServeConfig, resolve_parallelism, usable_cores
 from .engine import InferenceEngine
 from .inputs import prepare
 from .limits import ApiError, BodyLimitMiddleware, TimeoutMiddleware
@@ -135,7 +135,8 @@ def _set_threads(config: ServeConfig) -> None:
 
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: the config comes from ``$DIGITREC_SERVE_CONFIG``."""
-    config = ServeConfig.from_json(os.environ[CONFIG_ENV])
+    # run() hands over a resolved config; resolving again covers a factory started by hand.
+    config = resolve_parallelism(ServeConfig.from_json(os.environ[CONFIG_ENV]), usable_cores())
     _set_threads(config)
     return create_app(config)
 
@@ -153,9 +154,14 @@ def check_address(host: str, port: int) -> None:
 
 
 def run(config: ServeConfig) -> None:
-    """Serve until interrupted. The address and the model are checked before serving starts."""
+    """Serve until interrupted. The address and the model are checked before serving starts.
+
+    ``workers=0`` starts one worker per usable core, ``torch_threads=0`` gives each worker its
+    share of the cores (:func:`~digitrec.serve.config.resolve_parallelism`).
+    """
     import uvicorn
 
+    config = resolve_parallelism(config, usable_cores())
     check_address(config.host, config.port)
     _set_threads(config)
     common = {
