@@ -103,12 +103,16 @@ class TwoWorkerServer:
         )
         self._reader = threading.Thread(target=lambda: self.log.extend(self.proc.stderr or ()), daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 120
-        # Both workers, not just the first: a test may pause one and needs the other serving.
-        while sum("Application startup complete" in line for line in self.log) < 2:
-            assert self.proc.poll() is None, "server exited:\n" + "".join(self.log)
-            assert time.monotonic() < deadline, "workers did not start within 120 s:\n" + "".join(self.log)
-            time.sleep(0.25)
+        try:
+            deadline = time.monotonic() + 120
+            # Both workers, not just the first: a test may pause one and needs the other serving.
+            while sum("Application startup complete" in line for line in self.log) < 2:
+                assert self.proc.poll() is None, "server exited:\n" + "".join(self.log)
+                assert time.monotonic() < deadline, "workers did not start within 120 s:\n" + "".join(self.log)
+                time.sleep(0.25)
+        except BaseException:
+            self.__exit__()  # `with` calls it only once __enter__ has returned
+            raise
         return self
 
     @property
