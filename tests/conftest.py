@@ -1,9 +1,10 @@
-"""Shared fixtures: made-up IDX datasets, drawn digits, a tiny model file and the real MNIST."""
+"""Shared fixtures and helpers: made-up IDX datasets, drawn digits, a tiny model file, the real MNIST, a free port."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,13 @@ def real_mnist():
     if directory is None:
         pytest.skip("real MNIST not found (set DIGITREC_DATA_DIR)")
     return load_mnist(directory, download=False)
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for a server started in a subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def draw_digit(size: tuple[int, int] = (300, 200), offset: tuple[int, int] = (40, 30)) -> Image.Image:

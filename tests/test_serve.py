@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import time
 
 import httpx
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from digitrec.errors import ConfigError  # noqa: E402
 from digitrec.infer.recogniser import Recogniser, load  # noqa: E402
 from digitrec.serve import ServeConfig, create_app  # noqa: E402
+from digitrec.serve.config import resolve_parallelism, usable_cores  # noqa: E402
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -564,13 +566,25 @@ def test_config_defaults_are_safe():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"port": 70000}, {"workers": 0}, {"max_body_bytes": 0}, {"timeout_s": 0}, {"timeout_s": float("nan")},
-     {"cors_origin": " "}, {"model": ""}, {"log_level": "loud"}, {"max_batch": True}, {"precision": "fp8"},
-     {"backend": "tensorrt"}, {"verifier": ""}, {"line_reader": ""}],
+    [{"port": 70000}, {"workers": -1}, {"torch_threads": -1}, {"max_body_bytes": 0}, {"timeout_s": 0},
+     {"timeout_s": float("nan")}, {"cors_origin": " "}, {"model": ""}, {"log_level": "loud"}, {"max_batch": True},
+     {"precision": "fp8"}, {"backend": "tensorrt"}, {"verifier": ""}, {"line_reader": ""}],
 )
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ConfigError):
         ServeConfig(**kwargs)
+
+
+def test_workers_default_to_one_per_core_sharing_the_cores():
+    assert ServeConfig().workers == 0 and ServeConfig().torch_threads == 0  # automatic
+    auto = resolve_parallelism(ServeConfig(), cores=4)
+    assert (auto.workers, auto.torch_threads) == (4, 1)
+    one = resolve_parallelism(ServeConfig(workers=1), cores=4)  # --workers 1 stays one process
+    assert (one.workers, one.torch_threads) == (1, 4)
+    assert resolve_parallelism(ServeConfig(workers=3), cores=4).torch_threads == 1
+    assert resolve_parallelism(ServeConfig(workers=2, torch_threads=3), cores=4).torch_threads == 3
+    assert resolve_parallelism(ServeConfig(), cores=0).workers == 1
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
 
 
 def test_config_json_round_trip():

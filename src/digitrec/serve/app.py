@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 
 from fastapi import FastAPI
@@ -21,11 +23,11 @@ from starlette.responses import Response
 from digitrec import __version__
 from digitrec.errors import ConfigError
 from digitrec.infer.recogniser import Recogniser, load
-from digitrec.serve.config import ServeConfig
+from digitrec.serve.config import ServeConfig, resolve_parallelism, usable_cores
 from digitrec.serve.engine import InferenceEngine
 from digitrec.serve.inputs import prepare
 from digitrec.serve.limits import ApiError, BodyLimitMiddleware, TimeoutMiddleware
-from digitrec.serve.metrics import Metrics, MetricsMiddleware
+from digitrec.serve.metrics import MULTIPROC_ENV, Metrics, MetricsMiddleware
 from digitrec.serve.routers import info, page, predict
 from digitrec.serve.service import Service
 
@@ -100,6 +102,7 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
         gc.freeze()
         yield
         engine.stop()
+        metrics.close()
 
     app = FastAPI(
         title="digitrec",
@@ -135,7 +138,8 @@ def _set_threads(config: ServeConfig) -> None:
 
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: the config comes from ``$DIGITREC_SERVE_CONFIG``."""
-    config = ServeConfig.from_json(os.environ[CONFIG_ENV])
+    # run() hands over a resolved config; resolving again covers a factory started by hand.
+    config = resolve_parallelism(ServeConfig.from_json(os.environ[CONFIG_ENV]), usable_cores())
     _set_threads(config)
     return create_app(config)
 
@@ -152,10 +156,35 @@ def check_address(host: str, port: int) -> None:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+@contextmanager
+def _shared_metrics_dir() -> Iterator[str]:
+    """A fresh directory named in ``$PROMETHEUS_MULTIPROC_DIR`` while the workers run, then removed.
+
+    Fresh, because files left by an earlier server would be added to this one's counts.
+    """
+    before = os.environ.get(MULTIPROC_ENV)
+    directory = tempfile.mkdtemp(prefix="digitrec-metrics-")
+    os.environ[MULTIPROC_ENV] = directory  # workers are spawned with this environment
+    try:
+        yield directory
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = before
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def run(config: ServeConfig) -> None:
-    """Serve until interrupted. The address and the model are checked before serving starts."""
+    """Serve until interrupted. The address and the model are checked before serving starts.
+
+    ``workers=0`` starts one worker per usable core, ``torch_threads=0`` gives each worker its
+    share of the cores (:func:`~digitrec.serve.config.resolve_parallelism`). With more than one
+    worker ``/metrics`` adds up all of them (prometheus_client's multiprocess mode).
+    """
     import uvicorn
 
+    config = resolve_parallelism(config, usable_cores())
     check_address(config.host, config.port)
     _set_threads(config)
     common = {
@@ -168,5 +197,6 @@ def run(config: ServeConfig) -> None:
     # Fail here, once, on a bad model (or a missing backend) rather than in every worker.
     load(config.model, device=config.device, precision=config.precision, backend=config.backend,
          verifier=config.verifier, line_reader=config.line_reader)
-    os.environ[CONFIG_ENV] = config.to_json()
-    uvicorn.run("digitrec.serve.app:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]
+    with _shared_metrics_dir():
+        os.environ[CONFIG_ENV] = config.to_json()
+        uvicorn.run("digitrec.serve.app:app_from_env", factory=True, workers=config.workers, **common)  # type: ignore[arg-type]

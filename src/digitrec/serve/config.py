@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from digitrec.cfg.base import BACKENDS
 from digitrec.errors import ConfigError
 
-__all__ = ["ServeConfig", "MiB"]
+__all__ = ["ServeConfig", "MiB", "usable_cores", "resolve_parallelism"]
 
 MiB = 1024 * 1024
 
@@ -28,7 +29,7 @@ class ServeConfig:
     line_reader: str = "bundled"  # line reader for /v1/read: "bundled", "none" or a file from train-line-reader
     host: str = "127.0.0.1"  # address to bind; loopback by default, so nothing is exposed by accident
     port: int = 8000  # TCP port; 0 picks a free one
-    workers: int = 1  # server processes (each loads the model and runs its own inference thread)
+    workers: int = 0  # server processes, each loading the model with its own inference thread; 0 = one per usable core
     device: str = "cpu"  # torch device for inference: cpu, cuda, cuda:N or auto
     precision: str = "fp32"  # fp32, bf16 (autocast), or auto (bf16 where the CPU/GPU runs it natively)
     backend: str = "auto"  # "torch", "onnx" (ONNX Runtime, CPU fp32, the onnx extra) or "auto" (onnx where it applies)
@@ -39,7 +40,7 @@ class ServeConfig:
     timeout_s: float = 30.0  # whole-request deadline (reading the body included), seconds: 408 or 503 after it
     cors_origin: str | None = None  # the one origin allowed cross-origin requests; None turns CORS off
     max_batch: int = 64  # most images the inference thread runs in one forward pass (1 = no micro-batching)
-    torch_threads: int = 1  # intra-op threads per worker; the event loop and decoders need the other cores
+    torch_threads: int = 0  # PyTorch intra-op threads per worker; 0 = usable cores / workers, at least 1
     access_log: bool = True  # one log line per request (costs throughput under load)
     log_level: str = "info"  # uvicorn log level: critical, error, warning, info, debug
 
@@ -54,10 +55,13 @@ class ServeConfig:
             raise ConfigError("host must not be empty")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
-        for name in ("workers", "max_body_bytes", "max_batch_files", "max_batch", "torch_threads"):
+        # (field, smallest value): 0 workers or threads means "work it out from the cores".
+        for name, low in (("workers", 0), ("torch_threads", 0), ("max_body_bytes", 1), ("max_batch_files", 1),
+                          ("max_batch", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                what = "a positive integer" + (" or 0 (automatic)" if low == 0 else "")
+                raise ConfigError(f"{name} must be {what}, got {value!r}")
         if not (isinstance(self.timeout_s, (int, float)) and self.timeout_s > 0 and math.isfinite(self.timeout_s)):
             raise ConfigError(f"timeout_s must be a positive number of seconds, got {self.timeout_s!r}")
         if self.cors_origin is not None and not self.cors_origin.strip():
@@ -86,3 +90,23 @@ class ServeConfig:
         if unknown:
             raise ConfigError(f"serve config has unknown keys: {sorted(unknown)}")
         return cls(**data)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS has one (taskset, containers), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_parallelism(config: ServeConfig, cores: int) -> ServeConfig:
+    """``config`` with its automatic (0) ``workers`` and ``torch_threads`` made concrete for ``cores`` cores.
+
+    Workers default to one per core because one process (event loop, decoding, inference) does
+    not keep a second core busy: on 2 cores 2 workers answered 1.4-1.8x the requests/s of one
+    (docs/load-test.md). Each worker then gets an equal share of the cores for PyTorch, so
+    workers x threads stays at the core count instead of every worker starting a thread per core.
+    """
+    workers = config.workers or max(1, cores)
+    threads = config.torch_threads or max(1, cores // workers)
+    return replace(config, workers=workers, torch_threads=threads)

@@ -1,20 +1,27 @@
-"""Prometheus metrics of one app: requests by route and status, latency, inference time.
+"""Prometheus metrics of the service: requests by route and status, latency, inference time.
 
-Each app gets its own registry, so several apps in one process (tests) do not collide. With
-``--workers N`` each worker keeps its own numbers; a scrape sees the worker that answered it.
+With one process each app keeps its numbers in its own registry, so several apps in one process
+(tests) do not collide. With ``--workers N`` each worker writes its numbers to files in one
+directory shared by all workers (prometheus_client's multiprocess mode: ``run`` makes the
+directory and names it in ``$PROMETHEUS_MULTIPROC_DIR`` before the workers start), and a scrape,
+whichever worker answers it, adds up every worker's files: one ``/metrics`` for the server.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Metrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
+__all__ = ["Metrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST", "MULTIPROC_ENV"]
 
+# prometheus_client reads it when imported: set, every metric value lives in a file there.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds; the interesting range for a ~1 ms model is sub-millisecond to the request timeout.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -22,9 +29,16 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 class Metrics:
-    """The collectors of one app and its registry."""
+    """The collectors of one app and its registry.
+
+    Only counters and histograms, which multiprocess mode adds up across workers as they are; a
+    gauge would need a ``multiprocess_mode`` saying how to combine the workers' values.
+    """
 
     def __init__(self) -> None:
+        # Set, prometheus_client (which read the variable at import) writes every value to a
+        # file there, so that is where a scrape must read them.
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "digitrec_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
@@ -50,8 +64,18 @@ class Metrics:
         self.images.inc(images)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric (of all workers in multiprocess mode)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        # A fresh registry per scrape: the collector reads the workers' files as they are now.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """The worker stops: drop its live-gauge files (none today), keep its counts in the sums."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)
 
 
 class MetricsMiddleware:
