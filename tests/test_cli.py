@@ -215,12 +215,14 @@ def test_evaluate_json_and_plots(quick_model: Path, tmp_path: Path) -> None:
 
 
 @requires_mnist
-def test_bundled_model_meets_its_claim() -> None:
-    proc = run("evaluate", "--json", "--no-plots")
+def test_bundled_model_meets_its_claim(tmp_path: Path) -> None:
+    # Run where nothing should appear: evaluate writes figures only when asked for them.
+    proc = run("evaluate", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["accuracy"] >= 0.99
-    text = run("evaluate", "--no-plots").stdout
+    assert "confusion_plot" not in report and list(tmp_path.iterdir()) == []
+    text = run("evaluate").stdout
     assert "precision" in text and "confusion matrix" in text
 
 
@@ -230,7 +232,7 @@ def test_bundled_accuracy_models_meet_their_claims(name: str) -> None:
     from digitrec.models.checkpoint import read_metadata
 
     claimed = read_metadata(name)["metrics"]["test_accuracy"]
-    proc = run("evaluate", "--model", name, "--json", "--no-plots")
+    proc = run("evaluate", "--model", name, "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     # The file records the test accuracy measured when it was made (bf16 autocast on the
@@ -453,7 +455,7 @@ def test_calibrate_refuses_to_overwrite_a_bundled_model_or_a_recipe_less_file(tm
 
 
 def test_cli_backend_auto_is_torch_for_a_few_files() -> None:
-    from digitrec.cli.main import _CLI_ONNX_FROM, _cli_backend
+    from digitrec.cli.infer import _CLI_ONNX_FROM, _cli_backend
 
     assert _cli_backend("auto", 1) == "torch"
     assert _cli_backend("auto", _CLI_ONNX_FROM) == "auto"  # many files: ONNX Runtime pays off

@@ -21,14 +21,15 @@ MIN_CONFIDENCE = 0.7  # answers below this calibrated confidence are flagged uns
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Callable[[], Any] | None = None,
            choices: Sequence[str] | None = None, low: float | None = None, high: float | None = None,
-           above: float | None = None, flag: bool = True) -> Any:
+           above: float | None = None, flag: bool = True, name: str | None = None) -> Any:
     """A dataclass field with its help text (meaning, unit) and the range a flag accepts.
 
     ``low``/``high`` are inclusive bounds, ``above`` an exclusive lower bound; ``flag=False``
-    keeps the field off the command line (structured values such as a model's config).
+    keeps the field off the command line (structured values such as a model's config);
+    ``name`` is the flag's name when it is not ``--field-name`` (e.g. ``--timeout`` for ``timeout_s``).
     """
     metadata = {"help": help, "choices": tuple(choices) if choices else None, "low": low, "high": high,
-                "above": above, "flag": flag}
+                "above": above, "flag": flag, "name": name}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

@@ -74,7 +74,8 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
 def float_in(low: float | None = None, high: float | None = None, above: float | None = None) -> Callable[[str], float]:
     """An argparse type: a finite float ``>= low`` (or ``> above``) and ``<= high``, else a one-line error."""
     if above is not None:
-        requirement = "a positive number" if above == 0 and high is None else f"a number > {above:g}"
+        requirement = "a positive number" if above == 0 else f"a number > {above:g}"
+        requirement += f" and <= {high:g}" if high is not None else ""
     elif low is not None:
         requirement = f"from {low:g} to {high:g}" if high is not None else f"a number >= {low:g}"
     else:

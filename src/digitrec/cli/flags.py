@@ -38,16 +38,17 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *, ski
     """
     for f in _flag_fields(config_class, skip):
         meta = f.metadata
-        flag = "--" + f.name.replace("_", "-")
+        flag = meta.get("name") or "--" + f.name.replace("_", "-")
         shown = getattr(defaults, f.name) if defaults is not None else f.default
         help_text = meta["help"].replace("%", "%%")
         if shown is not None and shown is not dataclasses.MISSING:
             help_text += f" ({default_label}: {shown})"
         kind = _kind(f)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
             continue
-        options: dict[str, Any] = {"default": None, "help": help_text}
+        options: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         if meta.get("choices"):
             options["choices"] = meta["choices"]
         elif kind is int:

@@ -1,41 +1,46 @@
 """Models: the registry (``@register_model``), the architectures, layer summaries and the model file.
 
-Importing this package registers the built-in architectures (``models/digits.py``,
-``models/lines.py``), so ``create_model("seed")`` works after any ``digitrec.models`` import.
+Importing the registry registers the built-in architectures (``models/digits.py``,
+``models/lines.py``). The names below load on first use, so the torch-free modules of this
+package (``header``, ``catalog``) can be imported without PyTorch.
 """
 
-from digitrec.models.digits import (  # noqa: F401  (importing registers the architectures)
-    Ensemble,
-    EnsembleConfig,
-    FastCNN,
-    FastCNNConfig,
-    SeedCNN,
-    SeedCNNConfig,
-    VGGNet,
-    VGGNetConfig,
-)
-from digitrec.models.lines import LineCNN, LineCNNConfig, LineCRNN, LineCRNNConfig  # noqa: F401
-from digitrec.models.registry import (  # noqa: F401
-    LINE_HEIGHT,
-    LINE_STRIDE,
-    TASKS,
-    ModelSpec,
-    check_line_output,
-    check_model_output,
-    create_model,
-    get_model_spec,
-    list_models,
-    model_config_dict,
-    register_model,
-    spec_of,
-)
-from digitrec.models.summary import (  # noqa: F401
-    LayerInfo,
-    count_parameters,
-    example_input_shape,
-    format_summary,
-    layer_table,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ModelSpec": "digitrec.models.registry",
+    "register_model": "digitrec.models.registry",
+    "list_models": "digitrec.models.registry",
+    "get_model_spec": "digitrec.models.registry",
+    "spec_of": "digitrec.models.registry",
+    "create_model": "digitrec.models.registry",
+    "check_model_output": "digitrec.models.registry",
+    "check_line_output": "digitrec.models.registry",
+    "TASKS": "digitrec.models.registry",
+    "SeedCNNConfig": "digitrec.models.digits",
+    "SeedCNN": "digitrec.models.digits",
+    "VGGNetConfig": "digitrec.models.digits",
+    "VGGNet": "digitrec.models.digits",
+    "EnsembleConfig": "digitrec.models.digits",
+    "Ensemble": "digitrec.models.digits",
+    "FastCNNConfig": "digitrec.models.digits",
+    "FastCNN": "digitrec.models.digits",
+    "LineCNNConfig": "digitrec.models.lines",
+    "LineCNN": "digitrec.models.lines",
+    "LineCRNNConfig": "digitrec.models.lines",
+    "LineCRNN": "digitrec.models.lines",
+    "LINE_HEIGHT": "digitrec.models.registry",
+    "LINE_STRIDE": "digitrec.models.registry",
+    "LayerInfo": "digitrec.models.summary",
+    "layer_table": "digitrec.models.summary",
+    "example_input_shape": "digitrec.models.summary",
+    "format_summary": "digitrec.models.summary",
+    "count_parameters": "digitrec.models.summary",
+    "model_config_dict": "digitrec.models.registry",
+}
 
 __all__ = [
     "ModelSpec",
@@ -68,3 +73,13 @@ __all__ = [
     "count_parameters",
     "model_config_dict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'digitrec.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

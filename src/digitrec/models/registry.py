@@ -157,3 +157,8 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
     if config is None or not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise ConfigError(f"{type(model).__name__} has no dataclass 'config' attribute")
     return dataclasses.asdict(config)
+
+
+# The built-in architectures register themselves when their modules load; they import this
+# module first, so by here every name they need exists.
+from digitrec.models import digits, lines  # noqa: E402, F401

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from digitrec.cfg.base import BACKENDS
+from digitrec.cfg.base import BACKENDS, PRECISIONS, option
 from digitrec.errors import ConfigError
 
 __all__ = ["ServeConfig", "MiB", "usable_cores", "resolve_parallelism"]
@@ -24,25 +24,34 @@ MiB = 1024 * 1024
 class ServeConfig:
     """How ``digitrec serve`` runs: model, address, limits and tuning."""
 
-    model: str = "seed"  # bundled model name or model file path, loaded once per worker
-    verifier: str = "bundled"  # piece verifier for /v1/read: "bundled", "none" or a file from train-verifier
-    line_reader: str = "bundled"  # line reader for /v1/read: "bundled", "none" or a file from train-line-reader
-    host: str = "127.0.0.1"  # address to bind; loopback by default, so nothing is exposed by accident
-    port: int = 8000  # TCP port; 0 picks a free one
-    workers: int = 0  # server processes, each loading the model with its own inference thread; 0 = one per usable core
-    device: str = "cpu"  # torch device for inference: cpu, cuda, cuda:N or auto
-    precision: str = "fp32"  # fp32, bf16 (autocast), or auto (bf16 where the CPU/GPU runs it natively)
-    backend: str = "auto"  # "torch", "onnx" (ONNX Runtime, CPU fp32, the onnx extra) or "auto" (onnx where it applies)
-    max_body_bytes: int = 10 * MiB  # largest request body accepted, bytes; larger answers 413
+    model: str = option("seed", "bundled model name or model file path, loaded once per worker")
+    verifier: str = option("bundled", "piece verifier for /v1/read: 'bundled', 'none' or a file from "
+                           "'digitrec train-verifier'")
+    line_reader: str = option("bundled", "line reader for /v1/read: 'bundled', 'none' or a file from "
+                              "'digitrec train-line-reader' or 'digitrec finetune'")
+    host: str = option("127.0.0.1", "address to bind; loopback by default, so nothing is exposed by accident "
+                       "(0.0.0.0 exposes it)")
+    port: int = option(8000, "TCP port; 0 picks a free one", low=0, high=65535)
+    workers: int = option(0, "server processes, each loading the model with its own inference thread; 0 = one "
+                          "per usable core", low=0)
+    device: str = option("cpu", "torch device for inference: cpu, cuda, cuda:N or auto")
+    precision: str = option("fp32", "inference precision; bf16 autocast speeds up batches on CPUs with native bf16",
+                            choices=PRECISIONS)
+    backend: str = option("auto", "inference backend: torch, onnx (ONNX Runtime, CPU fp32, the onnx extra) or auto "
+                          "(onnx where it applies)", choices=BACKENDS)
+    max_body_bytes: int = option(10 * MiB, "largest request body accepted, bytes; larger answers 413", low=1,
+                                 flag=False)
     # No pixel limit of its own: images are decoded as the CLI decodes them, under
     # preprocess.MAX_PIXELS (larger answers 422; big JPEG photos are read at a reduced size).
-    max_batch_files: int = 64  # most images in one /v1/predict/batch request
-    timeout_s: float = 30.0  # whole-request deadline (reading the body included), seconds: 408 or 503 after it
-    cors_origin: str | None = None  # the one origin allowed cross-origin requests; None turns CORS off
-    max_batch: int = 64  # most images the inference thread runs in one forward pass (1 = no micro-batching)
-    torch_threads: int = 0  # PyTorch intra-op threads per worker; 0 = usable cores / workers, at least 1
-    access_log: bool = True  # one log line per request (costs throughput under load)
-    log_level: str = "info"  # uvicorn log level: critical, error, warning, info, debug
+    max_batch_files: int = option(64, "most images in one /v1/predict/batch request", low=1, flag=False)
+    timeout_s: float = option(30.0, "deadline for a whole request (reading the body included), seconds: 408 or "
+                              "503 after it", above=0, name="--timeout")
+    cors_origin: str | None = option(None, "the one origin allowed cross-origin requests (default: CORS off)")
+    max_batch: int = option(64, "most images one forward pass runs when requests are batched together; 1 turns "
+                            "micro-batching off", low=1)
+    torch_threads: int = option(0, "PyTorch threads per worker; 0 = usable cores / workers, at least 1", low=0)
+    access_log: bool = option(True, "one log line per request (costs throughput under load)")
+    log_level: str = option("info", "uvicorn log level: critical, error, warning, info, debug", flag=False)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -66,8 +75,8 @@ class ServeConfig:
             raise ConfigError(f"timeout_s must be a positive number of seconds, got {self.timeout_s!r}")
         if self.cors_origin is not None and not self.cors_origin.strip():
             raise ConfigError("cors_origin must be an origin such as https://example.org")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
