@@ -454,14 +454,6 @@ def test_calibrate_refuses_to_overwrite_a_bundled_model_or_a_recipe_less_file(tm
     assert not (tmp_path / "c.safetensors").exists()
 
 
-def test_cli_backend_auto_is_torch_for_a_few_files() -> None:
-    from digitrec.cli.infer import _CLI_ONNX_FROM, _cli_backend
-
-    assert _cli_backend("auto", 1) == "torch"
-    assert _cli_backend("auto", _CLI_ONNX_FROM) == "auto"  # many files: ONNX Runtime pays off
-    assert _cli_backend("onnx", 1) == "onnx" and _cli_backend("torch", 10**6) == "torch"
-
-
 def test_threads_flag_is_restored_after_an_in_process_main(tmp_path: Path) -> None:
     import torch
 

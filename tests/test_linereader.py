@@ -308,14 +308,14 @@ def test_read_takes_the_line_readers_reading_only_when_clearly_better(monkeypatc
                            class_names=LINE_CLASSES)
     rec = load("seed", backend="torch", verifier="none", line_reader=untrained)
     # Sure of "42" (frames: blank 4 blank 2 blank ...): replaces the segmenter's "107", with two boxes.
-    monkeypatch.setattr(rec._lines, "log_probs", lambda view: frames(*([0] * 10 + [5, 0, 3] + [0] * 10), sure=0.99))
+    monkeypatch.setattr(rec._reader._lines, "log_probs", lambda view: frames(*([0] * 10 + [5, 0, 3] + [0] * 10), sure=0.99))
     reading = rec.read(image)
     assert reading.number == "42" and len(reading.digits) == 2
     assert all(d.confidence == pytest.approx(0.99) for d in reading.digits)
     (x0, _, w0, _), (x1, _, _, _) = reading.digits[0].box, reading.digits[1].box
     assert x0 + w0 <= x1
     # Sure of the segmenter's own reading: its boxes and confidences stay.
-    monkeypatch.setattr(rec._lines, "log_probs", lambda view: frames(*([0] * 5 + [2, 0, 1, 0, 8] + [0] * 5)))
+    monkeypatch.setattr(rec._reader._lines, "log_probs", lambda view: frames(*([0] * 5 + [2, 0, 1, 0, 8] + [0] * 5)))
     assert rec.read(image) == plain
 
 
@@ -408,7 +408,7 @@ def test_read_with_a_grey_reader_reads_the_picture_itself(monkeypatch, tmp_path)
         lp[6], lp[12] = frames(5, 3, sure=0.99)  # "4" at frame 6, "2" at frame 12
         return lp
 
-    monkeypatch.setattr(rec._lines, "log_probs", sure_of_42)
+    monkeypatch.setattr(rec._reader._lines, "log_probs", sure_of_42)
     reading = rec.read(draw_number())  # 400x160: small enough to be read whole
     assert seen[-1].box == (0, 0, 400, 160)
     assert reading.number == "42" and [d.digit for d in reading.digits] == [4, 2]
@@ -423,7 +423,7 @@ def test_read_with_a_grey_reader_reads_the_picture_itself(monkeypatch, tmp_path)
     x, y, w, h = seen[-1].box
     assert x + 60 >= 600 and x + w <= 1000 + 60 and y + 40 >= 500 and y + h <= 660 + 40 and h < 300
     # Nothing read: no number.
-    monkeypatch.setattr(rec._lines, "log_probs", lambda view: frames(*([0] * (view.image.shape[1] // LINE_STRIDE))))
+    monkeypatch.setattr(rec._reader._lines, "log_probs", lambda view: frames(*([0] * (view.image.shape[1] // LINE_STRIDE))))
     blank = rec.read(draw_number())
     assert blank.number is None and blank.digits == () and blank.unsure
 
@@ -437,7 +437,7 @@ def reader():
 
 
 def test_the_default_reader_reads_grey_pictures(reader):
-    assert reader._lines is not None and reader._lines.reads_grey
+    assert reader._reader._lines is not None and reader._reader._lines.reads_grey
     assert reader.verifier is None  # the segmenter's verifier is not loaded when nothing uses it
 
 

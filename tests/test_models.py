@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import digitrec.models as models
+import digitrec.models.spec  # noqa: F401  (the table, for cleaning up a test registration)
 from digitrec.errors import ConfigError
 from digitrec.models import SeedCNN, SeedCNNConfig, count_parameters, format_summary, layer_table
 from digitrec.models.registry import create_model, get_model_spec, list_models, register_model
@@ -74,7 +75,7 @@ def test_register_model_and_duplicate():
         with pytest.raises(ValueError, match="already registered"):
             register_model("test-tiny", TinyConfig)(Tiny)
     finally:
-        models._REGISTRY.pop("test-tiny", None)
+        models.spec._REGISTRY.pop("test-tiny", None)
     assert "test-tiny" not in list_models()
 
 

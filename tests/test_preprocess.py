@@ -270,7 +270,7 @@ def test_to_mnist_rejects_truncated_png(tmp_path, digit_png):
 
 
 def test_too_large_image_is_refused(monkeypatch):
-    monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", 100)
+    monkeypatch.setattr("digitrec.data.decode.MAX_PIXELS", 100)
     img = Image.new("L", (20, 20), 255)
     with pytest.raises(ImageError, match="too large"):
         to_mnist(img)
@@ -523,7 +523,7 @@ def test_cmyk_and_16bit_files_are_read(tmp_path, digit_image):
 
 def test_decompression_bomb_is_a_clear_error(monkeypatch):
     big = encode(Image.new("L", (400, 400), 255))  # small file, many pixels
-    monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", 1000)
+    monkeypatch.setattr("digitrec.data.decode.MAX_PIXELS", 1000)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # Pillow's own guard trips first
     with pytest.raises(ImageError, match="too large"):
         to_mnist(big)
@@ -604,7 +604,7 @@ def test_a_48_megapixel_jpeg_is_read_at_half_size_with_boxes_in_its_pixels():
 
 
 def test_big_non_jpeg_images_are_still_refused(monkeypatch, digit_image):
-    monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", 300 * 200 - 1)
+    monkeypatch.setattr("digitrec.data.decode.MAX_PIXELS", 300 * 200 - 1)
     for fmt in ("PNG", "WEBP", "TIFF"):
         with pytest.raises(ImageError, match="too large .*only JPEG is read at a reduced size"):
             to_mnist(encode(digit_image, fmt))
@@ -613,15 +613,15 @@ def test_big_non_jpeg_images_are_still_refused(monkeypatch, digit_image):
 def test_jpeg_draft_takes_the_least_reduction_that_fits(monkeypatch, digit_image):
     data = encode(digit_image, "JPEG", quality=95)  # 300x200
     for limit, reduction in [(300 * 200, 1), (150 * 100, 2), (150 * 100 - 1, 4), (38 * 25, 8)]:
-        monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", limit)
+        monkeypatch.setattr("digitrec.data.decode.MAX_PIXELS", limit)
         decoded = decode_image(data)
         assert decoded.scale == reduction and decoded.size == (300, 200)
         assert decoded.image.size == (-(-300 // reduction), -(-200 // reduction))
-    monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", 38 * 25 - 1)
+    monkeypatch.setattr("digitrec.data.decode.MAX_PIXELS", 38 * 25 - 1)
     with pytest.raises(ImageError, match="too large .*even at 1/8 scale"):
         to_mnist(data)
     # A PIL image is the caller's: never drafted (that would change it), refused as before.
-    monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", 150 * 100)
+    monkeypatch.setattr("digitrec.data.decode.MAX_PIXELS", 150 * 100)
     lazy = Image.open(io.BytesIO(data))
     with pytest.raises(ImageError, match="too large"):
         to_mnist(lazy)
@@ -634,7 +634,7 @@ def test_drafted_jpeg_keeps_exif_orientation_and_the_input_shape(monkeypatch):
     exif = Image.Exif()
     exif[0x0112] = 6  # displayed turned 90 degrees clockwise: 400 wide, 800 high
     data = encode(img, "JPEG", quality=95, exif=exif.tobytes())
-    monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", 50_000)  # half size, 80,000 pixels, is over
+    monkeypatch.setattr("digitrec.data.decode.MAX_PIXELS", 50_000)  # half size, 80,000 pixels, is over
     decoded = decode_image(data)
     assert decoded.scale == 4 and decoded.image.size == (100, 200) and decoded.size == (400, 800)
     cleaned = ink_map(data)

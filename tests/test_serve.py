@@ -79,8 +79,11 @@ def test_predict_raw_png(client, rec, seven_png):
     body = r.json()
     assert_prediction(body, 7)
     assert "input" not in body
-    # The same answer as the library gives for the same bytes.
-    assert body["probabilities"] == pytest.approx(list(rec.predict(seven_png).probabilities), abs=1e-6)
+    # The same answer as the library gives for the same bytes, spelt as `digitrec predict --json` spells it.
+    expected = rec.predict(seven_png).to_dict()
+    assert body.keys() == expected.keys()
+    assert body["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    assert [t["digit"] for t in body["top3"]] == [t["digit"] for t in expected["top3"]]
 
 
 def test_predict_jpeg_and_content_type_parameters(client):
@@ -220,7 +223,7 @@ def test_default_body_limit_is_10_mib(client):
 
 
 def test_too_many_pixels_is_422(rec, monkeypatch):
-    monkeypatch.setattr("digitrec.data.preprocess.MAX_PIXELS", 1000)  # the server has no limit of its own
+    monkeypatch.setattr("digitrec.data.decode.MAX_PIXELS", 1000)  # the server has no limit of its own
     with make_client(rec) as c:
         big = png_bytes(draw_digit(size=(40, 40), offset=(5, 5)))  # 1,600 pixels
         assert_error(c.post("/v1/predict", content=big, headers={"Content-Type": "image/png"}), 422, "too large")
@@ -549,7 +552,7 @@ def test_onnx_backend_gives_the_same_predictions(rec, seven_png, real_mnist):
 
 
 def test_onnx_backend_without_the_extra_says_how_to_install(monkeypatch):
-    monkeypatch.setattr("digitrec.infer.backends.onnxruntime_available", lambda: False)
+    monkeypatch.setattr("digitrec.infer.onnx.onnxruntime_available", lambda: False)
     with pytest.raises(ConfigError, match=r"pip install 'digitrec\[onnx\]'"):
         create_app(ServeConfig(backend="onnx"))
 

@@ -1,4 +1,4 @@
-"""Atomic file writing: a reader never sees a half-written file, and a failure leaves none behind."""
+"""Files on disk: atomic writes (a reader never sees a half-written file) and the per-user cache folder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "check_writable"]
+__all__ = ["atomic_write", "check_writable", "cache_dir", "CACHE_DIR_ENV"]
+
+CACHE_DIR_ENV = "DIGITREC_CACHE_DIR"  # overrides the per-user cache folder (downloads, compiled graphs)
+
+
+def cache_dir(*parts: str) -> Path:
+    """The per-user cache folder (``$DIGITREC_CACHE_DIR``, else the platform's user cache) joined with ``parts``."""
+    root = os.environ.get(CACHE_DIR_ENV)
+    if not root:
+        import platformdirs
+
+        root = platformdirs.user_cache_dir("digitrec")
+    return Path(root).joinpath(*parts)
 
 
 def _create_temp(target: Path) -> tuple[int, Path]:

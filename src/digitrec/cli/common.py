@@ -152,7 +152,6 @@ def note(message: str, json_mode: bool = False) -> None:
 def check_outputs(*figures: str | Path | None, model: Path | None = None) -> None:
     """Check output files before long work: figure formats, writable, no two the same file."""
     from digitrec.fileio import check_writable
-    from digitrec.plots import check_plot_path
 
     checked: list[Path] = []
     for p, is_figure in [(model, False), *((f, True) for f in figures)]:
@@ -160,6 +159,8 @@ def check_outputs(*figures: str | Path | None, model: Path | None = None) -> Non
             continue
         target = Path(p)
         if is_figure:
+            from digitrec.plots import check_plot_path  # matplotlib: only when a figure is asked for
+
             check_plot_path(target)
         if any(target.resolve() == c.resolve() for c in checked):
             raise ConfigError(f"{target} is given for two outputs; use different file names")

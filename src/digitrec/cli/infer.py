@@ -21,18 +21,6 @@ from digitrec.errors import ConfigError
 
 __all__ = ["add_commands"]
 
-# Below this many input files, "auto" means PyTorch in the CLI: it answers one file at a time,
-# and preparing ONNX Runtime at start-up (exporting the graph, ~0.4 s) costs more than it saves
-# per image (~0.25 ms for `seed` with `predict`; heavier models and `read`, which classifies
-# dozens of candidates per file, break even sooner). Servers and the Python API keep ONNX.
-_CLI_ONNX_FROM = 2000
-
-
-def _cli_backend(requested: str, count: int) -> str:
-    """The backend the CLI loads for ``count`` input files when ``requested`` was asked for."""
-    return "torch" if requested == "auto" and count < _CLI_ONNX_FROM else requested
-
-
 def _predict_inputs(args: argparse.Namespace) -> list[tuple[str, tuple[Any, int | None]]]:
     """(name, (image source, true label or None)) for each requested input."""
     inputs: list[tuple[str, tuple[Any, int | None]]] = [(p, (p, None)) for p in args.images]
@@ -93,7 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--show takes exactly one input image")
     if args.show_input and len(inputs) != 1:
         raise ConfigError("--show-input takes exactly one input image")
-    rec = load(args.model, device=args.device, backend=_cli_backend(args.backend, len(inputs)),
+    rec = load(args.model, device=args.device, backend=args.backend,
                min_confidence=args.min_confidence, verifier=None, line_reader=None)  # single digits: no number helpers
 
     def one(name: str, item: tuple[Any, int | None]) -> None:
@@ -131,7 +119,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     check_outputs(args.show)
     if args.show and len(args.images) != 1:
         raise ConfigError("--show takes exactly one input image")
-    rec = load(args.model, device=args.device, backend=_cli_backend(args.backend, len(args.images)),
+    rec = load(args.model, device=args.device, backend=args.backend,
                min_confidence=args.min_confidence, verifier=args.verifier, line_reader=args.line_reader)
 
     def one(name: str, _: None) -> None:
@@ -197,8 +185,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     """Register ``predict``, ``read`` and ``evaluate``."""
-    backend_help = ("inference backend; auto uses ONNX Runtime when installed, for 2,000 or more images "
-                    "(default: %(default)s)")
+    backend_help = ("inference backend; auto uses ONNX Runtime when installed (each model's graph is exported "
+                    "once and cached per user), else PyTorch (default: %(default)s)")
     p = sub.add_parser("predict", parents=[parents.common, parents.data], help="recognise digits in images",
                        description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF, WebP; any size "
                        "and mode), or in an MNIST test image.")

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import platformdirs
 
 from digitrec.errors import ConfigError, DatasetError
-from digitrec.fileio import atomic_write
+from digitrec.fileio import atomic_write, cache_dir
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -148,7 +147,7 @@ class MNIST:
 
 def default_cache_dir() -> Path:
     """The per-user cache directory where downloads go when no data directory is set."""
-    return Path(platformdirs.user_cache_dir("digitrec")) / "mnist"
+    return cache_dir("mnist")
 
 
 def _file_in(directory: Path, base: str) -> Path | None:

@@ -5,9 +5,10 @@ temperature):
 
 - ``torch``: eager PyTorch, channels_last, with bf16 autocast when asked for. Runs anywhere
   the model runs, CUDA included.
-- ``onnx``: the model exported to ONNX (in memory, at load time) and run by ONNX Runtime, when
-  the optional ``onnxruntime`` package is installed. On small CPUs it has far less per-call
-  overhead than eager PyTorch: measured in ``bench/speed.py``.
+- ``onnx``: the model exported to ONNX and run by ONNX Runtime (:mod:`digitrec.infer.onnx`),
+  when the optional ``onnxruntime`` package is installed. On small CPUs it has far less per-call
+  overhead than eager PyTorch: measured in ``bench/speed.py``. A file's graph is exported once
+  and cached per user, so later processes skip the export.
 
 ``auto`` picks ``onnx`` for fp32 on the CPU when ONNX Runtime imports, else ``torch``.
 :func:`export_onnx` writes the same graph to a file for deployment.
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import warnings
-from typing import Any, Literal
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,29 +28,23 @@ from torch import nn
 
 from digitrec.cfg.base import BACKENDS
 from digitrec.data.preprocess import IMAGE_SIZE, Normalization
-from digitrec.errors import ConfigError, DigitrecError, first_line
+from digitrec.errors import DigitrecError, first_line
 from digitrec.fileio import atomic_write
 from digitrec.infer.evaluate import predict_logits
+from digitrec.infer.onnx import (  # noqa: F401  (onnxruntime_available: re-exported for callers)
+    CHUNK,
+    ONNX_OPSET,
+    OnnxRunner,
+    cached_graph,
+    onnxruntime_available,
+    resolve_backend,
+    store_graph,
+)
 from digitrec.models.checkpoint import ModelFile
 from digitrec.models.registry import create_model
 
-__all__ = ["BACKENDS", "onnxruntime_available", "ProbabilityModel", "InferenceEngine", "export_onnx"]
-
-# Up to this many images per call run on one thread: for a handful of images, waking a
-# second thread costs more than it saves, and on a busy machine it waits for a free core.
-_SMALL_BATCH = 8
-_CHUNK = 100  # images per forward pass for large inputs (activations stay in cache)
-_ONNX_OPSET = 17
-
-
-def onnxruntime_available() -> bool:
-    """Whether the optional ONNX Runtime package imports."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
+__all__ = ["BACKENDS", "onnxruntime_available", "resolve_backend", "ProbabilityModel", "InferenceEngine",
+           "export_onnx", "onnx_graph"]
 
 class ProbabilityModel(nn.Module):
     """[0, 1] images (B, 28, 28) -> class probabilities (B, C): normalisation and temperature inside.
@@ -90,7 +85,7 @@ def _onnx_bytes(model_file: ModelFile) -> bytes:
                 wrapper, (example,), buf,  # type: ignore[arg-type]  # file objects work too
                 input_names=["images"], output_names=["probabilities"],
                 dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-                opset_version=_ONNX_OPSET, dynamo=False,
+                opset_version=ONNX_OPSET, dynamo=False,
             )
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise DigitrecError(f"cannot export {model_file.arch!r} to ONNX: {first_line(exc)}") from exc
@@ -106,6 +101,19 @@ def export_onnx(model_file: ModelFile, path: str | os.PathLike[str]) -> None:
         fh.write(blob)
 
 
+def onnx_graph(model_file: ModelFile) -> bytes | Path:
+    """The ONNX graph of ``model_file``: the cached one when its file was exported before, else exported now
+    (and cached for the next process)."""
+    if model_file.path is not None:
+        cached = cached_graph(model_file.path)
+        if cached is not None:
+            return cached
+    graph = _onnx_bytes(model_file)
+    if model_file.path is not None:
+        store_graph(model_file.path, graph)
+    return graph
+
+
 class InferenceEngine:
     """Runs one loaded model file on prepared images with the chosen backend."""
 
@@ -116,61 +124,22 @@ class InferenceEngine:
         precision: str = "fp32",
         backend: Literal["auto", "torch", "onnx"] | str = "auto",
     ) -> None:
-        if backend not in BACKENDS:
-            raise ConfigError(f"invalid backend {backend!r} (use {', '.join(BACKENDS)})")
-        onnx_ok = device.type == "cpu" and precision == "fp32"
-        if backend == "onnx":
-            if not onnx_ok:
-                raise ConfigError("the onnx backend runs on the CPU in fp32 only")
-            if not onnxruntime_available():
-                raise ConfigError("the onnx backend needs ONNX Runtime: pip install 'digitrec[onnx]'")
-        elif backend == "auto":
-            backend = "onnx" if onnx_ok and onnxruntime_available() else "torch"
+        self.backend: str = resolve_backend(backend, device.type, precision)  # "torch" or "onnx"
         self.model_file = model_file
         self.device = device
         self.precision = precision
-        self.backend: str = backend  # the backend in use: "torch" or "onnx"
-        self._sessions: dict[str, Any] = {}
-        self._lock = threading.Lock()  # a server's threads may ask for the first session at once
-        if backend == "onnx":
-            self._onnx = _onnx_bytes(model_file)
-
-    def _session(self, kind: str) -> Any:
-        # Two sessions over one graph: one thread for a few images, PyTorch's thread count (all
-        # cores by default) for batches. Sessions are safe to call from several threads at once.
-        with self._lock:
-            if kind not in self._sessions:
-                self._sessions[kind] = self._new_session(kind)
-            return self._sessions[kind]
-
-    def _new_session(self, kind: str) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if kind == "small":
-            options.intra_op_num_threads = 1
-        else:
-            # As many threads as PyTorch is allowed (a server sets one per worker); spinning
-            # threads would steal the cores other work (or a server's event loop) needs.
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(self._onnx, options, providers=["CPUExecutionProvider"])
-
-    def probabilities(self, images: np.ndarray) -> torch.Tensor:
-        """Class probabilities (N, C) float32 on the CPU for images (N, 28, 28): uint8, or floats in [0, 1]."""
-        n = len(images)
         if self.backend == "onnx":
-            x = images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 \
-                else np.ascontiguousarray(images, dtype=np.float32)
-            session = self._session("small" if n <= _SMALL_BATCH else "batch")
-            if n <= _CHUNK:
-                return torch.from_numpy(session.run(None, {"images": x})[0])
-            outs = [session.run(None, {"images": x[i : i + _CHUNK]})[0] for i in range(0, n, _CHUNK)]
-            return torch.from_numpy(np.concatenate(outs))
+            # As many threads for batches as PyTorch is allowed (a server sets one per worker).
+            self._onnx = OnnxRunner(onnx_graph(model_file), batch_threads=torch.get_num_threads())
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C) float32 for images (N, 28, 28): uint8, or floats in [0, 1]."""
+        if self.backend == "onnx":
+            return self._onnx.probabilities(images)
         x_t = torch.from_numpy(np.ascontiguousarray(images))
         if x_t.dtype != torch.uint8:
             x_t = x_t.float()
         mf = self.model_file
         logits = predict_logits(mf.model, x_t, device=self.device, precision=self.precision,
-                                normalization=mf.normalization, batch_size=_CHUNK)
-        return (logits / mf.temperature).softmax(dim=1).cpu()
+                                normalization=mf.normalization, batch_size=CHUNK)
+        return (logits / mf.temperature).softmax(dim=1).cpu().numpy()

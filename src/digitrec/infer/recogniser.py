@@ -6,34 +6,26 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, overload
 
 import numpy as np
-import torch
 from PIL import Image
 
 from digitrec.cfg.base import MIN_CONFIDENCE
-from digitrec.data.preprocess import IMAGE_SIZE, ImageSource, InkMap, NoDigitError, decode_gray, ink_map, to_mnist
+from digitrec.data.preprocess import IMAGE_SIZE, ImageSource, NoDigitError, Normalization, to_mnist
 from digitrec.errors import ConfigError, ImageError, ModelFileError
-from digitrec.infer.backends import InferenceEngine
-from digitrec.models.checkpoint import ModelFile, load_model, read_metadata
-from digitrec.models.registry import LINE_HEIGHT, list_models
-from digitrec.read.lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
-from digitrec.read.linereader import LineReader, bundled_line_reader, choose_reading, digit_boxes, line_image
-from digitrec.read.segment import DigitReading, NumberReading, line_ink, segment
-from digitrec.read.verifier import bundled_verifier, whole_digit_scorer
-from digitrec.runtime import resolve_device, resolve_precision
+from digitrec.infer.onnx import OnnxRunner, cached_graph, resolve_backend
+from digitrec.models.catalog import BUILTIN
+from digitrec.models.header import ModelFile, read_metadata, resolve_model_path
+from digitrec.read.segment import NumberReading
 
-__all__ = ["DEFAULT_MIN_CONFIDENCE", "NO_NUMBER_BELOW", "Prediction", "Recogniser", "load", "grey_view"]
+if TYPE_CHECKING:  # single digits through a cached ONNX graph never import PyTorch
+    import torch
 
-# A grey reading whose whole string is less likely than this is a guess: "no number found".
-# Chosen on the development cheques: it drops 0.2% of right readings and turns 7% of wrong ones
-# (and marks on empty paper) into "no number".
-NO_NUMBER_BELOW = 0.1
-# A small picture whose clear ink, read whole, spans at least this share of the line's height is
-# read whole without looking for its band: a cheap first look before lineprep.READ_BAND_BELOW's
-# test (the development cheques span 0.47-1, 90% over 0.59; small generated cards 0.36-0.47).
-_BAND_LOOK_BELOW = 0.55
+__all__ = ["DEFAULT_MIN_CONFIDENCE", "Prediction", "Recogniser", "load"]
+
+_BUILTIN_TASKS = {a.name: a.task for a in BUILTIN}
+
 # Calibrated confidence below which an answer is flagged unsure. Chosen on the validation
 # split and on letters and scribbles (see docs/segmenter.md):
 # it flags few real digits while flagging most non-digits.
@@ -55,15 +47,21 @@ class Prediction:
     input: np.ndarray = field(repr=False, compare=False)  # the (28, 28) [0, 1] image the model saw
     unsure: bool = False  # confidence below the recogniser's min_confidence (always True without a digit)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (without the input image)."""
-        return {
+    def to_dict(self, *, with_input: bool = False) -> dict[str, Any]:
+        """JSON-ready form, the one spelling of a prediction (CLI ``--json`` and the HTTP API).
+
+        ``with_input`` adds the 28x28 image the model saw, as grey levels 0-255 (ink bright).
+        """
+        out: dict[str, Any] = {
             "digit": self.digit,
             "confidence": self.confidence,
             "unsure": self.unsure,
             "top3": [{"digit": d, "probability": p} for d, p in self.top],
             "probabilities": list(self.probabilities),
         }
+        if with_input:
+            out["input"] = np.rint(np.asarray(self.input) * 255).astype(np.uint8).tolist()
+        return out
 
 
 def _no_digit() -> Prediction:
@@ -102,7 +100,7 @@ class Recogniser:
     def __init__(
         self,
         model_file: ModelFile,
-        device: torch.device,
+        device: torch.device | str,
         precision: str = "fp32",
         backend: str = "auto",
         min_confidence: float | None = None,
@@ -112,21 +110,33 @@ class Recogniser:
         self.model_file = model_file
         self.device = device
         self.precision = precision
-        self._engine = InferenceEngine(model_file, device, precision, backend)
         self.min_confidence = _check_min_confidence(
             DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
         )
-        # The piece verifier that helps read numbers (None: candidates scored by the classifier alone).
+        self._engine: Any
+        if model_file.model is None:
+            # Only the header was read: its graph is in the cache (see load()), and PyTorch stays unloaded.
+            graph = cached_graph(model_file.path) if model_file.path is not None else None
+            if graph is None:
+                raise ModelFileError(f"{model_file.path}: no cached ONNX graph; load the model file in full")
+            self._engine = OnnxRunner(graph)
+            self._backend = "onnx"
+        else:
+            from digitrec.infer.backends import InferenceEngine  # PyTorch
+
+            self._engine = InferenceEngine(model_file, device, precision, backend)  # type: ignore[arg-type]
+            self._backend = self._engine.backend
+        # The helper models that read numbers (None: the segmenter alone, scored by the classifier).
         self.verifier = verifier
-        self._whole = whole_digit_scorer(verifier, device) if verifier is not None else None
-        # The line reader, a second opinion on numbers that needs no cuts (None: segmentation alone).
         self.line_reader = line_reader
-        self._lines = LineReader(line_reader, device) if line_reader is not None else None
+        self._reader: Any = None
+        if verifier is not None or line_reader is not None:
+            self._numbers()
 
     @property
     def backend(self) -> str:
         """The inference backend in use: ``"onnx"`` (ONNX Runtime) or ``"torch"``."""
-        return self._engine.backend
+        return self._backend
 
     @property
     def name(self) -> str:
@@ -156,7 +166,7 @@ class Recogniser:
         arr = _check_prepared(images)
         if len(arr) == 0:
             return np.zeros((0, len(self.model_file.class_names)), np.float32)
-        return self._engine.probabilities(arr).numpy()
+        return self._engine.probabilities(arr)
 
     def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
         """Predict already-prepared images: float [0, 1] or uint8, shape (N, 28, 28).
@@ -171,7 +181,8 @@ class Recogniser:
             answers = iter(self.predict_arrays(arr[has_ink]) if has_ink.any() else [])
             return [next(answers) if ink else _no_digit() for ink in has_ink]
         probs = self._engine.probabilities(arr)
-        top_p, top_i = probs.topk(3, dim=1)
+        top_i = np.argsort(-probs, axis=1, kind="stable")[:, :3]
+        top_p = np.take_along_axis(probs, top_i, axis=1)
         # One bulk conversion to Python floats; per-row NumPy work dominated large batches.
         rows, tops_p, tops_i = probs.tolist(), top_p.tolist(), top_i.tolist()
         scale = 255.0 if arr.dtype == np.uint8 else 1.0
@@ -226,118 +237,22 @@ class Recogniser:
         binarising or cutting it (:mod:`digitrec.read.lineprep`, :mod:`digitrec.read.linereader`): a
         small picture whole, a larger one in the band of ink found in it. ``confidence`` is
         then the reader's probability of the whole string. A list is read in batches of lines
-        of the same width, faster per picture and with the same answers. With a reader of binarised ink, or none, the
-        digits are cut apart and classified one by one (:mod:`digitrec.read.segment`). A picture
-        without a number gives ``number`` None.
+        of the same width, faster per picture and with the same answers. With a reader of binarised
+        ink, or none, the digits are cut apart and classified one by one (:mod:`digitrec.read.segment`).
+        A picture without a number gives ``number`` None.
         """
         many = isinstance(image, (list, tuple))
-        images = list(image) if many else [image]  # type: ignore[list-item]
-        if self._lines is not None and self._lines.reads_grey:
-            readings = self._read_grey(images)
-        else:
-            readings = [self._read_segments(i) for i in images]
+        readings = self._numbers().read(list(image) if many else [image])  # type: ignore[list-item]
         return readings if many else readings[0]
 
-    def _read_segments(self, image: ImageSource) -> NumberReading:
-        """:meth:`read` by cutting the digits apart (and the ink line reader's second opinion)."""
-        cleaned = ink_map(image)
-        pieces = segment(cleaned, lambda x: np.array([p.confidence for p in self.predict_arrays(x)]),
-                         whole=self._whole)
-        if not pieces:
-            return NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
-        preds = self.predict_arrays(np.stack([p.input for p in pieces]))
-        digits = tuple(
-            DigitReading(digit=int(p.digit), confidence=p.confidence, box=piece.box, unsure=p.unsure)
-            for p, piece in zip(preds, pieces)
-            if p.digit is not None
-        )
-        if self._lines is not None:
-            digits = self._second_opinion(cleaned, digits)
-        return NumberReading(
-            number="".join(str(d.digit) for d in digits),
-            confidence=float(np.prod([d.confidence for d in digits])),
-            digits=digits,
-            unsure=any(d.unsure for d in digits),
-        )
+    def _numbers(self) -> Any:
+        # The number reader (and PyTorch, which its helper models need) loads on the first read.
+        if self._reader is None:
+            from digitrec.read.reader import NumberReader
 
-    def _read_grey(self, images: list[ImageSource]) -> list[NumberReading]:
-        """:meth:`read` with the grey line reader: each picture's line, then all lines in batches."""
-        assert self._lines is not None
-        lines: list[tuple[np.ndarray, float, GreyLine] | None] = []  # grey pixels, decoding scale, the line
-        for image in images:
-            gray, scale, _ = decode_gray(image)
-            view = grey_view(gray)
-            lines.append(None if view is None else (gray, scale, view))
-        found = iter(self._lines.read_grey([line[2] for line in lines if line is not None]))
-        nothing = NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
-        readings = []
-        for line in lines:
-            digits_found, probability = next(found) if line is not None else ([], 0.0)
-            if line is None or not digits_found or probability < NO_NUMBER_BELOW:
-                readings.append(nothing)
-                continue
-            gray, scale, view = line
-            margin = int(np.ceil(view.box[3] / LINE_HEIGHT))  # one line-image pixel, in input pixels
-            digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence,
-                                        box=_scaled(tighten_box(gray, d.box, view.inverted, margin), scale),
-                                        unsure=d.confidence < self.min_confidence) for d in digits_found)
-            readings.append(NumberReading(number="".join(str(d.digit) for d in digits), confidence=probability,
-                                          digits=digits,
-                                          unsure=probability < self.min_confidence or any(d.unsure for d in digits)))
-        return readings
-
-    def _second_opinion(self, cleaned: InkMap, digits: tuple[DigitReading, ...]) -> tuple[DigitReading, ...]:
-        """The line reader's digits if it reads the line clearly better than ``digits``, else ``digits``."""
-        assert self._lines is not None
-        line = line_ink(cleaned)
-        if line is None:
-            return digits
-        view = line_image(line)
-        log_probs = self._lines.log_probs(view)
-        own = choose_reading(log_probs, "".join(str(d.digit) for d in digits))
-        if own is None:
-            return digits
-        boxes = digit_boxes(line, view, [d.frame for d in own], cleaned.scale)
-        return tuple(DigitReading(digit=d.digit, confidence=d.confidence, box=box,
-                                  unsure=d.confidence < self.min_confidence) for d, box in zip(own, boxes))
-
-
-def _scaled(box: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:
-    """A box in decoded pixels -> input pixels (a large JPEG is decoded at reduced size)."""
-    return box if scale == 1.0 else tuple(int(round(v * scale)) for v in box)  # type: ignore[return-value]
-
-
-def grey_view(gray: np.ndarray) -> GreyLine | None:
-    """The line the grey reader reads in a grey picture, prepared (:func:`lineprep.line_input`); None: none found.
-
-    A small picture whose ink fills most of its height (a cut-out amount, a form field) is read
-    whole. Otherwise the band of ink the cleaning pipeline finds is read, with a margin
-    (:func:`lineprep.locate`): in a large picture always, in a small one when that band is under
-    ``READ_BAND_BELOW`` of its height. The cleaning pipeline costs more than the reading, so a
-    small picture is first looked at whole: where its clear ink already spans more than half the
-    height (or there is none), the band is not looked for.
-    """
-    h, w = gray.shape
-    whole = None
-    if h <= READ_WHOLE:
-        whole = line_input(gray)
-        rows = np.flatnonzero((whole.image > 0.6).sum(axis=1) >= 2)  # rows with clear ink
-        if rows.size == 0 or rows[-1] - rows[0] + 1 >= _BAND_LOOK_BELOW * LINE_HEIGHT:
-            return whole
-    crop = locate(gray, _ink_box(gray))
-    if crop is None:
-        return None
-    return whole if whole is not None and crop == (0, 0, w, h) else line_input(gray, crop)
-
-
-def _ink_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The band of a line's ink in a large picture, input pixels (x, y, width, height), as cleaning finds it."""
-    cleaned = ink_map(gray)
-    line = line_ink(cleaned)
-    if line is None:
-        return None
-    x0, y0, x1, y1 = (round(v * cleaned.scale) for v in line.box)
-    return (x0, y0, x1 - x0, y1 - y0)
+            self._reader = NumberReader(self.predict_arrays, self.min_confidence, self.device, self.verifier,
+                                        self.line_reader)
+        return self._reader
 
 
 def _prepare_or_blank(image: ImageSource) -> np.ndarray:
@@ -374,6 +289,14 @@ def load(
     :mod:`digitrec.read.verifier`).
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
+    quick = _header_only(name_or_path, device, precision, backend, verifier, line_reader)
+    if quick is not None:
+        return Recogniser(quick, "cpu", "fp32", "onnx", threshold)
+    from digitrec.models.checkpoint import load_model  # the full path: PyTorch from here on
+    from digitrec.read.linereader import bundled_line_reader
+    from digitrec.read.verifier import bundled_verifier
+    from digitrec.runtime import resolve_device, resolve_precision
+
     dev = resolve_device(device)
     if _reads_lines(name_or_path):  # a line reader file (e.g. from `digitrec finetune`) given as the model
         if line_reader in (None, "none"):
@@ -390,8 +313,34 @@ def load(
                       verifier_file, line_file)
 
 
+def _header_only(name_or_path: str | os.PathLike[str], device: object, precision: str, backend: str,
+                 verifier: object, line_reader: object) -> ModelFile | None:
+    """The model file's header alone, when its cached ONNX graph answers everything asked: else None.
+
+    That is single digits (no helper model for numbers) with a built-in digit architecture, on
+    the CPU in fp32 through ONNX Runtime, from a file exported before (the graph cache is keyed
+    by the file's bytes, so the file was loaded and checked in full when it was exported).
+    """
+    if verifier not in (None, "none") or line_reader not in (None, "none") or device != "cpu" \
+            or resolve_backend(backend, "cpu", precision) != "onnx":
+        return None
+    try:
+        path = resolve_model_path(name_or_path)
+        meta = read_metadata(path)
+    except ModelFileError:
+        return None  # the full load says what is wrong
+    if _BUILTIN_TASKS.get(meta.get("arch")) != "digits" or cached_graph(path) is None:
+        return None
+    class_names = meta.get("class_names", [str(i) for i in range(10)])
+    return ModelFile(model=None, arch=meta["arch"], model_config=dict(meta.get("model_config") or {}),
+                     normalization=Normalization(**meta["normalization"]), class_names=list(class_names),
+                     metadata=meta, path=path)
+
+
 def _reads_lines(name_or_path: str | os.PathLike[str]) -> bool:
     """True when ``name_or_path`` is a model file whose architecture reads lines (a line reader)."""
+    from digitrec.models.registry import list_models
+
     if not Path(name_or_path).is_file():
         return False  # a bundled name (digit models), or a missing file load_model will report
     arch = read_metadata(name_or_path).get("arch")
@@ -408,6 +357,8 @@ def _helper_model(choice: str | os.PathLike[str] | None, bundled: Callable[[], P
     if not Path(path).is_file():
         raise ModelFileError(f"{what}: {path}: no such {what} file (use 'bundled', 'none' "
                              f"or a file from 'digitrec {command}')")
+    from digitrec.models.checkpoint import load_model
+
     try:
         return load_model(path, device, **expect)
     except ModelFileError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from digitrec.models.header import (
     FORMAT_VERSION,
     MAX_MODEL_BYTES,
     MODEL_KEY,
+    ModelFile,
     bundled_models,
     check_model_record,
     header_record,
@@ -54,24 +54,6 @@ __all__ = [
     "packaged_file",
 ]
 
-
-
-@dataclass
-class ModelFile:
-    """A loaded model file: the rebuilt module (in eval mode) and its metadata."""
-
-    model: nn.Module
-    arch: str  # registry name
-    model_config: dict[str, Any]  # arguments of the architecture's config class
-    normalization: Normalization  # applied to [0, 1] pixels before the model
-    class_names: list[str]  # label of each output index
-    metadata: dict[str, Any] = field(default_factory=dict)  # everything else stored in the file
-    path: Path | None = None  # where it was loaded from
-
-    @property
-    def temperature(self) -> float:
-        """Softmax temperature for calibrated confidences (1.0 = uncalibrated)."""
-        return float(self.metadata.get("temperature", 1.0))
 
 
 def save_model(

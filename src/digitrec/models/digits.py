@@ -14,7 +14,7 @@ from torch import nn
 
 from digitrec.data.preprocess import IMAGE_SIZE
 from digitrec.models.layers import conv_bn, flat_size
-from digitrec.models.registry import create_model, register_model
+from digitrec.models.spec import create_model, register_model
 
 __all__ = ["SeedCNNConfig", "SeedCNN", "VGGNetConfig", "VGGNet", "FastCNNConfig", "FastCNN", "EnsembleConfig",
            "Ensemble"]

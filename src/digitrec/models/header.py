@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from digitrec.errors import ModelFileError
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from digitrec.data.preprocess import Normalization
+
 __all__ = [
     "FORMAT",
+    "ModelFile",
     "FORMAT_VERSION",
     "MODEL_KEY",
     "MAX_MODEL_BYTES",
@@ -35,6 +42,24 @@ FORMAT = "digitrec-model"
 FORMAT_VERSION = 1
 MODEL_KEY = "digitrec"  # the model file's record under the header's __metadata__
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # refuse absurd files before reading them into memory
+
+
+@dataclass
+class ModelFile:
+    """A loaded model file: the rebuilt module (in eval mode) and its metadata."""
+
+    model: nn.Module | None  # the rebuilt module, eval mode (None: only the header was read)
+    arch: str  # registry name
+    model_config: dict[str, Any]  # arguments of the architecture's config class
+    normalization: Normalization  # applied to [0, 1] pixels before the model
+    class_names: list[str]  # label of each output index
+    metadata: dict[str, Any] = field(default_factory=dict)  # everything else stored in the file
+    path: Path | None = None  # where it was loaded from
+
+    @property
+    def temperature(self) -> float:
+        """Softmax temperature for calibrated confidences (1.0 = uncalibrated)."""
+        return float(self.metadata.get("temperature", 1.0))
 
 
 def split_header(blob: bytes, what: str) -> tuple[dict[str, Any], bytes]:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from digitrec.models.layers import conv_bn
-from digitrec.models.registry import register_model
+from digitrec.models.spec import register_model
 
 __all__ = ["LineCNNConfig", "LineCNN", "LineCRNNConfig", "LineCRNN"]
 

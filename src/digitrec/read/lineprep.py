@@ -21,21 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
-from digitrec.models.registry import LINE_HEIGHT, LINE_STRIDE
+from digitrec.data.ink import GREY_HEIGHT, LINE_HEIGHT, flatten_paper, ink_is_dark, ink_level, remove_paper
+from digitrec.models.registry import LINE_STRIDE
 
 __all__ = ["GREY_HEIGHT", "READ_WHOLE", "READ_BAND_BELOW", "MAX_LINE_WIDTH", "GreyLine", "ink_is_dark",
            "remove_paper", "ink_level", "flatten_paper", "line_input", "locate", "tighten_box"]
 
-GREY_HEIGHT = LINE_HEIGHT  # height grey pictures are evened out at, pixels (the opening's size is set for it)
 READ_WHOLE = 160  # pictures at most this many pixels high are read whole, unless their ink is a thin band
 # ... of under this share of their height: then the band is read (chosen on generated lines of
 # validation digits, 90.0/78.5% -> 91.5/80.0% spaced/touching, and the development cheques, unchanged).
 READ_BAND_BELOW = 0.5
 MAX_LINE_WIDTH = 64 * LINE_HEIGHT  # longest line image, pixels (a 64:1 strip; wider pictures are shrunk)
-_OPENING = 9  # side of the grey opening that estimates the paper at 32 px height, pixels
-_MIN_STRETCH = 0.12  # ink is divided by at least this: on blank paper the texture stays faint
 
 
 @dataclass(frozen=True)
@@ -46,31 +43,6 @@ class GreyLine:
     box: tuple[int, int, int, int]  # (x, y, width, height) of the crop that was read, input pixels
     scale: float  # line-image pixels per input pixel (across)
     inverted: bool = False  # the crop was inverted to make its ink bright (dark ink on light paper)
-
-
-def ink_is_dark(gray: np.ndarray) -> bool:
-    """True when a grey picture's ink is darker than its paper."""
-    low, middle, high = np.percentile(gray, [0.2, 50.0, 99.8])
-    # Paper is the bulk of the picture, so the median is the paper's tone; ink is the extreme
-    # furthest from it (a thin "1" can be under 1% of the pixels, so no wider percentiles).
-    return bool(middle - low > high - middle)
-
-
-def remove_paper(ink: np.ndarray) -> np.ndarray:
-    """Bright-ink picture at line height -> the strokes above the paper's own tone (the grey opening), unstretched."""
-    paper = ndimage.grey_opening(ink, size=(_OPENING, _OPENING), mode="nearest")
-    return np.clip(ink - paper, 0.0, None)
-
-
-def ink_level(flat: np.ndarray) -> float:
-    """How bright the brightest ink of a paper-free picture is (its 99.5th percentile; 0 when empty)."""
-    return float(np.percentile(flat, 99.5)) if flat.size else 0.0
-
-
-def flatten_paper(ink: np.ndarray) -> np.ndarray:
-    """Bright-ink picture at line height -> ink on black in [0, 1]: paper tone removed, ink stretched."""
-    flat = remove_paper(ink)
-    return np.clip(flat / max(ink_level(flat), _MIN_STRETCH), 0.0, 1.0).astype(np.float32)
 
 
 def line_input(gray: np.ndarray, box: tuple[int, int, int, int] | None = None) -> GreyLine:

@@ -24,7 +24,7 @@ from digitrec import __version__
 from digitrec.errors import ConfigError
 from digitrec.infer.recogniser import Recogniser, load
 from digitrec.serve.config import ServeConfig, resolve_parallelism, usable_cores
-from digitrec.serve.engine import InferenceEngine
+from digitrec.serve.engine import InferenceThread
 from digitrec.serve.inputs import prepare
 from digitrec.serve.limits import ApiError, BodyLimitMiddleware, TimeoutMiddleware
 from digitrec.serve.metrics import MULTIPROC_ENV, Metrics, MetricsMiddleware
@@ -87,7 +87,7 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
         config.model, device=config.device, precision=config.precision, backend=config.backend,
         verifier=config.verifier, line_reader=config.line_reader)
     metrics = Metrics()
-    engine = InferenceEngine(
+    engine = InferenceThread(
         rec, partial(prepare, small_pixels=SMALL_IMAGE_PIXELS),
         max_batch=config.max_batch, on_batch=metrics.observe_batch,
     )

@@ -42,7 +42,7 @@ class ServeConfig:
     max_body_bytes: int = option(10 * MiB, "largest request body accepted, bytes; larger answers 413", low=1,
                                  flag=False)
     # No pixel limit of its own: images are decoded as the CLI decodes them, under
-    # preprocess.MAX_PIXELS (larger answers 422; big JPEG photos are read at a reduced size).
+    # digitrec.data.decode.MAX_PIXELS (larger answers 422; big JPEG photos are read at a reduced size).
     max_batch_files: int = option(64, "most images in one /v1/predict/batch request", low=1, flag=False)
     timeout_s: float = option(30.0, "deadline for a whole request (reading the body included), seconds: 408 or "
                               "503 after it", above=0, name="--timeout")

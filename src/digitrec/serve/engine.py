@@ -23,7 +23,7 @@ import numpy as np
 
 from digitrec.infer.recogniser import Prediction, Recogniser
 
-__all__ = ["InferenceEngine"]
+__all__ = ["InferenceThread"]
 
 @dataclass
 class _Job:
@@ -43,7 +43,7 @@ def _settle(future: asyncio.Future, result: list[Prediction] | None, error: Base
         future.set_result(result)
 
 
-class InferenceEngine:
+class InferenceThread:
     """One inference thread per server process, with opportunistic micro-batching."""
 
     def __init__(

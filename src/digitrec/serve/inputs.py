@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from digitrec.data import preprocess
+from digitrec.data import decode
 from digitrec.data.preprocess import IMAGE_SIZE, NoDigitError, image_size, to_mnist
 from digitrec.errors import ImageError, first_line
 from digitrec.serve.limits import ApiError
@@ -76,7 +76,7 @@ def _pixels_to_array(body: bytes) -> np.ndarray:
     width = len(rows[0])
     if width == 0 or any(len(r) != width for r in rows):
         raise ApiError(422, "pixels must be a non-empty rectangle: every row the same, non-zero length")
-    limit = preprocess.MAX_PIXELS  # read when called: the library's limit, whatever it is then
+    limit = decode.MAX_PIXELS  # read when called: the library's limit, whatever it is then
     if width * len(rows) > limit:
         raise ApiError(422, f"image is too large ({width}x{len(rows)} pixels; limit {limit:,})")
     return np.asarray(rows, dtype=np.float32)  # (H, W)

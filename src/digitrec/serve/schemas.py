@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "TopOut",
     "ErrorOut",
     "PredictionOut",
     "BatchItemOut",
@@ -24,11 +25,19 @@ class ErrorOut(BaseModel):
     error: str = Field(description="what was wrong, in one line")
 
 
+class TopOut(BaseModel):
+    """One of the three most probable digits."""
+
+    digit: int = Field(description="a digit 0-9")
+    probability: float = Field(description="its probability, 0..1")
+
+
 class PredictionOut(BaseModel):
     """The answer for one image."""
 
     digit: int | None = Field(description="most probable digit; null when the image has no ink")
     confidence: float = Field(description="its probability, 0..1")
+    top3: list[TopOut] = Field(description="the three most probable digits, best first (empty when digit is null)")
     probabilities: list[float] = Field(description="probability of each digit 0-9 (empty when digit is null)")
     unsure: bool = Field(description="true when the model is not confident enough to be trusted")
     input: list[list[int]] | None = Field(
@@ -42,6 +51,7 @@ class BatchItemOut(BaseModel):
     filename: str = Field(description="the uploaded file's name")
     digit: int | None = None
     confidence: float | None = None
+    top3: list[TopOut] | None = None
     probabilities: list[float] | None = None
     unsure: bool | None = None
     error: str | None = Field(default=None, description="set instead of the prediction when the image is unusable")

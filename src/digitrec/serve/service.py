@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from digitrec.infer.recogniser import Recogniser
 from digitrec.serve.config import ServeConfig
-from digitrec.serve.engine import InferenceEngine
+from digitrec.serve.engine import InferenceThread
 from digitrec.serve.metrics import Metrics
 
 __all__ = ["Service", "get_service"]
@@ -20,7 +20,7 @@ class Service:
 
     config: ServeConfig
     recogniser: Recogniser
-    engine: InferenceEngine
+    engine: InferenceThread
     metrics: Metrics
 
 

@@ -35,11 +35,11 @@ from digitrec.data.mnist import MNIST, load_mnist, split_train_val
 from digitrec.data.preprocess import NORMALIZATION, Normalization, to_mnist
 from digitrec.errors import ConfigError, DatasetError, DigitrecError
 from digitrec.infer.evaluate import evaluate, predict_logits
-from digitrec.infer.recogniser import NO_NUMBER_BELOW, grey_view
 from digitrec.models.checkpoint import ModelFile, load_model, save_model
 from digitrec.models.registry import model_config_dict
 from digitrec.read.lineprep import line_input
 from digitrec.read.linereader import LINE_CLASSES, batch_log_probs, bundled_line_reader, decode, string_log_prob
+from digitrec.read.reader import NO_NUMBER_BELOW, grey_view
 from digitrec.runtime import resolve_precision
 from digitrec.train.calibrate import calibration_report
 from digitrec.train.engine import TrainConfig, WeightEMA, fit
@@ -127,7 +127,7 @@ def read_exact(model: torch.nn.Module, views: Sequence[np.ndarray], truths: Sequ
     """The share of line images read exactly as ``truths``, as :meth:`Recogniser.read` answers.
 
     Each line is read alone, as ``read`` reads one picture (padding a batch would change what
-    the LSTM sees); a reading less likely than :data:`predict.NO_NUMBER_BELOW` is "no number".
+    the LSTM sees); a reading less likely than :data:`digitrec.read.reader.NO_NUMBER_BELOW` is "no number".
     """
     model.eval()
     right = 0

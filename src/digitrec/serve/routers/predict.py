@@ -23,7 +23,7 @@ from digitrec.serve.limits import ApiError
 from digitrec.serve.schemas import BatchOut, ErrorOut, PredictionOut, ReadOut
 from digitrec.serve.service import Service, get_service
 
-__all__ = ["router", "prediction_dict", "predict_one"]
+__all__ = ["router", "predict_one"]
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -63,19 +63,6 @@ _BATCH_BODY: dict[str, Any] = {
 }
 
 
-def prediction_dict(pred: Prediction, *, with_input: bool = False) -> dict[str, Any]:
-    """The JSON answer for one prediction."""
-    out: dict[str, Any] = {
-        "digit": pred.digit,
-        "confidence": pred.confidence,
-        "probabilities": list(pred.probabilities),
-        "unsure": pred.unsure,
-    }
-    if with_input:
-        out["input"] = np.rint(np.asarray(pred.input) * 255).astype(np.uint8).tolist()
-    return out
-
-
 async def predict_one(service: Service, source: bytes | np.ndarray) -> Prediction:
     """Prepare and predict one request image off the event loop; 422 if it is unusable.
 
@@ -105,7 +92,7 @@ async def predict(
 ) -> JSONResponse:
     source = await read_image_source(request)
     pred = await predict_one(service, source)
-    return JSONResponse(prediction_dict(pred, with_input=input))
+    return JSONResponse(pred.to_dict(with_input=input))
 
 
 def _prepare_each(sources: list[bytes]) -> list[np.ndarray | str]:
@@ -135,7 +122,7 @@ async def predict_batch(request: Request, service: Annotated[Service, Depends(ge
     if images:
         preds = await service.engine.predict(np.stack(images))
         for i, pred in zip(good, preds):
-            results[i].update(prediction_dict(pred))
+            results[i].update(pred.to_dict())
     return JSONResponse({"predictions": results})
 
 

@@ -1,0 +1,124 @@
+"""ONNX Runtime inference without PyTorch: sessions over a model's graph, and the per-user cache of graphs.
+
+A model file's ONNX graph (normalisation, model, temperature and softmax in one function, made
+by :func:`digitrec.infer.backends.export_onnx`) is exported once and kept under the user cache
+(``$DIGITREC_CACHE_DIR/onnx``), named by the SHA-256 of the model file's bytes. A later process
+that finds it answers without importing PyTorch at all, which is most of a command's start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitrec import __version__
+from digitrec.cfg.base import BACKENDS
+from digitrec.errors import ConfigError
+from digitrec.fileio import atomic_write, cache_dir
+
+__all__ = ["ONNX_OPSET", "onnxruntime_available", "resolve_backend", "graph_cache_path", "cached_graph", "store_graph",
+           "OnnxRunner"]
+
+ONNX_OPSET = 17
+# Up to this many images per call run on one thread: for a handful of images, waking a
+# second thread costs more than it saves, and on a busy machine it waits for a free core.
+SMALL_BATCH = 8
+CHUNK = 100  # images per forward pass for large inputs (activations stay in cache)
+
+
+def onnxruntime_available() -> bool:
+    """Whether the optional ONNX Runtime package imports."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device_type: str, precision: str) -> str:
+    """``"torch"`` or ``"onnx"`` for a requested ``backend`` ("auto", "torch", "onnx") on that device and precision."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"invalid backend {backend!r} (use {', '.join(BACKENDS)})")
+    onnx_ok = device_type == "cpu" and precision == "fp32"
+    if backend == "onnx":
+        if not onnx_ok:
+            raise ConfigError("the onnx backend runs on the CPU in fp32 only")
+        if not onnxruntime_available():
+            raise ConfigError("the onnx backend needs ONNX Runtime: pip install 'digitrec[onnx]'")
+        return "onnx"
+    if backend == "auto":
+        return "onnx" if onnx_ok and onnxruntime_available() else "torch"
+    return "torch"
+
+
+def graph_cache_path(model_path: str | os.PathLike[str]) -> Path:
+    """Where the graph of the model file at ``model_path`` is cached (named by the file's SHA-256)."""
+    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:32]
+    return cache_dir("onnx", f"{digest}-digitrec{__version__}-opset{ONNX_OPSET}.onnx")
+
+
+def cached_graph(model_path: str | os.PathLike[str]) -> Path | None:
+    """The cached graph of ``model_path``, or None when there is none yet (or the file cannot be read)."""
+    try:
+        path = graph_cache_path(model_path)
+    except OSError:
+        return None
+    return path if path.is_file() else None
+
+
+def store_graph(model_path: str | os.PathLike[str], graph: bytes) -> Path | None:
+    """Cache ``graph`` for ``model_path`` (atomically); None when the cache cannot be written (read-only home)."""
+    try:
+        path = graph_cache_path(model_path)
+        with atomic_write(path) as fh:
+            fh.write(graph)
+    except OSError:
+        return None  # a cache is an optimisation: without one, every process exports again
+    return path
+
+
+class OnnxRunner:
+    """Class probabilities from an ONNX graph of (N, 28, 28) [0, 1] images, on the CPU."""
+
+    def __init__(self, graph: bytes | str | os.PathLike[str], batch_threads: int = 0) -> None:
+        # A path is read by ONNX Runtime itself; bytes are an in-memory export.
+        self._graph = graph if isinstance(graph, bytes) else str(graph)
+        self._batch_threads = batch_threads  # threads for large batches (0: ONNX Runtime's default)
+        self._sessions: dict[str, Any] = {}
+        self._lock = threading.Lock()  # a server's threads may ask for the first session at once
+
+    def _session(self, kind: str) -> Any:
+        # Two sessions over one graph: one thread for a few images, more for batches. Sessions
+        # are safe to call from several threads at once.
+        with self._lock:
+            if kind not in self._sessions:
+                self._sessions[kind] = self._new_session(kind)
+            return self._sessions[kind]
+
+    def _new_session(self, kind: str) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if kind == "small":
+            options.intra_op_num_threads = 1
+        else:
+            # As many threads as the caller allows (a server sets one per worker); spinning
+            # threads would steal the cores other work (or a server's event loop) needs.
+            options.intra_op_num_threads = self._batch_threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(self._graph, options, providers=["CPUExecutionProvider"])
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, C) float32 probabilities for images (N, 28, 28): uint8, or floats in [0, 1]."""
+        x = images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 \
+            else np.ascontiguousarray(images, dtype=np.float32)
+        n = len(x)
+        session = self._session("small" if n <= SMALL_BATCH else "batch")
+        if n <= CHUNK:
+            return session.run(None, {"images": x})[0]
+        return np.concatenate([session.run(None, {"images": x[i : i + CHUNK]})[0] for i in range(0, n, CHUNK)])
