@@ -1,36 +1,6 @@
-"""Data: MNIST (IDX reader, checksum-verified provider, downloader), preprocessing, augmentation, generated lines."""
+"""Data: MNIST (IDX reader, checksums, downloader), decoding, preprocessing, augmentation, generated lines."""
 
-from digitrec.data.mnist import (  # noqa: F401
-    DATA_DIR_ENV,
-    MIRRORS,
-    MNIST,
-    MNIST_FILES,
-    MNIST_SHA256,
-    DataStatus,
-    Split,
-    data_status,
-    default_cache_dir,
-    download_mnist,
-    find_data_dir,
-    load_mnist,
-    parse_idx,
-    read_idx,
-)
+from digitrec.data import mnist
+from digitrec.data.mnist import *  # noqa: F403  (what the old digitrec.data module exported)
 
-__all__ = [
-    "DATA_DIR_ENV",
-    "MIRRORS",
-    "MNIST_FILES",
-    "MNIST_SHA256",
-    "MNIST",
-    "Split",
-    "DataStatus",
-    "read_idx",
-    "parse_idx",
-    "default_cache_dir",
-    "find_data_dir",
-    "load_mnist",
-    "download_mnist",
-    "data_status",
-    "split_train_val",
-]
+__all__ = list(mnist.__all__)

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from digitrec.data import decode
 from digitrec.data.decode import (  # noqa: F401  (re-exported: the first step of the pipeline)
     IMAGE_FORMATS,
     MAX_PIXELS,
@@ -364,7 +365,7 @@ def _array_to_gray(arr: np.ndarray) -> np.ndarray:
         raise ImageError(f"expected a grey (H, W) or colour (H, W, 3|4) array, got {a.shape}")
     if a.size == 0:
         raise ImageError("image is empty")
-    if a.shape[0] * a.shape[1] > MAX_PIXELS:
+    if a.shape[0] * a.shape[1] > decode.MAX_PIXELS:  # the decoder's limit, read when called: one pixel policy
         raise ImageError(f"image is too large ({a.shape[1]}x{a.shape[0]} pixels)")
     if a.dtype.kind not in "biuf":
         raise ImageError(f"unsupported array dtype {a.dtype} (use uint8, uint16 or float in [0, 1])")

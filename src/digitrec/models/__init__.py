@@ -42,37 +42,7 @@ _LAZY = {
     "model_config_dict": "digitrec.models.registry",
 }
 
-__all__ = [
-    "ModelSpec",
-    "register_model",
-    "list_models",
-    "get_model_spec",
-    "spec_of",
-    "create_model",
-    "check_model_output",
-    "check_line_output",
-    "TASKS",
-    "SeedCNNConfig",
-    "SeedCNN",
-    "VGGNetConfig",
-    "VGGNet",
-    "EnsembleConfig",
-    "Ensemble",
-    "FastCNNConfig",
-    "FastCNN",
-    "LineCNNConfig",
-    "LineCNN",
-    "LineCRNNConfig",
-    "LineCRNN",
-    "LINE_HEIGHT",
-    "LINE_STRIDE",
-    "LayerInfo",
-    "layer_table",
-    "example_input_shape",
-    "format_summary",
-    "count_parameters",
-    "model_config_dict",
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

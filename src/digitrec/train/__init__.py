@@ -1,4 +1,4 @@
-"""Training: one loop for every model, resume, calibration, presets, and each task's pipeline.
+"""Training: the digit training loop, resume, calibration, and the line-reader, verifier and fine-tuning pipelines.
 
 ``digitrec.train`` is both this package and the public function ``digitrec.train(...)``: importing
 a submodule rebinds the parent's attribute to the package, so the package is made callable and
@@ -8,34 +8,15 @@ both spellings keep working.
 import sys
 import types
 
-from digitrec.train.engine import (  # noqa: F401
-    MAX_SEED,
-    EpochRecord,
-    TrainCallback,
-    TrainConfig,
-    TrainResult,
-    fit,
-    lr_at,
-    split_train_val,
-    train,
-)
+from digitrec.train import engine
+from digitrec.train.engine import *  # noqa: F403  (what the old digitrec.train module exported)
 
-__all__ = [
-    "TrainConfig",
-    "EpochRecord",
-    "TrainCallback",
-    "TrainResult",
-    "split_train_val",
-    "lr_at",
-    "fit",
-    "train",
-    "MAX_SEED",
-]
+__all__ = list(engine.__all__)
 
 
 class _CallablePackage(types.ModuleType):
     def __call__(self, *args, **kwargs):  # digitrec.train(...) == digitrec.train.engine.train(...)
-        return train(*args, **kwargs)
+        return engine.train(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallablePackage
