@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import socket
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from digitrec.data.mnist import MNIST_FILES, find_data_dir, load_mnist
+from digitrec.data.mnist import DATA_DIR_ENV, MNIST_FILES, find_data_dir, load_mnist
+from digitrec.fileio import CACHE_DIR_ENV
 from digitrec.models.checkpoint import save_model
 from digitrec.models.registry import create_model
 
@@ -22,6 +25,16 @@ from digitrec.models.registry import create_model
 requires_mnist = pytest.mark.skipif(
     find_data_dir() is None, reason="real MNIST not found (set DIGITREC_DATA_DIR)"
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One fresh user cache for the session (and the CLI processes it starts): exported ONNX graphs
+    from earlier sessions or other checkouts must not decide which path a test takes. A copy of
+    MNIST found in the real cache stays in use, through the data-directory setting."""
+    found = find_data_dir()
+    if found is not None and not os.environ.get(DATA_DIR_ENV):
+        os.environ[DATA_DIR_ENV] = str(found)
+    os.environ[CACHE_DIR_ENV] = tempfile.mkdtemp(prefix="digitrec-test-cache-")
 
 # numpy dtype -> IDX type code (third magic byte).
 _IDX_CODES = {

@@ -330,3 +330,12 @@ def test_a_folder_named_like_a_bundled_model_does_not_shadow_it(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     (tmp_path / "seed").mkdir()
     assert resolve_model_path("seed") == bundled_models()["seed"]
+
+
+@pytest.mark.parametrize("name", ["seed", "best"])
+def test_parameter_count_from_the_header_matches_the_weights(name: str) -> None:
+    # The server reports it without loading weights when it answers from a cached graph.
+    from digitrec.models.header import parameter_count
+
+    model = load_model(name).model
+    assert parameter_count(name) == sum(p.numel() for p in model.parameters())

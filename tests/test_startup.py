@@ -77,3 +77,22 @@ def test_a_changed_model_file_is_not_answered_by_a_stale_graph(tmp_path: Path, t
 
     write_metadata(changed, {"temperature": 2.0})  # other bytes (and another softmax): another graph
     assert cached_graph(changed) is None
+
+
+@needs_ort
+def test_read_with_the_grey_reader_from_cached_graphs_does_not_import_torch(tmp_path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    image = tmp_path / "number.png"
+    img = Image.new("L", (160, 48), 225)
+    draw = ImageDraw.Draw(img)
+    for k, x in enumerate((12, 52, 92)):  # three vertical strokes: "111"
+        draw.line([(x + 10, 8), (x + 10, 40)], fill=25, width=4 + k % 2)
+    img.save(image)
+    env = {**os.environ, "DIGITREC_CACHE_DIR": str(tmp_path / "cache")}
+    first, imported = _probe("read", str(image), "--json", env=env)
+    assert first.returncode == 0 and "torch" in imported, first.stderr  # exports the two graphs
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2  # the digit model and the line reader
+    again, imported = _probe("read", str(image), "--json", env=env)
+    assert again.returncode == 0 and "torch" not in imported, again.stderr
+    assert again.stdout == first.stdout

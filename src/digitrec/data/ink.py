@@ -1,7 +1,8 @@
 """Paper and ink in grey pictures: which way the ink runs, the paper's tone taken out, how bright the ink is.
 
 Small pure steps shared by the grey line reader's preparation (:mod:`digitrec.read.lineprep`)
-and the grey digit-crop path of :func:`digitrec.data.preprocess.to_mnist`.
+and the grey digit-crop path of :func:`digitrec.data.preprocess.to_mnist`; also the line
+reader's input geometry, which every stage agrees on.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LINE_HEIGHT", "GREY_HEIGHT", "ink_is_dark", "remove_paper", "ink_level", "flatten_paper"]
+__all__ = ["LINE_HEIGHT", "LINE_STRIDE", "GREY_HEIGHT", "ink_is_dark", "remove_paper", "ink_level", "flatten_paper"]
 
 LINE_HEIGHT = 32  # height of a line reader's input, pixels (digits are 20 high in it, as in MNIST)
+LINE_STRIDE = 4  # a line reader's input columns per output frame
 GREY_HEIGHT = LINE_HEIGHT  # height grey pictures are evened out at, pixels (the opening's size is set for it)
 _OPENING = 9  # side of the grey opening that estimates the paper at 32 px height, pixels
 _MIN_STRETCH = 0.12  # ink is divided by at least this: on blank paper the texture stays faint

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from digitrec.cfg.base import BACKENDS
+from digitrec.data.ink import LINE_HEIGHT, LINE_STRIDE
 from digitrec.data.preprocess import IMAGE_SIZE, Normalization
 from digitrec.errors import DigitrecError, first_line
 from digitrec.fileio import atomic_write
@@ -41,10 +42,10 @@ from digitrec.infer.onnx import (  # noqa: F401  (onnxruntime_available: re-expo
     store_graph,
 )
 from digitrec.models.checkpoint import ModelFile
-from digitrec.models.registry import create_model
+from digitrec.models.registry import create_model, get_model_spec
 
 __all__ = ["BACKENDS", "onnxruntime_available", "resolve_backend", "ProbabilityModel", "InferenceEngine",
-           "export_onnx", "onnx_graph"]
+           "export_onnx", "onnx_graph", "LineLogProbModel"]
 
 class ProbabilityModel(nn.Module):
     """[0, 1] images (B, 28, 28) -> class probabilities (B, C): normalisation and temperature inside.
@@ -64,18 +65,40 @@ class ProbabilityModel(nn.Module):
         return (self.model(x) / self.temperature).softmax(dim=1)
 
 
-def _probability_model(model_file: ModelFile) -> ProbabilityModel:
+class LineLogProbModel(nn.Module):
+    """[0, 1] lines (B, 32, W) -> frame log-probabilities (B, W/4, 11): a line reader's inference function."""
+
+    def __init__(self, model: nn.Module, normalization: Normalization, temperature: float) -> None:
+        super().__init__()
+        self.model = model
+        self.mean = normalization.mean
+        self.std = normalization.std
+        self.temperature = temperature
+
+    def forward(self, lines: torch.Tensor) -> torch.Tensor:
+        x = (lines.unsqueeze(1) - self.mean) / self.std  # (B, 1, 32, W)
+        return (self.model(x).float() / self.temperature).log_softmax(dim=1).transpose(1, 2)  # (B, W/4, 11)
+
+
+def _copy(model_file: ModelFile) -> nn.Module:
     # A private CPU copy in plain layout: exporting must not touch the caller's model.
     model = create_model(model_file.arch, dict(model_file.model_config))
     with torch.no_grad():
         model.load_state_dict({k: v.detach().cpu().clone() for k, v in model_file.model.state_dict().items()})
-    model.eval()
-    return ProbabilityModel(model, model_file.normalization, model_file.temperature).eval()
+    return model.eval()
 
 
 def _onnx_bytes(model_file: ModelFile) -> bytes:
-    wrapper = _probability_model(model_file)
-    example = torch.zeros(1, IMAGE_SIZE, IMAGE_SIZE)
+    lines = get_model_spec(model_file.arch).task == "lines"
+    wrapper = (LineLogProbModel if lines else ProbabilityModel)(_copy(model_file), model_file.normalization,
+                                                               model_file.temperature).eval()
+    if lines:  # any width (a multiple of LINE_STRIDE), any batch
+        example = torch.zeros(1, LINE_HEIGHT, 32 * LINE_STRIDE)
+        names = ["lines", "log_probs"]
+        axes = {"lines": {0: "batch", 2: "width"}, "log_probs": {0: "batch", 1: "frames"}}
+    else:
+        example = torch.zeros(1, IMAGE_SIZE, IMAGE_SIZE)
+        names, axes = ["images", "probabilities"], {"images": {0: "batch"}, "probabilities": {0: "batch"}}
     buf = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -83,8 +106,7 @@ def _onnx_bytes(model_file: ModelFile) -> bytes:
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 wrapper, (example,), buf,  # type: ignore[arg-type]  # file objects work too
-                input_names=["images"], output_names=["probabilities"],
-                dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+                input_names=names[:1], output_names=names[1:], dynamic_axes=axes,
                 opset_version=ONNX_OPSET, dynamo=False,
             )
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"

@@ -83,7 +83,7 @@ def store_graph(model_path: str | os.PathLike[str], graph: bytes) -> Path | None
 
 
 class OnnxRunner:
-    """Class probabilities from an ONNX graph of (N, 28, 28) [0, 1] images, on the CPU."""
+    """Runs a model's ONNX graph on the CPU: a digit model's probabilities, or a line reader's log-probabilities."""
 
     def __init__(self, graph: bytes | str | os.PathLike[str], batch_threads: int = 0) -> None:
         # A path is read by ONNX Runtime itself; bytes are an in-memory export.
@@ -113,12 +113,15 @@ class OnnxRunner:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(self._graph, options, providers=["CPUExecutionProvider"])
 
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The graph's output for one float32 batch (its first input, its first output)."""
+        session = self._session("small" if len(x) <= SMALL_BATCH else "batch")
+        return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(N, C) float32 probabilities for images (N, 28, 28): uint8, or floats in [0, 1]."""
+        """(N, C) float32 probabilities for images (N, 28, 28): uint8, or floats in [0, 1] (a digit model's graph)."""
         x = images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 \
             else np.ascontiguousarray(images, dtype=np.float32)
-        n = len(x)
-        session = self._session("small" if n <= SMALL_BATCH else "batch")
-        if n <= CHUNK:
-            return session.run(None, {"images": x})[0]
-        return np.concatenate([session.run(None, {"images": x[i : i + CHUNK]})[0] for i in range(0, n, CHUNK)])
+        if len(x) <= CHUNK:
+            return self.run(x)
+        return np.concatenate([self.run(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)])

@@ -17,6 +17,7 @@ from digitrec.errors import ConfigError, ImageError, ModelFileError
 from digitrec.infer.onnx import OnnxRunner, cached_graph, resolve_backend
 from digitrec.models.catalog import BUILTIN
 from digitrec.models.header import ModelFile, read_metadata, resolve_model_path
+from digitrec.read.linereader import bundled_line_reader
 from digitrec.read.segment import NumberReading
 
 if TYPE_CHECKING:  # single digits through a cached ONNX graph never import PyTorch
@@ -95,6 +96,10 @@ class Recogniser:
 
     >>> rec = digitrec.load("seed")
     >>> rec.predict("my_digit.png").digit
+
+    ``device`` is the ``torch.device`` it computes on, or the string ``"cpu"`` when it answers
+    from cached ONNX graphs without PyTorch (:func:`load` decides); ``str(rec.device)`` reads
+    the same either way.
     """
 
     def __init__(
@@ -251,7 +256,7 @@ class Recogniser:
             from digitrec.read.reader import NumberReader
 
             self._reader = NumberReader(self.predict_arrays, self.min_confidence, self.device, self.verifier,
-                                        self.line_reader)
+                                        self.line_reader, self._backend)
         return self._reader
 
 
@@ -289,11 +294,10 @@ def load(
     :mod:`digitrec.read.verifier`).
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
-    quick = _header_only(name_or_path, device, precision, backend, verifier, line_reader)
+    quick = _headers_only(name_or_path, device, precision, backend, verifier, line_reader)
     if quick is not None:
-        return Recogniser(quick, "cpu", "fp32", "onnx", threshold)
+        return Recogniser(quick[0], "cpu", "fp32", "onnx", threshold, None, quick[1])
     from digitrec.models.checkpoint import load_model  # the full path: PyTorch from here on
-    from digitrec.read.linereader import bundled_line_reader
     from digitrec.read.verifier import bundled_verifier
     from digitrec.runtime import resolve_device, resolve_precision
 
@@ -313,28 +317,50 @@ def load(
                       verifier_file, line_file)
 
 
-def _header_only(name_or_path: str | os.PathLike[str], device: object, precision: str, backend: str,
-                 verifier: object, line_reader: object) -> ModelFile | None:
-    """The model file's header alone, when its cached ONNX graph answers everything asked: else None.
+def _header_file(name_or_path: str | os.PathLike[str], task: str) -> ModelFile | None:
+    """A model file's header as a :class:`ModelFile` without weights, if its graph is cached; else None.
 
-    That is single digits (no helper model for numbers) with a built-in digit architecture, on
-    the CPU in fp32 through ONNX Runtime, from a file exported before (the graph cache is keyed
-    by the file's bytes, so the file was loaded and checked in full when it was exported).
+    Only for built-in architectures of ``task``: the graph cache is keyed by the file's bytes,
+    so the file was loaded and checked in full when its graph was exported.
     """
-    if verifier not in (None, "none") or line_reader not in (None, "none") or device != "cpu" \
-            or resolve_backend(backend, "cpu", precision) != "onnx":
-        return None
     try:
         path = resolve_model_path(name_or_path)
         meta = read_metadata(path)
     except ModelFileError:
         return None  # the full load says what is wrong
-    if _BUILTIN_TASKS.get(meta.get("arch")) != "digits" or cached_graph(path) is None:
+    if _BUILTIN_TASKS.get(meta.get("arch")) != task or cached_graph(path) is None:
         return None
     class_names = meta.get("class_names", [str(i) for i in range(10)])
     return ModelFile(model=None, arch=meta["arch"], model_config=dict(meta.get("model_config") or {}),
                      normalization=Normalization(**meta["normalization"]), class_names=list(class_names),
                      metadata=meta, path=path)
+
+
+def _headers_only(name_or_path: str | os.PathLike[str], device: object, precision: str, backend: str,
+                  verifier: object, line_reader: object) -> tuple[ModelFile, ModelFile | None] | None:
+    """(digit model, grey line reader or None) from headers and cached graphs alone, or None: load in full.
+
+    That covers single digits (no helper model) and numbers read by a grey line reader (which
+    needs no verifier), on the CPU in fp32 through ONNX Runtime, with built-in architectures
+    whose graphs an earlier process exported. PyTorch is then never imported.
+    """
+    if device != "cpu" or resolve_backend(backend, "cpu", precision) != "onnx" \
+            or verifier not in (None, "none", "bundled"):
+        return None
+    if line_reader not in (None, "none"):
+        model_lines = _header_file(name_or_path, "lines")  # a line reader given as the model
+        if model_lines is not None:
+            line_reader, name_or_path = name_or_path, "seed"
+    lines = None
+    if line_reader not in (None, "none"):
+        path = bundled_line_reader() if line_reader == "bundled" else line_reader
+        lines = _header_file(path, "lines") if path is not None else None
+        if lines is None or lines.metadata.get("input") != "paper":
+            return None  # an ink reader works with the segmenter and its verifier: the full path
+    elif verifier == "bundled":
+        return None  # the segmenter would use the bundled verifier
+    digits = _header_file(name_or_path, "digits")
+    return None if digits is None else (digits, lines)
 
 
 def _reads_lines(name_or_path: str | os.PathLike[str]) -> bool:

@@ -33,6 +33,7 @@ __all__ = [
     "header_record",
     "check_model_record",
     "read_metadata",
+    "parameter_count",
     "bundled_models",
     "resolve_model_path",
     "packaged_file",
@@ -126,6 +127,33 @@ def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     header, _ = split_header(blob, what)
     return check_model_record(header_record(header, MODEL_KEY, what), path)
+
+
+# Tensors a module keeps that are state, not learned weights (BatchNorm's statistics).
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def parameter_count(name_or_path: str | os.PathLike[str]) -> int:
+    """The number of learned parameters in a model file, from its header's tensor shapes (no weights read)."""
+    path = resolve_model_path(name_or_path)
+    what = f"{path}: not a digitrec model file"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            blob = head + fh.read(n if 0 < n <= MAX_MODEL_BYTES else 0)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    header, _ = split_header(blob, what)
+    total = 0
+    for name, info in header.items():
+        if name == "__metadata__" or name.endswith(_BUFFER_SUFFIXES) or not isinstance(info, dict):
+            continue
+        count = 1
+        for side in info.get("shape", []):
+            count *= int(side)
+        total += count
+    return total
 
 
 def packaged_file(*parts: str) -> Path | None:

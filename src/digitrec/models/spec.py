@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from digitrec.data.ink import LINE_HEIGHT
+from digitrec.data.ink import LINE_HEIGHT, LINE_STRIDE
 from digitrec.data.preprocess import IMAGE_SIZE
 from digitrec.errors import ConfigError, first_line
 
@@ -40,7 +40,6 @@ __all__ = [
 M = TypeVar("M", bound=nn.Module)
 
 TASKS = ("digits", "lines")  # what a registered architecture reads: one 28x28 digit, or a line of digits
-LINE_STRIDE = 4  # input columns per output frame of a line reader
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from digitrec.data.ink import GREY_HEIGHT, LINE_HEIGHT, flatten_paper, ink_is_dark, ink_level, remove_paper
-from digitrec.models.registry import LINE_STRIDE
+from digitrec.data.ink import (
+    GREY_HEIGHT,
+    LINE_HEIGHT,
+    LINE_STRIDE,
+    flatten_paper,
+    ink_is_dark,
+    ink_level,
+    remove_paper,
+)
 
 __all__ = ["GREY_HEIGHT", "READ_WHOLE", "READ_BAND_BELOW", "MAX_LINE_WIDTH", "GreyLine", "ink_is_dark",
            "remove_paper", "ink_level", "flatten_paper", "line_input", "locate", "tighten_box"]

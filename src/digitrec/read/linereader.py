@@ -23,23 +23,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
+from digitrec.data.ink import LINE_HEIGHT, LINE_STRIDE
+from digitrec.data.preprocess import NORMALIZATION, Normalization
 from digitrec.errors import ModelFileError
-from digitrec.models.checkpoint import ModelFile, packaged_file
-from digitrec.models.registry import (
-    LINE_HEIGHT,
-    LINE_STRIDE,
-    get_model_spec,
-)
+from digitrec.models.header import ModelFile, packaged_file
 from digitrec.read.lineprep import GreyLine
 from digitrec.read.segment import LineInk, input_box
+
+if TYPE_CHECKING:  # reading through ONNX Runtime needs no PyTorch
+    import torch
+
+    from digitrec.infer.onnx import OnnxRunner
 
 __all__ = [
     "DIGIT_HEIGHT",
@@ -135,13 +135,22 @@ def decode(log_probs: np.ndarray) -> list[LineDigit]:
 
 def string_log_prob(log_probs: np.ndarray, digits: str) -> float:
     """log p(``digits`` | line) under the line reader (CTC forward algorithm); -inf if impossible."""
+    lp = np.asarray(log_probs, dtype=np.float64)  # (T, 11)
     if not digits:
-        return float(log_probs[:, BLANK].sum())
-    lp = torch.from_numpy(np.ascontiguousarray(log_probs, dtype=np.float32))[:, None]  # (T, 1, 11)
-    target = torch.tensor([[int(d) + 1 for d in digits]])
-    loss = F.ctc_loss(lp, target, torch.tensor([lp.shape[0]]), torch.tensor([len(digits)]), blank=BLANK,
-                      reduction="sum", zero_infinity=False)
-    return -float(loss)
+        return float(lp[:, BLANK].sum())
+    # The digits with a blank before, between and after them: the CTC states, S = 2L + 1.
+    states = np.full(2 * len(digits) + 1, BLANK)
+    states[1::2] = [int(d) + 1 for d in digits]
+    # A path may jump over a blank between two different digits (not between repeats).
+    jump = np.zeros(len(states), bool)
+    jump[2:] = (states[2:] != BLANK) & (states[2:] != states[:-2])
+    alpha = np.full(len(states), -np.inf)  # log p(the first t frames end in state s)
+    alpha[:2] = lp[0, states[:2]]
+    for t in range(1, len(lp)):
+        stay, step = alpha, np.concatenate(([-np.inf], alpha[:-1]))
+        skip = np.where(jump, np.concatenate(([-np.inf, -np.inf], alpha[:-2])), -np.inf)
+        alpha = np.logaddexp(np.logaddexp(stay, step), skip) + lp[t, states]
+    return float(np.logaddexp(alpha[-1], alpha[-2]))
 
 
 def choose_reading(log_probs: np.ndarray, segmented: str | None) -> list[LineDigit] | None:
@@ -199,12 +208,16 @@ def digit_boxes(line: LineInk, view: LineImage, frames: Sequence[int],
 
 
 def _log_probs(model: torch.nn.Module, x: torch.Tensor, norm: Normalization, temperature: float = 1.0) -> torch.Tensor:
+    from digitrec.data.preprocess import normalize
+
     return (model(normalize(x, norm)).float() / temperature).log_softmax(dim=1)  # (B, 11, T)
 
 
 def line_log_probs(model: torch.nn.Module, image: np.ndarray, device: torch.device,
                     norm: Normalization = NORMALIZATION, temperature: float = 1.0) -> np.ndarray:
     """(T, 11) frame log-probabilities of one (LINE_HEIGHT, W) line image (model in eval mode)."""
+    import torch
+
     x = torch.from_numpy(image)[None, None].to(device)  # (1, 1, 32, W)
     with torch.inference_mode():
         return _log_probs(model, x, norm, temperature)[0].T.cpu().numpy()
@@ -217,6 +230,8 @@ def batch_log_probs(model: torch.nn.Module, images: Sequence[np.ndarray], device
     Lines are padded on the right with black to the widest, as training batches are; each
     line's frames stop at its own width. ``temperature`` divides the logits (calibration).
     """
+    import torch
+
     if not images:
         return []
     width = max(image.shape[1] for image in images)
@@ -293,12 +308,15 @@ def grey_boxes(view: GreyLine, spans: Sequence[tuple[int, int]]) -> list[tuple[i
 class LineReader:
     """A loaded line reader: frame log-probabilities for a line, and readings of grey pictures."""
 
-    def __init__(self, model_file: ModelFile, device: torch.device) -> None:
-        if get_model_spec(model_file.arch).task != "lines" or model_file.class_names != LINE_CLASSES:
+    def __init__(self, model_file: ModelFile, device: torch.device | str, runner: OnnxRunner | None = None) -> None:
+        if model_file.class_names != LINE_CLASSES:
             raise ModelFileError(f"{model_file.path}: not a line reader ({model_file.arch}, classes "
                                  f"{model_file.class_names})")
+        if runner is None and model_file.model is None:
+            raise ModelFileError(f"{model_file.path}: a line reader needs its weights or its ONNX graph")
         self.file = model_file  # loaded in eval mode, and never switched: requests may share it
         self.device = device
+        self._runner = runner  # the exported graph in ONNX Runtime; None: the PyTorch model
         # Files from before the grey reader have no "input": they read binarised ink.
         self.input: str = str(model_file.metadata.get("input", "ink"))
 
@@ -309,6 +327,8 @@ class LineReader:
 
     def log_probs(self, line: LineImage | GreyLine) -> np.ndarray:
         """(T, 11) frame log-probabilities of a line image (T = its width / LINE_STRIDE)."""
+        if self._runner is not None:
+            return self._runner.run(line.image[None])[0]
         return line_log_probs(self.file.model, line.image, self.device, self.file.normalization,
                                self.file.temperature)
 
@@ -327,6 +347,8 @@ class LineReader:
         for chunk in chunks:
             if len(chunk) == 1:  # one line (and the path the tests stub)
                 found = [self.log_probs(views[chunk[0]])]
+            elif self._runner is not None:  # same width: one unpadded batch
+                found = list(self._runner.run(np.stack([views[i].image for i in chunk])))
             else:
                 found = batch_log_probs(self.file.model, [views[i].image for i in chunk], self.device,
                                         self.file.normalization, self.file.temperature)

@@ -8,18 +8,21 @@ recogniser's digit classifier for the segmenter's pieces.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
+from digitrec.data.ink import LINE_HEIGHT
 from digitrec.data.preprocess import ImageSource, InkMap, decode_gray, ink_map
+from digitrec.errors import ModelFileError
+from digitrec.infer.onnx import OnnxRunner, cached_graph
 from digitrec.models.header import ModelFile
-from digitrec.models.registry import LINE_HEIGHT
 from digitrec.read.lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
 from digitrec.read.linereader import LineReader, choose_reading, digit_boxes, line_image
 from digitrec.read.segment import DigitReading, NumberReading, line_ink, segment
-from digitrec.read.verifier import whole_digit_scorer
+
+if TYPE_CHECKING:  # reading with the grey reader through ONNX Runtime needs no PyTorch
+    import torch
 
 __all__ = ["NO_NUMBER_BELOW", "NumberReader", "grey_view"]
 
@@ -31,6 +34,18 @@ NO_NUMBER_BELOW = 0.1
 # read whole without looking for its band: a cheap first look before lineprep.READ_BAND_BELOW's
 # test (the development cheques span 0.47-1, 90% over 0.59; small generated cards 0.36-0.47).
 _BAND_LOOK_BELOW = 0.55
+
+
+def _line_runner(line_reader: ModelFile) -> OnnxRunner:
+    """ONNX Runtime over the line reader's graph: the cached one, else exported now (and cached)."""
+    if line_reader.model is None:
+        graph = cached_graph(line_reader.path) if line_reader.path is not None else None
+        if graph is None:
+            raise ModelFileError(f"{line_reader.path}: no cached ONNX graph; load the line reader in full")
+        return OnnxRunner(graph)
+    from digitrec.infer.backends import onnx_graph  # PyTorch, to export
+
+    return OnnxRunner(onnx_graph(line_reader))
 
 
 class _Answer(Protocol):  # what the digit classifier gives per piece (a Prediction)
@@ -45,14 +60,22 @@ Classify = Callable[[np.ndarray], "list[Any]"]  # prepared (N, 28, 28) pieces ->
 class NumberReader:
     """Reads whole numbers with a line reader and/or the segmenter, classifying pieces with ``classify``."""
 
-    def __init__(self, classify: Classify, min_confidence: float, device: torch.device,
-                 verifier: ModelFile | None = None, line_reader: ModelFile | None = None) -> None:
+    def __init__(self, classify: Classify, min_confidence: float, device: torch.device | str,
+                 verifier: ModelFile | None = None, line_reader: ModelFile | None = None,
+                 backend: str = "torch") -> None:
         self.predict_arrays = classify
         self.min_confidence = min_confidence
         # The piece verifier that helps cut numbers (None: candidates scored by the classifier alone).
-        self._whole = whole_digit_scorer(verifier, device) if verifier is not None else None
-        # The line reader: the reader of grey pictures, or a second opinion on the segmenter's cuts.
-        self._lines = LineReader(line_reader, device) if line_reader is not None else None
+        self._whole = None
+        if verifier is not None:
+            from digitrec.read.verifier import whole_digit_scorer  # PyTorch
+
+            self._whole = whole_digit_scorer(verifier, device)
+        # The line reader: the reader of grey pictures, or a second opinion on the segmenter's cuts;
+        # with the onnx backend its graph runs in ONNX Runtime (the cached one if only the header was read).
+        self._lines = None
+        if line_reader is not None:
+            self._lines = LineReader(line_reader, device, _line_runner(line_reader) if backend == "onnx" else None)
 
     def read(self, images: Sequence[ImageSource]) -> list[NumberReading]:
         """Read a line of handwritten digits (a whole number) in one picture, or in each of a list.

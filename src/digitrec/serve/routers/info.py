@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from digitrec import __version__
+from digitrec.models.header import parameter_count
 from digitrec.serve.metrics import CONTENT_TYPE_LATEST
 from digitrec.serve.schemas import HealthOut, ModelOut
 from digitrec.serve.service import Service, get_service
@@ -30,7 +31,9 @@ def model_info(service: Service) -> dict[str, Any]:
     return {
         "name": rec.name,
         "arch": mf.arch,
-        "parameters": sum(p.numel() for p in mf.model.parameters()),
+        # From the file's header when it answers from a cached graph (no weights loaded).
+        "parameters": sum(p.numel() for p in mf.model.parameters()) if mf.model is not None
+        else parameter_count(mf.path),
         "metrics": dict(rec.metadata.get("metrics", {})),
         "version": __version__,
         "device": str(rec.device),
