@@ -1,4 +1,4 @@
-"""Start-up: the parser, --help, usage errors, `models` and single digits from a cached ONNX graph never import PyTorch."""
+"""Start-up: --help, usage errors, `models`, and predict and read from cached ONNX graphs never import PyTorch."""
 
 from __future__ import annotations
 
