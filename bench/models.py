@@ -24,7 +24,7 @@ import digitrec
 from digitrec.data.mnist import load_mnist
 from digitrec.infer.backends import onnxruntime_available
 from digitrec.models import count_parameters
-from digitrec.models.checkpoint import resolve_model_path
+from digitrec.models.checkpoint import load_model, resolve_model_path
 
 
 def measure(name: str, backend: str, images: Any) -> dict[str, Any]:
@@ -44,9 +44,9 @@ def main() -> int:
     backends = ["torch", "onnx"] if onnxruntime_available() else ["torch"]
     results: dict[str, Any] = {"threads": torch.get_num_threads(), "models": {}}
     for name in args.models:
-        rec = digitrec.load(name)
-        trainable, frozen = count_parameters(rec.model_file.model)
-        entry: dict[str, Any] = {"arch": rec.model_file.arch, "params": trainable + frozen,
+        mf = load_model(name)  # the weights, to count them (digitrec.load may answer from a cached graph)
+        trainable, frozen = count_parameters(mf.model)
+        entry: dict[str, Any] = {"arch": mf.arch, "params": trainable + frozen,
                                  "file_bytes": resolve_model_path(name).stat().st_size}
         entry["inference"] = {b: measure(name, b, images) for b in backends}
         results["models"][name] = entry
