@@ -2,9 +2,9 @@
 
 Each round runs every command once, in turn, so a drift in the machine's speed touches all of
 them alike; the figures are the medians over the rounds and their ratios to Tesseract reading
-the same picture (`tesseract IMAGE - --psm 10`, digits only). "predict, cached graph" is the
-usual case: a fresh process, with the model's ONNX graph exported by an earlier run;
-"predict, first run" empties the graph cache before each run, so it exports the graph again.
+the same picture (`tesseract IMAGE - --psm 10`, digits only). "cached graph(s)" is the usual
+case: a fresh process, with the models' ONNX graphs exported by an earlier run; "predict, first
+run" uses a cache emptied before each run, so it exports the graph again.
 
     python bench/startup.py --rounds 7 --out bench/results/startup.json
 """
@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-TARGETS = {"--help": 0.3, "predict, cached graph": 0.6}  # seconds, the issue's targets on a 2-core CPU
+# The issue's targets on a 2-core CPU, seconds (read shares predict's).
+TARGETS = {"--help": 0.3, "predict, cached graph": 0.6, "read, cached graphs": 0.6}
 
 
 def _digit_png(path: Path) -> None:
@@ -37,6 +38,7 @@ def _digit_png(path: Path) -> None:
 
 
 def _run(argv: list[str], env: dict[str, str], before: object = None) -> float:
+    """Seconds one whole process takes (``before`` runs first, untimed)."""
     if callable(before):
         before()
     start = time.perf_counter()
@@ -56,26 +58,27 @@ def main() -> int:
     try:
         image = work / "seven.png"
         _digit_png(image)
-        cache = work / "cache"
+        cache, first_cache = work / "cache", work / "first-run-cache"
         env = {**os.environ, "DIGITREC_CACHE_DIR": str(cache)}
+        first_env = {**os.environ, "DIGITREC_CACHE_DIR": str(first_cache)}  # emptied before each run
         digitrec = [sys.executable, "-m", "digitrec"]
-        commands: dict[str, tuple[list[str], object]] = {
-            "python -c pass": ([sys.executable, "-c", "pass"], None),
-            "--help": ([*digitrec, "--help"], None),
-            "models": ([*digitrec, "models"], None),
-            "predict, cached graph": ([*digitrec, "predict", str(image)], None),
-            "predict, first run": ([*digitrec, "predict", str(image)],
-                                   lambda: shutil.rmtree(cache / "onnx", ignore_errors=True)),
-            "read (line reader, PyTorch)": ([*digitrec, "read", str(image)], None),
+        commands: dict[str, tuple[list[str], dict[str, str], object]] = {
+            "python -c pass": ([sys.executable, "-c", "pass"], env, None),
+            "--help": ([*digitrec, "--help"], env, None),
+            "models": ([*digitrec, "models"], env, None),
+            "predict, cached graph": ([*digitrec, "predict", str(image)], env, None),
+            "predict, first run": ([*digitrec, "predict", str(image)], first_env,
+                                   lambda: shutil.rmtree(first_cache, ignore_errors=True)),
+            "read, cached graphs": ([*digitrec, "read", str(image)], env, None),
         }
         if shutil.which("tesseract"):
             commands["tesseract"] = (["tesseract", str(image), "-", "--psm", "10", "-c",
-                                      "tessedit_char_whitelist=0123456789"], None)
-        _run([*digitrec, "predict", str(image)], env)  # warm-up: fills the graph cache and the page cache
+                                      "tessedit_char_whitelist=0123456789"], env, None)
+        _run([*digitrec, "read", str(image)], env)  # warm-up: fills the graph cache and the page cache
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.rounds):
-            for name, (argv, before) in commands.items():
-                times[name].append(_run(argv, env, before))
+            for name, (argv, cmd_env, before) in commands.items():
+                times[name].append(_run(argv, cmd_env, before))
         medians = {name: statistics.median(t) for name, t in times.items()}
         ref = medians.get("tesseract")
         rows = {name: {"median_s": round(m, 3), "min_s": round(min(times[name]), 3),
