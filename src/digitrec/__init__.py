@@ -79,20 +79,15 @@ __all__ = [
 ]
 
 
+_lazy_getattr, __dir__ = compat.lazy_exports(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
     if name == "train":
         # The package digitrec.train is callable (digitrec.train(...) trains): importing it binds
         # it here, as importing any submodule binds it, so both spellings end up the same object.
         return importlib.import_module("digitrec.train")
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'digitrec' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return _lazy_getattr(name)
 
 
 compat.install()

@@ -1,4 +1,4 @@
-"""Old flat import paths (``digitrec.predict``, ``digitrec.checkpoint``, ...) resolve to the modules' new homes."""
+"""Import paths: old flat ones (``digitrec.predict``, ...) resolve to the new homes; packages export names lazily."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
-__all__ = ["MOVED", "install"]
+__all__ = ["MOVED", "install", "lazy_exports"]
 
 # Old module -> where it lives now. ``evaluate``, ``finetune`` and ``train`` are left out: they are
 # also public functions of ``digitrec``, and importing a submodule of that name would rebind them.
@@ -61,3 +63,18 @@ def install() -> None:
     """Let old import paths work (idempotent); called once by ``digitrec/__init__``."""
     if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
         sys.meta_path.append(_MovedModules())
+
+
+def lazy_exports(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for ``package``, whose public ``names`` (name -> defining module) load on
+    first use (PEP 562): importing the package stays cheap, PyTorch loads only with what needs it."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return getattr(importlib.import_module(names[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(names))
+
+    return __getattr__, __dir__

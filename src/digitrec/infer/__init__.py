@@ -6,8 +6,7 @@ digits through ONNX Runtime without importing PyTorch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from digitrec.compat import lazy_exports
 
 _LAZY = {
     "BACKENDS": "digitrec.cfg.base",
@@ -20,7 +19,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'digitrec.infer' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

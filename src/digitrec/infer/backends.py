@@ -65,15 +65,8 @@ class ProbabilityModel(nn.Module):
         return (self.model(x) / self.temperature).softmax(dim=1)
 
 
-class LineLogProbModel(nn.Module):
+class LineLogProbModel(ProbabilityModel):
     """[0, 1] lines (B, 32, W) -> frame log-probabilities (B, W/4, 11): a line reader's inference function."""
-
-    def __init__(self, model: nn.Module, normalization: Normalization, temperature: float) -> None:
-        super().__init__()
-        self.model = model
-        self.mean = normalization.mean
-        self.std = normalization.std
-        self.temperature = temperature
 
     def forward(self, lines: torch.Tensor) -> torch.Tensor:
         x = (lines.unsqueeze(1) - self.mean) / self.std  # (B, 1, 32, W)

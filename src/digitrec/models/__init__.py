@@ -7,8 +7,7 @@ package (``header``, ``catalog``) can be imported without PyTorch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from digitrec.compat import lazy_exports
 
 _LAZY = {
     "ModelSpec": "digitrec.models.registry",
@@ -45,11 +44,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'digitrec.models' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -112,9 +112,8 @@ def check_model_record(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     return meta
 
 
-def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata of a model file (or bundled name), reading only its header."""
-    path = resolve_model_path(name_or_path)
+def _file_header(path: Path) -> tuple[dict[str, Any], str]:
+    """The JSON header of the model file at ``path``, read alone (not the weights), and the error prefix."""
     what = f"{path}: not a digitrec model file"
     try:
         with path.open("rb") as fh:
@@ -125,7 +124,13 @@ def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
             blob = head + fh.read(n)
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    header, _ = split_header(blob, what)
+    return split_header(blob, what)[0], what
+
+
+def read_metadata(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a model file (or bundled name), reading only its header."""
+    path = resolve_model_path(name_or_path)
+    header, what = _file_header(path)
     return check_model_record(header_record(header, MODEL_KEY, what), path)
 
 
@@ -135,16 +140,7 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 def parameter_count(name_or_path: str | os.PathLike[str]) -> int:
     """The number of learned parameters in a model file, from its header's tensor shapes (no weights read)."""
-    path = resolve_model_path(name_or_path)
-    what = f"{path}: not a digitrec model file"
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else 0
-            blob = head + fh.read(n if 0 < n <= MAX_MODEL_BYTES else 0)
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    header, _ = split_header(blob, what)
+    header, _ = _file_header(resolve_model_path(name_or_path))
     total = 0
     for name, info in header.items():
         if name == "__metadata__" or name.endswith(_BUFFER_SUFFIXES) or not isinstance(info, dict):
