@@ -128,14 +128,15 @@ def test_predict_large_image(client, rec):
     assert r.json()["probabilities"] == pytest.approx(list(rec.predict(data).probabilities), abs=1e-6)
 
 
-def test_prepare_refuses_big_images_for_the_inference_thread(seven_png):
-    from digitrec.serve.inputs import NotSmall, prepare
+def test_pixel_count_reads_the_header_only(seven_png):
+    # Routes use it to send big images to the threadpool instead of the inference thread.
+    from digitrec.errors import ImageError
+    from digitrec.serve.inputs import pixel_count, prepare
 
-    assert prepare(seven_png, small_pixels=300 * 200).shape == (28, 28)
-    with pytest.raises(NotSmall):
-        prepare(seven_png, small_pixels=300 * 200 - 1)
-    with pytest.raises(NotSmall):
-        prepare(np.zeros((100, 100)), small_pixels=9_999)
+    assert pixel_count(seven_png) == 300 * 200 and pixel_count(np.zeros((100, 100))) == 10_000
+    assert prepare(seven_png).shape == (28, 28)
+    with pytest.raises(ImageError):
+        pixel_count(b"not an image")
 
 
 def test_predict_large_json_pixels(client):

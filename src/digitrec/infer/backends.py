@@ -145,7 +145,7 @@ class InferenceEngine:
         self.precision = precision
         if self.backend == "onnx":
             # As many threads for batches as PyTorch is allowed (a server sets one per worker).
-            self._onnx = OnnxRunner(onnx_graph(model_file), batch_threads=torch.get_num_threads())
+            self._onnx = OnnxRunner(onnx_graph(model_file))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, C) float32 for images (N, 28, 28): uint8, or floats in [0, 1]."""

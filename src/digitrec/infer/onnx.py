@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,12 @@ def store_graph(model_path: str | os.PathLike[str], graph: bytes) -> Path | None
 class OnnxRunner:
     """Runs a model's ONNX graph on the CPU: a digit model's probabilities, or a line reader's log-probabilities."""
 
-    def __init__(self, graph: bytes | str | os.PathLike[str], batch_threads: int = 0) -> None:
+    def __init__(self, graph: bytes | str | os.PathLike[str], batch_threads: int | None = None) -> None:
         # A path is read by ONNX Runtime itself; bytes are an in-memory export.
         self._graph = graph if isinstance(graph, bytes) else str(graph)
-        self._batch_threads = batch_threads  # threads for large batches (0: ONNX Runtime's default)
+        # Threads for large batches; None: as many as PyTorch is allowed when it is loaded (a
+        # caller or a server worker set them), else ONNX Runtime's default (one per core).
+        self._batch_threads = batch_threads
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()  # a server's threads may ask for the first session at once
 
@@ -109,7 +112,11 @@ class OnnxRunner:
         else:
             # As many threads as the caller allows (a server sets one per worker); spinning
             # threads would steal the cores other work (or a server's event loop) needs.
-            options.intra_op_num_threads = self._batch_threads
+            threads = self._batch_threads
+            if threads is None:
+                torch = sys.modules.get("torch")  # not imported here: reading it must not load it
+                threads = torch.get_num_threads() if torch is not None else 0
+            options.intra_op_num_threads = threads
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(self._graph, options, providers=["CPUExecutionProvider"])
 

@@ -10,7 +10,6 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from functools import partial
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -34,9 +33,6 @@ from digitrec.serve.service import Service
 __all__ = ["create_app", "app_from_env", "run", "check_address", "CONFIG_ENV"]
 
 CONFIG_ENV = "DIGITREC_SERVE_CONFIG"  # how `run` hands the config to worker processes
-# Images up to this many pixels are decoded on the inference thread (a 280x280 canvas is 78,400);
-# bigger ones in the threadpool, so one large photo does not hold up everyone's inference.
-SMALL_IMAGE_PIXELS = 512 * 512
 _log = logging.getLogger("digitrec.serve")
 
 
@@ -88,7 +84,7 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
         verifier=config.verifier, line_reader=config.line_reader)
     metrics = Metrics()
     engine = InferenceThread(
-        rec, partial(prepare, small_pixels=SMALL_IMAGE_PIXELS),
+        rec, prepare,
         max_batch=config.max_batch, on_batch=metrics.observe_batch,
     )
 

@@ -30,7 +30,8 @@ __all__ = [
     "read_image_source",
     "read_upload_files",
     "prepare",
-    "NotSmall",
+    "pixel_count",
+    "SMALL_IMAGE_PIXELS",
     "error_message",
     "describe_pixels_schema",
 ]
@@ -124,27 +125,27 @@ async def read_upload_files(request: Request, field: str, *, max_files: int) -> 
     return out
 
 
-class NotSmall(Exception):
-    """The image has more pixels than the caller wants decoded on its thread."""
+# Images up to this many pixels are decoded on the inference thread (a 280x280 canvas is 78,400);
+# bigger ones in the threadpool, so one large photo does not hold up everyone's inference.
+SMALL_IMAGE_PIXELS = 512 * 512
 
 
-def prepare(source: bytes | np.ndarray, small_pixels: int | None = None) -> np.ndarray:
+def pixel_count(source: bytes | np.ndarray) -> int:
+    """How many pixels a request image has, from its header alone; :class:`ImageError` if unreadable."""
+    return source.size if isinstance(source, np.ndarray) else math.prod(image_size(source))
+
+
+def prepare(source: bytes | np.ndarray) -> np.ndarray:
     """The model's (28, 28) input for one request image; :class:`ImageError` if unusable.
 
-    Decoded as :func:`digitrec.data.preprocess.to_mnist` decodes files. With ``small_pixels``, an
-    image with more pixels than that raises :class:`NotSmall` after reading only its header
-    (the caller then runs this again elsewhere). An image without ink gives an all-black
-    frame where the library answers it "no digit".
+    Decoded as :func:`digitrec.data.preprocess.to_mnist` decodes files. An image without ink
+    gives an all-black frame where the library answers it "no digit".
     """
     try:
-        if small_pixels is not None:
-            pixels = source.size if isinstance(source, np.ndarray) else math.prod(image_size(source))
-            if pixels > small_pixels:
-                raise NotSmall
         return to_mnist(source)
     except NoDigitError:
         return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    except (ImageError, NotSmall):
+    except ImageError:
         raise
     # preprocess turns every decoder failure into an ImageError; this is a last guard, so
     # that no picture, however odd, gets a 500 from the server.

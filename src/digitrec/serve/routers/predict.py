@@ -12,9 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from digitrec.errors import ImageError
 from digitrec.infer.recogniser import Prediction
 from digitrec.serve.inputs import (
-    NotSmall,
+    SMALL_IMAGE_PIXELS,
     describe_pixels_schema,
     error_message,
+    pixel_count,
     prepare,
     read_image_source,
     read_upload_files,
@@ -71,10 +72,9 @@ async def predict_one(service: Service, source: bytes | np.ndarray) -> Predictio
     everyone else's inference.
     """
     try:
-        try:
+        if pixel_count(source) <= SMALL_IMAGE_PIXELS:
             return await service.engine.predict_source(source)
-        except NotSmall:
-            image = await run_in_threadpool(prepare, source)
+        image = await run_in_threadpool(prepare, source)
     except ImageError as exc:
         raise ApiError(422, error_message(exc)) from None
     (pred,) = await service.engine.predict(image[None])
