@@ -15,7 +15,8 @@ import digitrec
 from digitrec.data.mnist import MNIST
 from digitrec.errors import ConfigError
 from digitrec.models.checkpoint import load_model
-from digitrec.train.engine import EpochRecord, TrainConfig, fit, lr_at, split_train_val, train
+from digitrec.train.engine import EpochRecord, TrainConfig, fit, split_train_val, train
+from digitrec.train.optim import lr_at
 
 CPU = torch.device("cpu")
 FAST = {"epochs": 2, "batch_size": 64, "val_size": 64, "precision": "fp32"}

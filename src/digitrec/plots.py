@@ -28,7 +28,7 @@ from digitrec.errors import ConfigError
 from digitrec.fileio import atomic_write
 from digitrec.infer.recogniser import Prediction
 from digitrec.models import count_parameters, example_input_shape, layer_table
-from digitrec.read.segment import NumberReading
+from digitrec.read.readings import NumberReading
 from digitrec.train.engine import EpochRecord
 
 __all__ = [

@@ -18,7 +18,7 @@ from digitrec.infer.onnx import OnnxRunner, cached_graph, resolve_backend
 from digitrec.models.catalog import BUILTIN
 from digitrec.models.header import ModelFile, read_metadata, resolve_model_path
 from digitrec.read.linereader import bundled_line_reader
-from digitrec.read.segment import NumberReading
+from digitrec.read.readings import NumberReading
 
 if TYPE_CHECKING:  # single digits through a cached ONNX graph never import PyTorch
     import torch

@@ -19,7 +19,8 @@ from digitrec.infer.onnx import OnnxRunner, cached_graph
 from digitrec.models.header import ModelFile
 from digitrec.read.lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
 from digitrec.read.linereader import LineReader, choose_reading, digit_boxes, line_image
-from digitrec.read.segment import DigitReading, NumberReading, line_ink, segment
+from digitrec.read.readings import DigitReading, NumberReading
+from digitrec.read.segment import line_ink, segment
 
 if TYPE_CHECKING:  # reading with the grey reader through ONNX Runtime needs no PyTorch
     import torch

@@ -27,20 +27,20 @@ it the ink of steps 1-4.
 
 The thresholds were tuned on lines built from validation digits, ``WHOLE_WEIGHT`` on lines
 built from training digits (never the test split).
-:class:`NumberReading` and :class:`DigitReading` are the answers; the recogniser's ``read``
-method classifies the pieces.
+The answers are :class:`~digitrec.read.readings.NumberReading` and its
+:class:`~digitrec.read.readings.DigitReading` s; the recogniser's ``read`` method classifies the pieces.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from digitrec.data.preprocess import InkMap, glyph_to_mnist
+from digitrec.read.readings import DigitReading, NumberReading  # noqa: F401  (re-exported)
 
 __all__ = [
     "SPECK_FRACTION",
@@ -92,45 +92,6 @@ class Piece:
 
     box: tuple[int, int, int, int]  # (x, y, width, height) in input-image pixels
     input: np.ndarray  # (28, 28) float32 [0, 1]: what the model will see
-
-
-@dataclass(frozen=True)
-class DigitReading:
-    """One digit of a number."""
-
-    digit: int  # most probable class
-    confidence: float  # its calibrated probability, 0..1
-    box: tuple[int, int, int, int]  # (x, y, width, height) in input-image pixels (after EXIF rotation)
-    unsure: bool  # confidence below the recogniser's min_confidence
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"digit": self.digit, "confidence": self.confidence, "box": list(self.box), "unsure": self.unsure}
-
-
-@dataclass(frozen=True)
-class NumberReading:
-    """The digits found in one picture, left to right.
-
-    ``confidence`` is the probability that the whole number is right: the grey line reader's
-    probability of the string (the default reader), or, for digits cut apart and classified one
-    by one, the product of their confidences (digits taken as independent). No number found
-    gives ``number`` None, ``confidence`` 0.0, no digits, and ``unsure`` True.
-    """
-
-    number: str | None  # the digits as a string, leading zeros kept; None when no digit was found
-    confidence: float  # probability that the whole number is right, 0..1 (0.0 without digits)
-    digits: tuple[DigitReading, ...]  # left to right
-    unsure: bool  # no digit found, or any digit unsure
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: number, confidence, unsure and the digits with their boxes."""
-        return {
-            "number": self.number,
-            "confidence": self.confidence,
-            "unsure": self.unsure,
-            "digits": [d.to_dict() for d in self.digits],
-        }
 
 
 @dataclass

@@ -10,7 +10,6 @@ and never prints.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -37,6 +36,7 @@ from digitrec.models.checkpoint import save_model
 from digitrec.models.registry import create_model, model_config_dict
 from digitrec.runtime import autocast, resolve_device, resolve_precision, seed_everything
 from digitrec.train.calibrate import Calibration, calibration_report
+from digitrec.train.optim import WeightEMA, lr_at, make_optimizer, snapshot  # noqa: F401
 from digitrec.train.resume import load_train_state, pack_optimizer, save_train_state, unpack_optimizer
 
 __all__ = [
@@ -52,8 +52,6 @@ __all__ = [
 ]
 
 _PROGRESS_EVERY = 25  # steps between progress callbacks (each one syncs with the device)
-_ONECYCLE_START_DIV = 25.0  # one-cycle starts at lr / 25 (as torch's OneCycleLR)
-_ONECYCLE_END_DIV = 1e4  # ... and ends at (lr / 25) / 1e4
 
 
 @dataclass(frozen=True)
@@ -77,30 +75,6 @@ class TrainCallback(Protocol):
     def on_step(self, step: int, loss: float, accuracy: float, images_per_s: float) -> None: ...
 
     def on_epoch_end(self, record: EpochRecord) -> None: ...
-
-
-def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
-    """The learning rate for optimiser step ``step`` (0-based) of ``total_steps``.
-
-    A pure function of the step, so resuming only needs the step count.
-    """
-    if config.schedule == "constant":
-        return config.lr
-    t = min(step / max(total_steps - 1, 1), 1.0)
-    warm = config.warmup
-
-    def cosine(start: float, end: float, frac: float) -> float:
-        return end + (start - end) * (1 + math.cos(math.pi * frac)) / 2
-
-    if config.schedule == "onecycle":
-        low = config.lr / _ONECYCLE_START_DIV
-        if t < warm:
-            return cosine(low, config.lr, t / warm)
-        return cosine(config.lr, low / _ONECYCLE_END_DIV, (t - warm) / max(1 - warm, 1e-12))
-    # cosine: linear warm-up, then cosine decay to zero
-    if t < warm:
-        return config.lr * (step + 1) / max(round(warm * total_steps), 1)
-    return cosine(config.lr, 0.0, (t - warm) / max(1 - warm, 1e-12))
 
 
 @dataclass
@@ -168,52 +142,6 @@ def _to_device_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return normalize(x).contiguous(memory_format=torch.channels_last)
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    # One fused (CUDA) or multi-tensor (CPU) kernel per step instead of one per parameter.
-    kernel: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    params = model.parameters()
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **kernel)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True,
-                               weight_decay=config.weight_decay, **kernel)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **kernel)
-
-
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-class WeightEMA:
-    """An exponential moving average of a model's parameters and BatchNorm statistics.
-
-    The decay warms up as min(decay, (1 + t) / (10 + t)) so early, random weights fade fast
-    in short runs. Integer buffers (BN's batch counters) are copied, not averaged.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.updates = 0
-        self.model = copy.deepcopy(model)
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        # state_dict() tensors share storage with the live weights, so these lists, built once,
-        # follow every optimiser step (update() runs once per step: nothing rebuilt there).
-        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
-        self._float_ema = [e for e, _ in pairs if e.is_floating_point()]
-        self._float_src = [s for e, s in pairs if e.is_floating_point()]
-        self._int_pairs = [(e, s) for e, s in pairs if not e.is_floating_point()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self._float_ema, self._float_src, 1 - d)
-        for e, s in self._int_pairs:
-            e.copy_(s)
-
-
 def _rng_state(device: torch.device, shuffle: torch.Generator, augment: torch.Generator) -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(), "augment": augment.get_state()}
     if device.type == "cuda":
@@ -270,7 +198,7 @@ def fit(
     if init_state is not None:
         model.load_state_dict(init_state)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = _make_optimizer(model, config, device)
+    optimizer = make_optimizer(model, config, device)
     ema = WeightEMA(model, config.ema_decay) if config.ema_decay else None
     eval_model = ema.model if ema else model  # the weights validated, selected and returned
     x = _to_device_tensor(train_images, device)
@@ -284,7 +212,7 @@ def fit(
     aug = config.augment
     background = float(normalize(torch.zeros(())))  # normalised value of a black pixel
     history: list[EpochRecord] = []
-    good_state = _snapshot(eval_model)
+    good_state = snapshot(eval_model)
     # Callbacks may implement any subset of the three methods.
     on_epoch_start = getattr(callback, "on_epoch_start", None)
     on_step = getattr(callback, "on_step", None)
@@ -316,7 +244,7 @@ def fit(
         if meta["best_epoch"] is not None:
             best["epoch"], best["state"] = meta["best_epoch"], groups["best"]
             best["score"] = tuple(meta["best_score"])
-        good_state = _snapshot(eval_model)
+        good_state = snapshot(eval_model)
         first_epoch = len(history) + 1
         if has_val and history:
             last_val = _evaluate_val(eval_model, val_images, val_labels, device, precision, config)
@@ -377,7 +305,7 @@ def fit(
                 images_per_s=n / seconds,
             )
             history.append(record)
-            good_state = _snapshot(eval_model)
+            good_state = snapshot(eval_model)
             last_val = val
             if val is not None and (config.keep_best or config.patience):
                 if best["score"] is None or _score(val) > best["score"]:

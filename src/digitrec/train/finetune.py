@@ -42,8 +42,9 @@ from digitrec.read.linereader import LINE_CLASSES, batch_log_probs, bundled_line
 from digitrec.read.reader import NO_NUMBER_BELOW, grey_view
 from digitrec.runtime import resolve_precision
 from digitrec.train.calibrate import calibration_report
-from digitrec.train.engine import TrainConfig, WeightEMA, fit
+from digitrec.train.engine import TrainConfig, fit
 from digitrec.train.lines import ctc_step, fit_line_temperature, pack_lines, render_training_line
+from digitrec.train.optim import WeightEMA
 
 __all__ = [
     "FinetuneConfig",
