@@ -8,6 +8,7 @@ that finds it answers without importing PyTorch at all, which is most of a comma
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -57,9 +58,16 @@ def resolve_backend(backend: str, device_type: str, precision: str) -> str:
     return "torch"
 
 
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, inode: int, mtime_ns: int, size: int) -> str:
+    # Keyed by the file's inode, time and size as well: a file replaced or rewritten is hashed again.
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
+
+
 def graph_cache_path(model_path: str | os.PathLike[str]) -> Path:
     """Where the graph of the model file at ``model_path`` is cached (named by the file's SHA-256)."""
-    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:32]
+    stat = os.stat(model_path)
+    digest = _digest(str(Path(model_path).resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
     return cache_dir("onnx", f"{digest}-digitrec{__version__}-opset{ONNX_OPSET}.onnx")
 
 
