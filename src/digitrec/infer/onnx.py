@@ -14,17 +14,20 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from digitrec import __version__
 from digitrec.cfg.base import BACKENDS
-from digitrec.errors import ConfigError
+from digitrec.errors import ConfigError, ModelFileError
 from digitrec.fileio import atomic_write, cache_dir
 
-__all__ = ["ONNX_OPSET", "onnxruntime_available", "resolve_backend", "graph_cache_path", "cached_graph", "store_graph",
-           "OnnxRunner"]
+if TYPE_CHECKING:
+    from digitrec.models.header import ModelFile
+
+__all__ = ["ONNX_OPSET", "onnxruntime_available", "resolve_backend", "graph_cache_path", "cached_graph",
+           "required_graph", "store_graph", "OnnxRunner"]
 
 ONNX_OPSET = 17
 # Up to this many images per call run on one thread: for a handful of images, waking a
@@ -78,6 +81,14 @@ def cached_graph(model_path: str | os.PathLike[str]) -> Path | None:
     except OSError:
         return None
     return path if path.is_file() else None
+
+
+def required_graph(model_file: ModelFile) -> Path:
+    """The cached graph of a model file read as a header only (no weights): it must exist."""
+    graph = cached_graph(model_file.path) if model_file.path is not None else None
+    if graph is None:
+        raise ModelFileError(f"{model_file.path}: no cached ONNX graph; load the model file in full")
+    return graph
 
 
 def store_graph(model_path: str | os.PathLike[str], graph: bytes) -> Path | None:

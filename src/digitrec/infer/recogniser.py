@@ -14,7 +14,7 @@ from PIL import Image
 from digitrec.cfg.base import MIN_CONFIDENCE
 from digitrec.data.preprocess import IMAGE_SIZE, ImageSource, NoDigitError, Normalization, to_mnist
 from digitrec.errors import ConfigError, ImageError, ModelFileError
-from digitrec.infer.onnx import OnnxRunner, cached_graph, resolve_backend
+from digitrec.infer.onnx import OnnxRunner, cached_graph, required_graph, resolve_backend
 from digitrec.models.catalog import BUILTIN
 from digitrec.models.header import ModelFile, read_metadata, resolve_model_path
 from digitrec.read.linereader import bundled_line_reader
@@ -121,10 +121,7 @@ class Recogniser:
         self._engine: Any
         if model_file.model is None:
             # Only the header was read: its graph is in the cache (see load()), and PyTorch stays unloaded.
-            graph = cached_graph(model_file.path) if model_file.path is not None else None
-            if graph is None:
-                raise ModelFileError(f"{model_file.path}: no cached ONNX graph; load the model file in full")
-            self._engine = OnnxRunner(graph)
+            self._engine = OnnxRunner(required_graph(model_file))
             self._backend = "onnx"
         else:
             from digitrec.infer.backends import InferenceEngine  # PyTorch
@@ -292,6 +289,10 @@ def load(
     ``verifier`` is the piece verifier that segmenter uses to find whole digits, the same way
     (``"bundled"`` is not loaded with a grey reader, which has no use for it; see
     :mod:`digitrec.read.verifier`).
+
+    On the CPU in fp32 with ONNX Runtime, each model's ONNX graph is exported on first use and
+    cached per user (:mod:`digitrec.infer.onnx`); when every model asked for has a cached graph
+    and a built-in architecture, only the files' headers are read and PyTorch is not imported.
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     quick = _headers_only(name_or_path, device, precision, backend, verifier, line_reader)

@@ -8,14 +8,13 @@ recogniser's digit classifier for the segmenter's pieces.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from digitrec.data.ink import LINE_HEIGHT
 from digitrec.data.preprocess import ImageSource, InkMap, decode_gray, ink_map
-from digitrec.errors import ModelFileError
-from digitrec.infer.onnx import OnnxRunner, cached_graph
+from digitrec.infer.onnx import OnnxRunner, required_graph
 from digitrec.models.header import ModelFile
 from digitrec.read.lineprep import READ_WHOLE, GreyLine, line_input, locate, tighten_box
 from digitrec.read.linereader import LineReader, choose_reading, digit_boxes, line_image
@@ -40,10 +39,7 @@ _BAND_LOOK_BELOW = 0.55
 def _line_runner(line_reader: ModelFile) -> OnnxRunner:
     """ONNX Runtime over the line reader's graph: the cached one, else exported now (and cached)."""
     if line_reader.model is None:
-        graph = cached_graph(line_reader.path) if line_reader.path is not None else None
-        if graph is None:
-            raise ModelFileError(f"{line_reader.path}: no cached ONNX graph; load the line reader in full")
-        return OnnxRunner(graph)
+        return OnnxRunner(required_graph(line_reader))
     from digitrec.infer.backends import onnx_graph  # PyTorch, to export
 
     return OnnxRunner(onnx_graph(line_reader))
@@ -55,7 +51,7 @@ class _Answer(Protocol):  # what the digit classifier gives per piece (a Predict
     unsure: bool
 
 
-Classify = Callable[[np.ndarray], "list[Any]"]  # prepared (N, 28, 28) pieces -> one answer each
+Classify = Callable[[np.ndarray], Sequence[_Answer]]  # prepared (N, 28, 28) pieces -> one answer each
 
 
 class NumberReader:
