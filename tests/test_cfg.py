@@ -1,4 +1,4 @@
-"""Configs and the flags made from them: every command-line field becomes a flag with its bounds, and old import paths still work."""
+"""Configs and their flags: every command-line field is a flag with its bounds; old import paths still work."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import warnings
 
 import pytest
 
-import digitrec
 from digitrec.cfg import FinetuneConfig, LineTrainConfig, TrainConfig, VerifierConfig
 from digitrec.cli.main import build_parser
 from digitrec.serve.config import ServeConfig
