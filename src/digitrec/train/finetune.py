@@ -20,7 +20,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,7 @@ from digitrec.read.reader import NO_NUMBER_BELOW, grey_view
 from digitrec.runtime import resolve_precision
 from digitrec.train.calibrate import calibration_report
 from digitrec.train.engine import TrainConfig, fit
-from digitrec.train.lines import ctc_step, fit_line_temperature, pack_lines, render_training_line
-from digitrec.train.optim import WeightEMA
+from digitrec.train.lines import Batch, fit_ctc, fit_line_temperature, pack_lines, render_training_line
 
 __all__ = [
     "FinetuneConfig",
@@ -220,10 +219,6 @@ def finetune(
     return run(base, labelled, train_idx, val_idx, config, dev, mnist, progress)
 
 
-def _one_cycle(optimizer: torch.optim.Optimizer, config: FinetuneConfig, steps: int) -> Any:
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=max(steps, 1), pct_start=0.15)
-
-
 def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarray, val_idx: np.ndarray,
                     config: FinetuneConfig, device: torch.device, mnist: MNIST | None,
                     progress: Progress | None) -> FinetuneResult:
@@ -239,43 +234,36 @@ def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarr
     replay = config.replay or 0.0
     replay_src = _replay_digits(mnist) if replay > 0 else None
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = _one_cycle(optimizer, config, steps_per_epoch * config.epochs)
-    ema = WeightEMA(model, config.ema) if config.ema else None
-    kept = ema.model if ema is not None else model  # the weights validated and kept
-    best_score, best_state, best_epoch, bad = before, copy.deepcopy(model.state_dict()), 0, 0
+
+    def batches() -> Iterator[Batch]:
+        for _ in range(config.epochs):
+            order = rng.permutation(train_idx)
+            for k in range(steps_per_epoch):
+                chosen = order[k * config.batch_size : (k + 1) * config.batch_size]
+                lines = [(_line_view_aug(labelled.images[i], rng) if config.augment else train_views[int(i)],
+                          labelled.labels[i]) for i in chosen]
+                # replay r per image: r's whole part exactly, its fraction by chance.
+                n_replay = int(replay) * len(chosen) + int(rng.binomial(len(chosen), replay - int(replay)))
+                if replay_src is not None:
+                    lines += [render_training_line(*replay_src, rng) for _ in range(n_replay)]
+                yield pack_lines(lines)
+
     history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        order = rng.permutation(train_idx)
-        losses = []
-        model.train()
-        for k in range(steps_per_epoch):
-            chosen = order[k * config.batch_size : (k + 1) * config.batch_size]
-            lines = [(_line_view_aug(labelled.images[i], rng) if config.augment else train_views[int(i)],
-                      labelled.labels[i]) for i in chosen]
-            # replay r per image: r's whole part exactly, its fraction by chance.
-            n_replay = int(replay) * len(chosen) + int(rng.binomial(len(chosen), replay - int(replay)))
-            if replay_src is not None:
-                lines += [render_training_line(*replay_src, rng) for _ in range(n_replay)]
-            losses.append(ctc_step(model, optimizer, pack_lines(lines), device, precision, norm, clip=5.0))
-            schedule.step()
-            if ema is not None:
-                ema.update()
-        score = read_exact(kept, val_views, val_truth, device, base.temperature, norm)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_exact": score,
-                        "seconds": time.perf_counter() - t0})
+    epoch_start = [time.perf_counter()]
+
+    def after_epoch(epoch: int, loss: float, score: float) -> None:
+        history.append({"epoch": epoch, "loss": loss, "val_exact": score,
+                        "seconds": time.perf_counter() - epoch_start[0]})
+        epoch_start[0] = time.perf_counter()
         if progress is not None:
             progress(epoch, config.epochs, history[-1])
-        if score > best_score:
-            best_score, best_state, best_epoch, bad = score, copy.deepcopy(kept.state_dict()), epoch, 0
-        else:
-            bad += 1
-            if config.patience and bad >= config.patience:
-                break
-    seconds = time.perf_counter() - start
-    model.load_state_dict(best_state)
+
+    run = fit_ctc(model, batches(), steps_per_epoch * config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+                  warmup=0.15, clip=5.0, device=device, precision=precision, norm=norm, ema_decay=config.ema,
+                  check_every=steps_per_epoch, baseline=before, patience=config.patience, on_check=after_epoch,
+                  check=lambda kept: read_exact(kept, val_views, val_truth, device, base.temperature, norm))
+    seconds, best_epoch = run.seconds, run.best_check
+    model.load_state_dict(run.state)
     model.eval()
     temperature, _, _ = fit_line_temperature(model, list(zip(val_views, val_truth)), device)
     after = read_exact(model, val_views, val_truth, device, temperature, norm)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,15 @@ from digitrec.read.linereader import (
     string_log_prob,
 )
 from digitrec.runtime import autocast, resolve_precision
+from digitrec.train.optim import WeightEMA
 
 __all__ = [
     "compose_line",
     "pack_lines",
     "render_training_line",
     "ctc_step",
+    "fit_ctc",
+    "CTCRun",
     "validation_lines",
     "fit_line_temperature",
     "calibration",
@@ -193,6 +198,7 @@ class _Lines(torch.utils.data.IterableDataset):
 
 
 Progress = Callable[[int, int, float], None]  # (steps done, steps in all, last loss)
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # a packed CTC batch: x, targets, lengths, frames
 
 
 def fit_line_temperature(model: torch.nn.Module, lines: Sequence[tuple[np.ndarray, str]],
@@ -254,6 +260,65 @@ def validation_lines(config: LineTrainConfig, images: np.ndarray, labels: np.nda
     return val
 
 
+@dataclass
+class CTCRun:
+    """What :func:`fit_ctc` ends with."""
+
+    state: dict[str, torch.Tensor]  # the weights to keep: the best checked ones (or the start), else the last
+    best_check: int  # the check (1, 2, ...) whose weights are kept; 0: the starting weights or no checks
+    checks: int  # checks made (fewer than planned when patience stopped the run)
+    losses: list[float]  # the CTC loss of every step
+    seconds: float  # wall time of the steps and checks
+
+
+def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr: float, weight_decay: float,
+            warmup: float, clip: float, device: torch.device, precision: str,
+            norm: Normalization = NORMALIZATION, ema_decay: float = 0.0, check_every: int = 0,
+            check: Callable[[torch.nn.Module], float] | None = None, baseline: float = -math.inf,
+            patience: int = 0, on_step: Callable[[int, float], None] | None = None,
+            on_check: Callable[[int, float, float], None] | None = None) -> CTCRun:
+    """The one CTC training loop (line readers from scratch, and fine-tuning them): AdamW, one-cycle LR, clipping.
+
+    Runs ``steps`` optimiser steps over ``batches`` (packed by :func:`pack_lines`). Every
+    ``check_every`` steps, ``check`` scores the weights (the moving average with ``ema_decay``)
+    and the best-scoring ones are kept, the starting weights scoring ``baseline``; ``patience``
+    checks without a better score stop the run. ``on_step(step, loss)`` follows every step and
+    ``on_check(check, mean loss since the last check, score)`` every check.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=max(steps, 1),
+                                                   pct_start=max(warmup, 1e-3))
+    ema = WeightEMA(model, ema_decay) if ema_decay else None
+    kept = ema.model if ema is not None else model  # the weights checked and kept
+    best_score, best_state, best_check, bad, checks = baseline, copy.deepcopy(model.state_dict()), 0, 0, 0
+    losses: list[float] = []
+    start = time.perf_counter()
+    model.train()
+    for step, batch in enumerate(batches):
+        if step == steps:
+            break
+        losses.append(ctc_step(model, optimizer, batch, device, precision, norm, clip))
+        schedule.step()
+        if ema is not None:
+            ema.update()
+        if on_step is not None:
+            on_step(step + 1, losses[-1])
+        if check is not None and check_every and (step + 1) % check_every == 0:
+            checks += 1
+            score = check(kept)
+            model.train()
+            if on_check is not None:
+                on_check(checks, float(np.mean(losses[-check_every:])), score)
+            if score > best_score:
+                best_score, best_state, best_check, bad = score, copy.deepcopy(kept.state_dict()), checks, 0
+            else:
+                bad += 1
+                if patience and bad >= patience:
+                    break
+    state = best_state if check is not None else kept.state_dict()
+    return CTCRun(state, best_check, checks, losses, time.perf_counter() - start)
+
+
 def train_line_reader(
     config: LineTrainConfig,
     images: np.ndarray,
@@ -277,28 +342,23 @@ def train_line_reader(
     torch.manual_seed(config.seed)
     precision = resolve_precision(config.precision, device)
     model = create_model(config.arch, config.model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps,
-                                                   pct_start=max(config.warmup, 1e-3))
     stream = torch.utils.data.DataLoader(_Lines(tx, ty, config), batch_size=None, num_workers=config.workers,
                                          prefetch_factor=4 if config.workers else None)
     start = time.perf_counter()
-    losses: list[float] = []
-    model.train()
-    for step, batch in enumerate(stream):
-        if step == config.steps:
-            break
-        losses.append(ctc_step(model, optimizer, batch, device, precision, NORMALIZATION, config.clip))
-        schedule.step()
+
+    def after_step(step: int, loss: float) -> None:
         if progress is not None:
-            progress(step + 1, config.steps, losses[-1])
-        if snapshot is not None and snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < config.steps:
-            snapshot(step + 1, time.perf_counter() - start, model.eval())
+            progress(step, config.steps, loss)
+        if snapshot is not None and snapshot_every and step % snapshot_every == 0 and step < config.steps:
+            snapshot(step, time.perf_counter() - start, model.eval())
             model.train()
-    train_seconds = time.perf_counter() - start
+
+    run = fit_ctc(model, stream, config.steps, lr=config.lr, weight_decay=config.weight_decay, warmup=config.warmup,
+                  clip=config.clip, device=device, precision=precision, on_step=after_step)
+    train_seconds = run.seconds
     val = validation_lines(config, vx, vy)
     metrics = {"val_exact": _exact_rate(model, val, device), "val_lines": len(val),
-               "final_loss": float(np.mean(losses[-100:])), "train_seconds": train_seconds,
+               "final_loss": float(np.mean(run.losses[-100:])), "train_seconds": train_seconds,
                "precision": precision}
     metrics.update(calibration(model, val, device))
     model.eval()
