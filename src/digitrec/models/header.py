@@ -37,6 +37,8 @@ __all__ = [
     "bundled_models",
     "resolve_model_path",
     "packaged_file",
+    "bundled",
+    "BUNDLED_ROLES",
 ]
 
 FORMAT = "digitrec-model"
@@ -156,6 +158,18 @@ def packaged_file(*parts: str) -> Path | None:
     """A file shipped inside the package under ``weights/`` (e.g. a helper model), or None if absent."""
     entry = resources.files("digitrec").joinpath("weights", *parts)
     return Path(str(entry)) if entry.is_file() else None
+
+
+# The helper models shipped inside the package, by role (digit models are bundled_models()).
+BUNDLED_ROLES: dict[str, tuple[str, ...]] = {
+    "line reader": ("linereader", "grey.safetensors"),  # the grey line reader `read` uses
+    "piece verifier": ("verifier", "pieces.safetensors"),  # the segmenter's verifier
+}
+
+
+def bundled(role: str) -> Path | None:
+    """The bundled model file for ``role`` (a key of :data:`BUNDLED_ROLES`), or None if this installation has none."""
+    return packaged_file(*BUNDLED_ROLES[role])
 
 
 def bundled_models() -> dict[str, Path]:

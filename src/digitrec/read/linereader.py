@@ -32,7 +32,7 @@ from scipy import ndimage
 from digitrec.data.ink import LINE_HEIGHT, LINE_STRIDE
 from digitrec.data.preprocess import NORMALIZATION, Normalization
 from digitrec.errors import ModelFileError
-from digitrec.models.header import ModelFile, packaged_file
+from digitrec.models.header import ModelFile, bundled
 from digitrec.read.lineprep import GreyLine
 from digitrec.read.segment import LineInk, input_box
 
@@ -246,7 +246,7 @@ def batch_log_probs(model: torch.nn.Module, images: Sequence[np.ndarray], device
 
 def bundled_line_reader() -> Path | None:
     """The grey line reader shipped inside the package, or None if this installation has none."""
-    return packaged_file("linereader", "grey.safetensors")
+    return bundled("line reader")
 
 
 @dataclass(frozen=True)

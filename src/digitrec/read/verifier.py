@@ -20,7 +20,7 @@ import torch
 from digitrec.cfg.verifier import VerifierConfig
 from digitrec.errors import ModelFileError
 from digitrec.infer.evaluate import predict_logits
-from digitrec.models.checkpoint import ModelFile, packaged_file
+from digitrec.models.header import ModelFile, bundled
 from digitrec.read.segment import WholeDigit
 
 __all__ = [
@@ -36,7 +36,7 @@ PIECE_CLASSES = ["not one digit", "one digit"]  # the verifier's class names, in
 
 def bundled_verifier() -> Path | None:
     """The verifier shipped inside the package, or None if this installation has none."""
-    return packaged_file("verifier", "pieces.safetensors")
+    return bundled("piece verifier")
 
 
 def whole_digit_scorer(verifier: ModelFile, device: torch.device, precision: str = "fp32") -> WholeDigit:
