@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ from digitrec.models.checkpoint import save_model
 from digitrec.models.registry import create_model, model_config_dict
 from digitrec.runtime import autocast, resolve_device, resolve_precision, seed_everything
 from digitrec.train.calibrate import Calibration, calibration_report
+from digitrec.train.loop import LoopState, run_loop
 from digitrec.train.optim import WeightEMA, lr_at, make_optimizer, snapshot  # noqa: F401
 from digitrec.train.resume import load_train_state, pack_optimizer, save_train_state, unpack_optimizer
 
@@ -219,9 +220,8 @@ def fit(
     on_epoch_end = getattr(callback, "on_epoch_end", None)
     has_val = val_images is not None and val_labels is not None and len(val_images) > 0
     last_val: EvalResult | None = None  # validation of the weights in good_state
-    best: dict[str, Any] = {"epoch": None, "score": None, "state": None, "val": None}
-    bad_epochs = 0
-    stopped_early = False
+    best_val: EvalResult | None = None  # validation of the best epoch's weights
+    loop = LoopState()  # checks are epochs; the best epoch's weights, when kept or patience counts
     interrupted = False
     train_seconds = 0.0
     first_epoch = 1
@@ -240,92 +240,89 @@ def fit(
         _set_rng_state(groups["rng"], device, shuffle, augment_gen)
         history = [EpochRecord(**r) for r in meta["history"]]
         train_seconds = float(meta["train_seconds"])
-        bad_epochs, stopped_early = int(meta["bad_epochs"]), bool(meta["stopped_early"])
+        loop = LoopState(checks=len(history), bad=int(meta["bad_epochs"]), stopped=bool(meta["stopped_early"]))
         if meta["best_epoch"] is not None:
-            best["epoch"], best["state"] = meta["best_epoch"], groups["best"]
-            best["score"] = tuple(meta["best_score"])
+            loop.best_check, loop.best_state = meta["best_epoch"], groups["best"]
+            loop.best = tuple(meta["best_score"])
         good_state = snapshot(eval_model)
         first_epoch = len(history) + 1
         if has_val and history:
             last_val = _evaluate_val(eval_model, val_images, val_labels, device, precision, config)
-            if best["state"] is not None:
-                best["val"] = _evaluate_state(eval_model, best["state"], val_images, val_labels,
-                                              device, precision, config, good_state)
-    try:
+            if loop.best_state is not None:
+                best_val = _evaluate_state(eval_model, loop.best_state, val_images, val_labels,
+                                           device, precision, config, good_state)
+    tally = _EpochTally(device)  # the epoch in progress
+
+    def batches() -> Iterator[torch.Tensor]:
         for epoch in range(first_epoch, config.epochs + 1):
-            if stopped_early:
-                break
             if on_epoch_start:
                 on_epoch_start(epoch, config.epochs, steps)
             model.train()
             perm = torch.randperm(n, generator=shuffle).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            start = time.perf_counter()
-            for step in range(1, steps + 1):
-                if config.schedule != "constant":
-                    lr = lr_at(config, (epoch - 1) * steps + step - 1, total_steps)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                idx = perm[(step - 1) * config.batch_size : step * config.batch_size]
-                xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-                if aug.enabled:
-                    xb = random_affine(xb, aug, augment_gen, fill=background).contiguous(
-                        memory_format=torch.channels_last)
-                with autocast(device, precision):
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if ema:
-                    ema.update()
-                # Accumulate on the device; reading values back would sync every step.
-                loss_sum += loss.detach() * len(idx)
-                correct += (logits.detach().argmax(dim=1) == yb).sum()
-                seen += len(idx)
-                if on_step and (step % _PROGRESS_EVERY == 0 or step == steps):
-                    elapsed = time.perf_counter() - start
-                    on_step(
-                        step, loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9)
-                    )
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - start
-            train_seconds += seconds
-            val = _evaluate_val(eval_model, val_images, val_labels, device, precision, config) if has_val else None
-            record = EpochRecord(
-                epoch=epoch,
-                loss=loss_sum.item() / n,
-                accuracy=correct.item() / n,
-                val_loss=val.loss if val else None,
-                val_accuracy=val.accuracy if val else None,
-                seconds=seconds,
-                images_per_s=n / seconds,
-            )
-            history.append(record)
-            good_state = snapshot(eval_model)
-            last_val = val
-            if val is not None and (config.keep_best or config.patience):
-                if best["score"] is None or _score(val) > best["score"]:
-                    best.update(epoch=epoch, score=_score(val), state=good_state, val=val)
-                    bad_epochs = 0
-                else:
-                    bad_epochs += 1
-                    stopped_early = bool(config.patience) and bad_epochs >= config.patience
-            if checkpoint is not None:
-                _save_checkpoint(checkpoint, config, model, optimizer, ema, best, history, train_seconds,
-                                 bad_epochs, stopped_early, _rng_state(device, shuffle, augment_gen))
-            if on_epoch_end:
-                on_epoch_end(record)
+            tally.start(epoch)
+            for step in range(steps):
+                yield perm[step * config.batch_size : (step + 1) * config.batch_size]
+
+    def train_step(idx: torch.Tensor) -> None:
+        step = tally.steps + 1
+        if config.schedule != "constant":
+            lr = lr_at(config, (tally.epoch - 1) * steps + step - 1, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        if aug.enabled:
+            xb = random_affine(xb, aug, augment_gen, fill=background).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema:
+            ema.update()
+        tally.add(loss, logits, yb)
+        if on_step and (step % _PROGRESS_EVERY == 0 or step == steps):
+            elapsed = time.perf_counter() - tally.started
+            on_step(step, tally.loss_sum.item() / tally.seen, tally.correct.item() / tally.seen,
+                    tally.seen / max(elapsed, 1e-9))
+
+    def end_epoch(_check: int) -> tuple[float, float] | None:
+        nonlocal train_seconds, good_state, last_val
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - tally.started
+        train_seconds += seconds
+        val = _evaluate_val(eval_model, val_images, val_labels, device, precision, config) if has_val else None
+        history.append(EpochRecord(
+            epoch=tally.epoch, loss=tally.loss_sum.item() / n, accuracy=tally.correct.item() / n,
+            val_loss=val.loss if val else None, val_accuracy=val.accuracy if val else None,
+            seconds=seconds, images_per_s=n / seconds,
+        ))
+        good_state = snapshot(eval_model)
+        last_val = val
+        return _score(val) if val is not None else None
+
+    def after_epoch(state: LoopState, _score_: object) -> None:
+        nonlocal best_val
+        if state.best_check == state.checks:
+            best_val = last_val
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, config, model, optimizer, ema, state, history, train_seconds,
+                             _rng_state(device, shuffle, augment_gen))
+        if on_epoch_end:
+            on_epoch_end(history[-1])
+
+    try:
+        run_loop(batches(), train_step, steps * (config.epochs - first_epoch + 1), check_every=steps, check=end_epoch,
+                 kept=eval_model, keep_best=has_val and (config.keep_best or bool(config.patience)),
+                 patience=config.patience, state=loop, after_check=after_epoch)
     except KeyboardInterrupt:
         interrupted = True
         eval_model.load_state_dict(good_state)
     best_epoch = None
-    if config.keep_best and best["state"] is not None:
-        eval_model.load_state_dict(best["state"])
-        best_epoch, last_val = best["epoch"], best["val"]
+    if config.keep_best and loop.best_state is not None:
+        eval_model.load_state_dict(loop.best_state)
+        best_epoch, last_val = loop.best_check, best_val
     eval_model.eval()
     return TrainResult(
         model=eval_model,
@@ -337,7 +334,7 @@ def fit(
         val=last_val,
         train_seconds=train_seconds,
         best_epoch=best_epoch,
-        stopped_early=stopped_early,
+        stopped_early=loop.stopped,
     )
 
 
@@ -358,27 +355,46 @@ def _evaluate_state(model: nn.Module, state: dict[str, torch.Tensor], images: An
 
 
 def _save_checkpoint(path: str | os.PathLike[str], config: TrainConfig, model: nn.Module,
-                     optimizer: torch.optim.Optimizer, ema: WeightEMA | None, best: dict[str, Any],
-                     history: list[EpochRecord], train_seconds: float, bad_epochs: int,
-                     stopped_early: bool, rng: dict[str, torch.Tensor]) -> None:
+                     optimizer: torch.optim.Optimizer, ema: WeightEMA | None, loop: LoopState,
+                     history: list[EpochRecord], train_seconds: float, rng: dict[str, torch.Tensor]) -> None:
     opt_tensors, opt_rest = pack_optimizer(optimizer.state_dict())
     groups: dict[str, dict[str, torch.Tensor]] = {"model": model.state_dict(), "optimizer": opt_tensors, "rng": rng}
     if ema:
         groups["ema"] = ema.model.state_dict()
-    if best["state"] is not None:
-        groups["best"] = best["state"]
+    if loop.best_state is not None:
+        groups["best"] = loop.best_state
     meta = {
         "config": config.to_dict(),
         "optimizer": opt_rest,
         "ema_updates": ema.updates if ema else 0,
         "history": [dataclasses.asdict(r) for r in history],
         "train_seconds": train_seconds,
-        "bad_epochs": bad_epochs,
-        "stopped_early": stopped_early,
-        "best_epoch": best["epoch"],
-        "best_score": list(best["score"]) if best["score"] is not None else None,
+        "bad_epochs": loop.bad,
+        "stopped_early": loop.stopped,
+        "best_epoch": loop.best_check if loop.best_state is not None else None,
+        "best_score": list(loop.best) if loop.best_state is not None else None,
     }
     save_train_state(path, groups, meta)
+
+
+class _EpochTally:
+    """Loss and accuracy of the epoch in progress, summed on the device (reading them back would sync every step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.start(0)
+
+    def start(self, epoch: int) -> None:
+        self.epoch, self.steps, self.seen = epoch, 0, 0
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss.detach() * len(labels)
+        self.correct += (logits.detach().argmax(dim=1) == labels).sum()
+        self.seen += len(labels)
+        self.steps += 1
 
 
 def train(

@@ -35,6 +35,7 @@ from digitrec.read.linereader import (
     string_log_prob,
 )
 from digitrec.runtime import autocast, resolve_precision
+from digitrec.train.loop import LoopState, run_loop
 from digitrec.train.optim import WeightEMA
 
 __all__ = [
@@ -277,7 +278,9 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
             check: Callable[[torch.nn.Module], float] | None = None, baseline: float = -math.inf,
             patience: int = 0, on_step: Callable[[int, float], None] | None = None,
             on_check: Callable[[int, float, float], None] | None = None) -> CTCRun:
-    """The one CTC training loop (line readers from scratch, and fine-tuning them): AdamW, one-cycle LR, clipping.
+    """CTC training, for line readers from scratch and for fine-tuning them: AdamW, one-cycle LR, clipping.
+
+    The steps and checks run on the project's one training loop (:func:`digitrec.train.loop.run_loop`).
 
     Runs ``steps`` optimiser steps over ``batches`` (packed by :func:`pack_lines`). Every
     ``check_every`` steps, ``check`` scores the weights (the moving average with ``ema_decay``)
@@ -290,33 +293,32 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
                                                    pct_start=max(warmup, 1e-3))
     ema = WeightEMA(model, ema_decay) if ema_decay else None
     kept = ema.model if ema is not None else model  # the weights checked and kept
-    best_score, best_state, best_check, bad, checks = baseline, copy.deepcopy(model.state_dict()), 0, 0, 0
     losses: list[float] = []
-    start = time.perf_counter()
-    model.train()
-    for step, batch in enumerate(batches):
-        if step == steps:
-            break
+
+    def step(batch: Batch) -> None:
         losses.append(ctc_step(model, optimizer, batch, device, precision, norm, clip))
         schedule.step()
         if ema is not None:
             ema.update()
         if on_step is not None:
-            on_step(step + 1, losses[-1])
-        if check is not None and check_every and (step + 1) % check_every == 0:
-            checks += 1
-            score = check(kept)
-            model.train()
-            if on_check is not None:
-                on_check(checks, float(np.mean(losses[-check_every:])), score)
-            if score > best_score:
-                best_score, best_state, best_check, bad = score, copy.deepcopy(kept.state_dict()), checks, 0
-            else:
-                bad += 1
-                if patience and bad >= patience:
-                    break
-    state = best_state if check is not None else kept.state_dict()
-    return CTCRun(state, best_check, checks, losses, time.perf_counter() - start)
+            on_step(len(losses), losses[-1])
+
+    def score(_check: int) -> float:
+        result = check(kept) if check is not None else 0.0
+        model.train()
+        return result
+
+    def report(state: LoopState, result: float) -> None:
+        if on_check is not None:
+            on_check(state.checks, float(np.mean(losses[-check_every:])), result)
+
+    start = time.perf_counter()
+    model.train()
+    loop = run_loop(batches, step, steps, check_every=check_every if check is not None else 0, check=score,
+                    kept=kept, patience=patience, after_check=report,
+                    state=LoopState(best=baseline, best_state=copy.deepcopy(model.state_dict())))
+    state = loop.best_state if check is not None and loop.best_state is not None else kept.state_dict()
+    return CTCRun(state, loop.best_check, loop.checks, losses, time.perf_counter() - start)
 
 
 def train_line_reader(
