@@ -1,4 +1,4 @@
-"""Training: the classifier and CTC loops, resume, calibration, and the line-reader, verifier and fine-tuning pipelines.
+"""Training: the one loop (steps, checks, best kept), the classifier and CTC steps, resume, calibration, pipelines.
 
 ``digitrec.train`` is both this package and the public function ``digitrec.train(...)``: importing
 a submodule rebinds the parent's attribute to the package, so the package is made callable and
