@@ -1,4 +1,4 @@
-"""``digitrec models``, ``summary``, ``ensemble`` and ``export``: what models there are, and making model files."""
+"""``digitrec models``, ``summary``, ``ensemble``, ``export``, ``import-keras``: what models there are, making files."""
 
 from __future__ import annotations
 
@@ -115,8 +115,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_keras(args: argparse.Namespace) -> int:
+    from digitrec.models.header import read_metadata
+    from digitrec.models.keras_import import import_keras
+
+    out = Path(args.out)
+    check_outputs(model=out)
+    path = import_keras(args.file, out)
+    meta = read_metadata(path)
+    if args.json:
+        emit_json({"model": str(path), "arch": meta["arch"], "model_config": meta["model_config"],
+                   "imported_from": meta["imported_from"]})
+        return 0
+    print(f"imported {args.file} as {meta['arch']} ({meta['model_config']}); saved model to {path}")
+    print(f"use it with: digitrec evaluate --model {path}   or   digitrec predict --model {path} IMAGE")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
-    """Register ``models``, ``summary``, ``ensemble`` and ``export``."""
+    """Register ``models``, ``summary``, ``ensemble``, ``export`` and ``import-keras``."""
     p = sub.add_parser("models", parents=[parents.common], help="list architectures, training presets and bundled "
                        "models", description="List the registered architectures, the training presets and the "
                        "models shipped with digitrec.")
@@ -151,3 +168,13 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write (.onnx)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import-keras", parents=[parents.common], help="import the notebook's saved Keras model",
+                       description="Convert the reference notebook's Keras 3 model file (.keras: Conv2D, "
+                       "MaxPooling2D, Flatten, Dense) into a digitrec model file of the 'seed' architecture, "
+                       "without TensorFlow (needs h5py: pip install 'digitrec[keras]'). Nothing in the archive "
+                       "is run: only its JSON config and weight arrays are read.")
+    p.add_argument("file", metavar="FILE.keras", help="the saved Keras model")
+    p.add_argument("--out", default="imported.safetensors", help="model file to write (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_import_keras)
