@@ -344,8 +344,11 @@ def train_line_reader(
     torch.manual_seed(config.seed)
     precision = resolve_precision(config.precision, device)
     model = create_model(config.arch, config.model_config).to(device)
+    # Workers are spawned, not forked: a fork copies whatever locks the parent's threads hold (ONNX
+    # Runtime's and PyTorch's pools in a long-lived process), and the child can hang on one.
     stream = torch.utils.data.DataLoader(_Lines(tx, ty, config), batch_size=None, num_workers=config.workers,
-                                         prefetch_factor=4 if config.workers else None)
+                                         prefetch_factor=4 if config.workers else None,
+                                         multiprocessing_context="spawn" if config.workers else None)
     start = time.perf_counter()
 
     def after_step(step: int, loss: float) -> None:
