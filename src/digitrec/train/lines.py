@@ -304,7 +304,8 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
             on_step(len(losses), losses[-1])
 
     def score(_check: int) -> float:
-        result = check(kept) if check is not None else 0.0
+        assert check is not None  # run_loop calls this only when there is a check
+        result = check(kept)
         model.train()
         return result
 
@@ -314,10 +315,15 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
 
     start = time.perf_counter()
     model.train()
-    loop = run_loop(batches, step, steps, check_every=check_every if check is not None else 0, check=score,
-                    kept=kept, patience=patience, after_check=report,
-                    state=LoopState(best=baseline, best_state=copy.deepcopy(model.state_dict())))
-    state = loop.best_state if check is not None and loop.best_state is not None else kept.state_dict()
+    if check is None:  # no checks: the weights at the end are the ones kept
+        loop = run_loop(batches, step, steps)
+        state = kept.state_dict()
+    else:  # the starting weights score ``baseline`` and are kept unless a check beats them
+        start_state = LoopState(best=baseline, best_state=copy.deepcopy(model.state_dict()))
+        loop = run_loop(batches, step, steps, check_every=check_every, check=score, kept=kept, patience=patience,
+                        after_check=report, state=start_state)
+        assert loop.best_state is not None
+        state = loop.best_state
     return CTCRun(state, loop.best_check, loop.checks, losses, time.perf_counter() - start)
 
 
