@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from conftest import requires_mnist
 from PIL import Image, ImageDraw, ImageFont
+from safetensors.torch import load_file as st_load_file
 from scipy import ndimage
 from test_numbers import draw_number
 
@@ -22,26 +23,34 @@ from digitrec.data.preprocess import NORMALIZATION, ink_map
 from digitrec.data.synthetic import digit_line
 from digitrec.errors import ConfigError, ModelFileError
 from digitrec.infer.recogniser import load
-from digitrec.models.checkpoint import load_model, save_model
+from digitrec.models.checkpoint import load_model, save_model, write_metadata
+from digitrec.models.header import MODEL_KEY, join_header, read_metadata, split_header
 from digitrec.models.registry import LINE_HEIGHT, LINE_STRIDE, check_line_output, create_model, list_models
 from digitrec.read.lineprep import line_input
 from digitrec.read.linereader import (
+    BLANK,
+    BLANK_PENALTIES,
     DIGIT_HEIGHT,
     LINE_CLASSES,
     PREFER_SEGMENTS,
     LineReader,
+    best_path,
     choose_reading,
     decode,
     digit_boxes,
+    digits_text,
+    fit_blank_penalty,
     frame_spans,
     grey_boxes,
     line_image,
+    read_frames,
     string_log_prob,
 )
 from digitrec.read.segment import LineInk, line_ink
 from digitrec.train.lines import (
     LineTrainConfig,
     _batch,
+    calibrate_line_reader_file,
     compose_line,
     fit_line_temperature,
     save_line_reader,
@@ -308,7 +317,8 @@ def test_read_takes_the_line_readers_reading_only_when_clearly_better(monkeypatc
                            class_names=LINE_CLASSES)
     rec = load("seed", backend="torch", verifier="none", line_reader=untrained)
     # Sure of "42" (frames: blank 4 blank 2 blank ...): replaces the segmenter's "107", with two boxes.
-    monkeypatch.setattr(rec._reader._lines, "log_probs", lambda view: frames(*([0] * 10 + [5, 0, 3] + [0] * 10), sure=0.99))
+    monkeypatch.setattr(rec._reader._lines, "log_probs",
+                        lambda view: frames(*([0] * 10 + [5, 0, 3] + [0] * 10), sure=0.99))
     reading = rec.read(image)
     assert reading.number == "42" and len(reading.digits) == 2
     assert all(d.confidence == pytest.approx(0.99) for d in reading.digits)
@@ -423,7 +433,8 @@ def test_read_with_a_grey_reader_reads_the_picture_itself(monkeypatch, tmp_path)
     x, y, w, h = seen[-1].box
     assert x + 60 >= 600 and x + w <= 1000 + 60 and y + 40 >= 500 and y + h <= 660 + 40 and h < 300
     # Nothing read: no number.
-    monkeypatch.setattr(rec._reader._lines, "log_probs", lambda view: frames(*([0] * (view.image.shape[1] // LINE_STRIDE))))
+    monkeypatch.setattr(rec._reader._lines, "log_probs",
+                        lambda view: frames(*([0] * (view.image.shape[1] // LINE_STRIDE))))
     blank = rec.read(draw_number())
     assert blank.number is None and blank.digits == () and blank.unsure
 
@@ -516,3 +527,108 @@ def test_fit_line_temperature_softens_an_overconfident_reader():
         lines.append((image, "3"))
     t, before, after = fit_line_temperature(Lookup(table), lines, torch.device("cpu"))
     assert t > 1.5 and after < before
+
+
+# --- the blank penalty --------------------------------------------------------------------------
+
+
+def doubtful_digit() -> np.ndarray:
+    """Frames where a "7" is seen at 0.3 but the blank at 0.6: plain best path reads nothing."""
+    p = np.full((5, 11), 0.1 / 10, np.float64)
+    p[:, BLANK] = 0.9
+    p[2] = 0.1 / 9
+    p[2, BLANK], p[2, 8] = 0.6, 0.3
+    return np.log(p)
+
+
+def test_a_blank_penalty_lets_a_doubtful_digit_through():
+    lp = doubtful_digit()
+    assert decode(lp) == [] and frame_spans(lp) == []
+    digits = decode(lp, blank_penalty=1.0)  # 0.6 e^-1 = 0.22 < 0.3
+    assert [d.digit for d in digits] == [7] and digits[0].confidence == pytest.approx(0.3)
+    assert frame_spans(lp, 1.0) == [(2, 2)]
+    assert decode(lp, blank_penalty=0.5) == []  # 0.6 e^-0.5 = 0.36 > 0.3
+    assert (best_path(lp, 1.0) == best_path(lp.copy(), 1.0)).all() and decode(lp) == []  # the frames are not changed
+
+
+def test_read_frames_gates_on_the_likelier_of_the_two_readings():
+    lp = doubtful_digit()
+    digits, probability, support = read_frames(lp)
+    assert digits == [] and probability == 0.0 and support == 0.0
+    digits, probability, support = read_frames(lp, 1.0)
+    assert digits_text(digits) == "7" and probability == pytest.approx(math.exp(string_log_prob(lp, "7")))
+    assert support == probability  # the plain reading is empty: the penalised one is all there is
+    sure = frames(0, 4, 0, 0, 0, sure=0.99)  # a clear "3": the penalty changes nothing
+    assert read_frames(sure, 3.0)[1] == read_frames(sure)[1] == read_frames(sure, 3.0)[2]
+    # "3" sure, then a doubtful "7": penalised "37" is less likely than plain "3"; support is plain's.
+    both = np.concatenate([sure, doubtful_digit()])
+    digits, probability, support = read_frames(both, 1.0)
+    assert digits_text(digits) == "37"
+    assert support == pytest.approx(math.exp(string_log_prob(both, "3"))) and support > probability
+
+
+def test_fit_blank_penalty_picks_the_smallest_of_the_best():
+    lines = [doubtful_digit(), frames(0, 4, 0, 5, 0)]  # "7" (needs a penalty over 0.69) and "34"
+    assert fit_blank_penalty(lines, ["7", "34"]) == (1.0, 0.5, 1.0)
+    assert fit_blank_penalty(lines, ["", "34"]) == (0.0, 1.0, 1.0)  # nothing to gain: the plain best path
+    with pytest.raises(ValueError, match="one truth per line"):
+        fit_blank_penalty(lines, ["7"])
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), 21.0, "3", True])
+def test_a_bad_blank_penalty_is_refused(tmp_path, bad):
+    path = save_line_reader(tmp_path / "lines.safetensors", create_model("line-crnn"),
+                            LineTrainConfig(steps=1, batch_size=2, max_digits=2, val_size=4, val_lines=2), {})
+    with pytest.raises(ModelFileError, match="bad blank_penalty"):
+        write_metadata(path, {"blank_penalty": bad})
+    header, rest = split_header(path.read_bytes(), "x")
+    meta = json.loads(header["__metadata__"][MODEL_KEY])
+    header["__metadata__"][MODEL_KEY] = json.dumps({**meta, "blank_penalty": bad})
+    path.write_bytes(join_header(header, rest))
+    for read in (read_metadata, lambda p: load_model(p, num_classes=11, task="lines")):
+        with pytest.raises(ModelFileError, match="bad blank_penalty"):
+            read(path)
+
+
+def test_the_bundled_reader_decodes_with_its_fitted_penalty(reader):
+    lines = reader._reader._lines
+    assert lines.blank_penalty == lines.file.metadata["metrics"]["blank_penalty"] > 0
+    metrics = lines.file.metadata["metrics"]
+    assert metrics["val_exact"] > metrics["val_exact_plain"]  # fitted because it reads more validation lines
+
+
+def test_calibrate_refits_a_line_readers_decoding(tmp_path):
+    images, labels = made_up_digits(60)
+    config = LineTrainConfig(steps=2, batch_size=4, max_digits=2, val_size=10, val_lines=6)
+    model, metrics = train_line_reader(config, images, labels, device=torch.device("cpu"))
+    source = save_line_reader(tmp_path / "lines.safetensors", model, config, metrics)
+    out = tmp_path / "calibrated.safetensors"
+    path, fitted = calibrate_line_reader_file(source, out, images=images, labels=labels)
+    assert path == out and fitted["blank_penalty"] in BLANK_PENALTIES
+    assert fitted["temperature"] == pytest.approx(metrics["temperature"])  # the same lines, the same fit
+    again = load_model(out, num_classes=11, task="lines")
+    assert again.blank_penalty == fitted["blank_penalty"] and again.temperature == fitted["temperature"]
+    assert st_load_file(out).keys() == st_load_file(source).keys()
+    assert all(torch.equal(st_load_file(out)[k], st_load_file(source)[k]) for k in st_load_file(source))
+
+
+@requires_mnist
+def test_cli_calibrate_refits_a_line_reader(tmp_path, real_mnist):
+    images, labels = made_up_digits(60)
+    config = LineTrainConfig(steps=2, batch_size=4, max_digits=2, val_size=10, val_lines=6)
+    model, metrics = train_line_reader(config, images, labels, device=torch.device("cpu"))
+    source = save_line_reader(tmp_path / "lines.safetensors", model, config, metrics)
+    # A line reader with a recipe is calibrated on lines of the MNIST training digits it held out.
+    run = subprocess.run([sys.executable, "-m", "digitrec", "calibrate", "--model", str(source), "--out",
+                          str(tmp_path / "cli.safetensors"), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["blank_penalty"] in BLANK_PENALTIES and report["val_exact"] >= report["val_exact_plain"]
+    bare = save_model(tmp_path / "bare.safetensors", create_model("line-crnn"), "line-crnn", {},
+                      class_names=LINE_CLASSES)
+    run = subprocess.run([sys.executable, "-m", "digitrec", "calibrate", "--model", str(bare), "--out",
+                          str(tmp_path / "x.safetensors")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "no training recipe" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "x.safetensors").exists()

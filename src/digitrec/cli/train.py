@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from digitrec.cfg import FinetuneConfig, LineTrainConfig, TrainConfig, VerifierConfig, list_presets
 from digitrec.cli.common import (
@@ -25,6 +26,9 @@ from digitrec.cli.common import (
 )
 from digitrec.cli.flags import add_config_flags, config_from, given_fields
 from digitrec.errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:
+    from digitrec.data.mnist import MNIST
 
 __all__ = ["add_commands"]
 
@@ -219,20 +223,42 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_line_reader(args: argparse.Namespace, source: Path, out: Path, mnist: MNIST) -> int:
+    from digitrec.train.lines import calibrate_line_reader_file
+
+    with thread_count(args.threads or os.cpu_count() or 1):
+        path, fitted = calibrate_line_reader_file(source, out, images=mnist.train_images, labels=mnist.train_labels)
+    if args.json:
+        emit_json({"model": str(path), **fitted})
+        return 0
+    print(f"temperature {fitted['temperature']:.4f}: validation NLL {fitted['val_nll']:.4f} -> "
+          f"{fitted['val_nll_calibrated']:.4f}")
+    print(f"blank penalty {fitted['blank_penalty']:g} nats: validation lines read exactly "
+          f"{fitted['val_exact_plain']:.1%} -> {fitted['val_exact']:.1%}")
+    print(f"wrote {path} (weights unchanged)")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from digitrec.data.mnist import load_mnist
     from digitrec.fileio import check_writable
     from digitrec.models.header import bundled_models, read_metadata, resolve_model_path
-    from digitrec.train.calibrate import calibrate_model_file
+    from digitrec.models.registry import list_models
 
     source = resolve_model_path(args.model)
     if not args.out and source in bundled_models().values():
         raise ConfigError(f"{args.model} is a bundled model; give --out FILE for the calibrated copy")
-    if not read_metadata(source).get("train_config"):
+    meta = read_metadata(source)
+    lines = meta.get("arch") in list_models("lines")
+    if not meta.get("line_train_config" if lines else "train_config"):
         raise ConfigError(f"{args.model}: no training recipe stored, so its validation split cannot be rebuilt")
     out = Path(args.out) if args.out else source
     check_writable(out)
     mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet))
+    if lines:
+        return _calibrate_line_reader(args, source, out, mnist)
+    from digitrec.train.calibrate import calibrate_model_file
+
     path, report = calibrate_model_file(args.model, out, data=mnist)
     if args.json:
         emit_json({"model": str(path), **report.to_dict()})
@@ -308,9 +334,10 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("calibrate", parents=[parents.common, parents.data, parents.threads],
-                       help="fit a model's softmax temperature",
+                       help="fit a model's softmax temperature (and a line reader's blank penalty)",
                        description="Fit the temperature on the validation split the model was trained without "
-                       "(rebuilt from its stored recipe) and store it in the model file; weights stay unchanged.")
+                       "(rebuilt from its stored recipe) and store it in the model file; for a line reader, also "
+                       "the blank penalty that reads most validation lines exactly. Weights stay unchanged.")
     p.add_argument("--model", required=True, help="model file (or bundled name) to calibrate")
     p.add_argument("--out", metavar="FILE", help="write the calibrated model here (default: replace --model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

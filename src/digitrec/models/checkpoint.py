@@ -205,8 +205,10 @@ def write_metadata(
     if reserved:
         raise ModelFileError(f"refusing to change {', '.join(sorted(reserved))}: they describe the weights")
     meta.update(updates)
-    _check_numbers(Normalization(**meta["normalization"]), meta.get("temperature", 1.0),
-                   meta.get("class_names", [str(i) for i in range(10)]))
+    class_names = meta.get("class_names", [str(i) for i in range(10)])
+    _check_numbers(Normalization(**meta["normalization"]), meta.get("temperature", 1.0), class_names,
+                   len(class_names) if isinstance(class_names, list) else 10)
+    check_model_record(meta, path)
     header, rest = split_header(blob, f"{path}: not a digitrec model file")
     header["__metadata__"][MODEL_KEY] = json.dumps(meta)
     new_blob = join_header(header, rest)

@@ -9,6 +9,7 @@ models`` and the CLI's checks read only the header, never the weights.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,6 +29,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MODEL_KEY",
     "MAX_MODEL_BYTES",
+    "MAX_BLANK_PENALTY",
     "split_header",
     "join_header",
     "header_record",
@@ -45,6 +47,7 @@ FORMAT = "digitrec-model"
 FORMAT_VERSION = 1
 MODEL_KEY = "digitrec"  # the model file's record under the header's __metadata__
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # refuse absurd files before reading them into memory
+MAX_BLANK_PENALTY = 20.0  # nats; far above any fitted value (a line reader's penalties are searched up to 5)
 
 
 @dataclass
@@ -63,6 +66,11 @@ class ModelFile:
     def temperature(self) -> float:
         """Softmax temperature for calibrated confidences (1.0 = uncalibrated)."""
         return float(self.metadata.get("temperature", 1.0))
+
+    @property
+    def blank_penalty(self) -> float:
+        """Nats taken off a line reader's blank before best-path decoding (0.0 = plain best path)."""
+        return float(self.metadata.get("blank_penalty", 0.0))
 
 
 def split_header(blob: bytes, what: str) -> tuple[dict[str, Any], bytes]:
@@ -111,6 +119,12 @@ def check_model_record(meta: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path}: model format {version} is newer than this digitrec supports ({FORMAT_VERSION}); "
             "upgrade digitrec"
         )
+    penalty = meta.get("blank_penalty", 0.0)
+    # Decoding subtracts it from every blank: NaN, inf or a huge value would read noise as digits.
+    if not (isinstance(penalty, (int, float)) and not isinstance(penalty, bool)
+            and math.isfinite(penalty) and 0.0 <= penalty <= MAX_BLANK_PENALTY):
+        raise ModelFileError(f"{path}: bad blank_penalty {penalty!r} "
+                             f"(a number of nats from 0 to {MAX_BLANK_PENALTY:g})")
     return meta
 
 

@@ -49,6 +49,10 @@ __all__ = [
     "LineDigit",
     "line_image",
     "decode",
+    "best_path",
+    "BLANK_PENALTIES",
+    "fit_blank_penalty",
+    "read_frames",
     "digits_text",
     "line_log_probs",
     "LINE_PAD",
@@ -58,6 +62,7 @@ __all__ = [
     "digit_boxes",
     "bundled_line_reader",
     "LineReader",
+    "GreyReading",
     "GreyDigit",
     "frame_spans",
     "grey_boxes",
@@ -117,12 +122,25 @@ def digits_text(digits: Sequence[LineDigit]) -> str:
     return "".join(str(d.digit) for d in digits)
 
 
-def decode(log_probs: np.ndarray) -> list[LineDigit]:
+def best_path(log_probs: np.ndarray, blank_penalty: float = 0.0) -> np.ndarray:
+    """The most likely class of each of the (T, 11) frames, the blank made ``blank_penalty`` nats less likely.
+
+    A reader trained on generated lines is too sure that frames of real writing are blank
+    (digits it sees at 0.1-0.5 are dropped): the penalty, fitted on validation lines and stored
+    in its model file, lets such digits through. It changes the reading, not the probabilities.
+    """
+    if not blank_penalty:
+        return log_probs.argmax(axis=1)
+    penalised = np.array(log_probs, copy=True)
+    penalised[:, BLANK] -= blank_penalty
+    return penalised.argmax(axis=1)
+
+
+def decode(log_probs: np.ndarray, blank_penalty: float = 0.0) -> list[LineDigit]:
     """Best-path CTC decoding of (T, 11) frame log-probabilities: the digits, left to right."""
-    best = log_probs.argmax(axis=1)
     out: list[LineDigit] = []
     prev = BLANK
-    for t, c in enumerate(best.tolist()):
+    for t, c in enumerate(best_path(log_probs, blank_penalty).tolist()):
         if c != BLANK:
             p = float(np.exp(log_probs[t, c]))
             if c != prev:
@@ -131,6 +149,42 @@ def decode(log_probs: np.ndarray) -> list[LineDigit]:
                 out[-1] = LineDigit(digit=c - 1, confidence=p, frame=t)
         prev = c
     return out
+
+
+def read_frames(log_probs: np.ndarray, blank_penalty: float = 0.0) -> tuple[list[LineDigit], float, float]:
+    """A line's reading from its (T, 11) frames: (digits, probability of that string, support).
+
+    ``support`` is the probability of the more likely of this reading and the plain best
+    path's: a reader's answer is a guess ("no number") when it is low.
+    """
+    digits = decode(log_probs, blank_penalty)
+    text = digits_text(digits)
+    probability = math.exp(string_log_prob(log_probs, text)) if digits else 0.0
+    plain = digits_text(decode(log_probs)) if blank_penalty else text
+    support = max(probability, math.exp(string_log_prob(log_probs, plain)) if plain else 0.0)
+    return digits, probability, support
+
+
+# The blank penalties (nats) a reader's is chosen from: past 5, readings of clean validation lines
+# start to gain digits.
+BLANK_PENALTIES = tuple(k / 2 for k in range(11))
+
+
+def fit_blank_penalty(log_probs: Sequence[np.ndarray], truths: Sequence[str],
+                      penalties: Sequence[float] = BLANK_PENALTIES) -> tuple[float, float, float]:
+    """The penalty reading most of ``truths`` exactly from their frames: (penalty, exact at 0, exact at it).
+
+    Ties go to the smallest penalty (the plain best path when nothing helps).
+    """
+    if not log_probs or len(log_probs) != len(truths):
+        raise ValueError("fit_blank_penalty needs one truth per line, and at least one line")
+    rates = []
+    for penalty in penalties:
+        right = sum(digits_text(decode(lp, penalty)) == truth for lp, truth in zip(log_probs, truths))
+        rates.append(right / len(truths))
+    best = max(range(len(penalties)), key=lambda k: (rates[k], -penalties[k]))
+    plain = sum(digits_text(decode(lp)) == truth for lp, truth in zip(log_probs, truths)) / len(truths)
+    return float(penalties[best]), plain, rates[best]
 
 
 def string_log_prob(log_probs: np.ndarray, digits: str) -> float:
@@ -258,9 +312,20 @@ class GreyDigit:
     box: tuple[int, int, int, int]  # (x, y, width, height) in input pixels
 
 
-def frame_spans(log_probs: np.ndarray) -> list[tuple[int, int]]:
+@dataclass(frozen=True)
+class GreyReading:
+    """The grey reader's reading of one line."""
+
+    digits: list[GreyDigit]  # left to right ([] for none)
+    probability: float  # the reader's probability of this whole string
+    # The probability of the more likely of this reading and the plain best path's (the two differ
+    # when the blank penalty lets a digit through): what tells a number from a guess.
+    support: float
+
+
+def frame_spans(log_probs: np.ndarray, blank_penalty: float = 0.0) -> list[tuple[int, int]]:
     """The [first, last] frames of each digit on the best CTC path, left to right (as :func:`decode` reads it)."""
-    best = log_probs.argmax(axis=1)
+    best = best_path(log_probs, blank_penalty)
     spans: list[tuple[int, int]] = []
     prev = BLANK
     for t, c in enumerate(best.tolist()):
@@ -332,7 +397,12 @@ class LineReader:
         return line_log_probs(self.file.model, line.image, self.device, self.file.normalization,
                                self.file.temperature)
 
-    def read_grey(self, views: Sequence[GreyLine], batch_size: int = 64) -> list[tuple[list[GreyDigit], float]]:
+    @property
+    def blank_penalty(self) -> float:
+        """Nats taken off the blank before decoding (from the model file; 0.0: the plain best path)."""
+        return self.file.blank_penalty
+
+    def read_grey(self, views: Sequence[GreyLine], batch_size: int = 64) -> list[GreyReading]:
         """The digits of each prepared grey line and the reader's probability of that whole string.
 
         Lines of the same width are read together, ``batch_size`` at a time: unpadded, so a
@@ -343,7 +413,7 @@ class LineReader:
         for i, view in enumerate(views):
             widths.setdefault(view.image.shape[1], []).append(i)
         chunks = [same[k : k + batch_size] for same in widths.values() for k in range(0, len(same), batch_size)]
-        out: list[tuple[list[GreyDigit], float]] = [([], 0.0)] * len(views)
+        out: list[GreyReading] = [GreyReading([], 0.0, 0.0)] * len(views)
         for chunk in chunks:
             if len(chunk) == 1:  # one line (and the path the tests stub)
                 found = [self.log_probs(views[chunk[0]])]
@@ -353,8 +423,11 @@ class LineReader:
                 found = batch_log_probs(self.file.model, [views[i].image for i in chunk], self.device,
                                         self.file.normalization, self.file.temperature)
             for i, log_probs in zip(chunk, found):
-                digits = decode(log_probs)
-                boxes = grey_boxes(views[i], frame_spans(log_probs))
-                probability = math.exp(string_log_prob(log_probs, digits_text(digits))) if digits else 0.0
-                out[i] = ([GreyDigit(d.digit, d.confidence, box) for d, box in zip(digits, boxes)], probability)
+                out[i] = self._reading(views[i], log_probs)
         return out
+
+    def _reading(self, view: GreyLine, log_probs: np.ndarray) -> GreyReading:
+        digits, probability, support = read_frames(log_probs, self.blank_penalty)
+        boxes = grey_boxes(view, frame_spans(log_probs, self.blank_penalty))
+        return GreyReading([GreyDigit(d.digit, d.confidence, box) for d, box in zip(digits, boxes)],
+                           probability, support)

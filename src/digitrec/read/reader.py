@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # reading with the grey reader through ONNX Runtime needs no 
 
 __all__ = ["NO_NUMBER_BELOW", "NumberReader", "grey_view"]
 
-# A grey reading whose whole string is less likely than this is a guess: "no number found".
+# A grey reading is a guess ("no number found") when neither it nor the plain best path's reading
+# (without the blank penalty) is this likely as a whole string.
 # Chosen on the development cheques: it drops 0.2% of right readings and turns 7% of wrong ones
 # (and marks on empty paper) into "no number".
 NO_NUMBER_BELOW = 0.1
@@ -123,10 +124,11 @@ class NumberReader:
         nothing = NumberReading(number=None, confidence=0.0, digits=(), unsure=True)
         readings = []
         for line in lines:
-            digits_found, probability = next(found) if line is not None else ([], 0.0)
-            if line is None or not digits_found or probability < NO_NUMBER_BELOW:
+            reading = next(found) if line is not None else None
+            if line is None or reading is None or not reading.digits or reading.support < NO_NUMBER_BELOW:
                 readings.append(nothing)
                 continue
+            digits_found, probability = reading.digits, reading.probability
             gray, scale, view = line
             margin = int(np.ceil(view.box[3] / LINE_HEIGHT))  # one line-image pixel, in input pixels
             digits = tuple(DigitReading(digit=d.digit, confidence=d.confidence,

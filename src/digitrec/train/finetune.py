@@ -38,12 +38,12 @@ from digitrec.infer.evaluate import evaluate, predict_logits
 from digitrec.models.checkpoint import ModelFile, load_model, save_model
 from digitrec.models.registry import model_config_dict
 from digitrec.read.lineprep import line_input
-from digitrec.read.linereader import LINE_CLASSES, batch_log_probs, bundled_line_reader, decode, string_log_prob
+from digitrec.read.linereader import LINE_CLASSES, batch_log_probs, bundled_line_reader, digits_text, read_frames
 from digitrec.read.reader import NO_NUMBER_BELOW, grey_view
 from digitrec.runtime import resolve_precision
 from digitrec.train.calibrate import calibration_report
 from digitrec.train.engine import TrainConfig, fit
-from digitrec.train.lines import Batch, fit_ctc, fit_line_temperature, pack_lines, render_training_line
+from digitrec.train.lines import Batch, calibration, fit_ctc, pack_lines, render_training_line
 
 __all__ = [
     "FinetuneConfig",
@@ -123,19 +123,19 @@ def _line_view(gray: np.ndarray) -> np.ndarray:
 
 
 def read_exact(model: torch.nn.Module, views: Sequence[np.ndarray], truths: Sequence[str], device: torch.device,
-               temperature: float = 1.0, normalization: Normalization = NORMALIZATION) -> float:
+               temperature: float = 1.0, normalization: Normalization = NORMALIZATION,
+               blank_penalty: float = 0.0) -> float:
     """The share of line images read exactly as ``truths``, as :meth:`Recogniser.read` answers.
 
     Each line is read alone, as ``read`` reads one picture (padding a batch would change what
-    the LSTM sees); a reading less likely than :data:`digitrec.read.reader.NO_NUMBER_BELOW` is "no number".
+    the LSTM sees); a reading whose support is under :data:`digitrec.read.reader.NO_NUMBER_BELOW` is "no number".
     """
     model.eval()
     right = 0
     for view, truth in zip(views, truths):
         log_probs = batch_log_probs(model, [view], device, normalization, temperature)[0]
-        text = "".join(str(d.digit) for d in decode(log_probs))
-        sure = bool(text) and math.exp(string_log_prob(log_probs, text)) >= NO_NUMBER_BELOW
-        right += (text if sure else "") == truth
+        digits, _, support = read_frames(log_probs, blank_penalty)
+        right += (digits_text(digits) if support >= NO_NUMBER_BELOW else "") == truth
     return right / max(len(views), 1)
 
 
@@ -153,12 +153,15 @@ class FinetuneResult:
     metrics: dict[str, Any]  # val_before, val_after, epochs, best_epoch, seconds, ... (JSON-ready)
     history: list[dict[str, float]]  # per epoch: loss, val (exact share), seconds
     temperature: float = 1.0  # refitted on the validation share (numbers) or kept (digits)
+    blank_penalty: float | None = None  # line readers: refitted on the validation share (nats); digits: None
 
     def save(self, path: str | Path) -> Path:
         """Write an ordinary model file (atomically) recording the data's digest, counts and the recipe."""
         base = self.base
         extra = {k: v for k, v in base.metadata.items()
                  if k in ("role", "input", "line_train_config", "train_config", "calibration")}
+        if self.blank_penalty is not None:
+            extra["blank_penalty"] = float(self.blank_penalty)
         extra.update(
             temperature=float(self.temperature),
             metrics=dict(self.metrics),
@@ -228,7 +231,7 @@ def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarr
     val_truth = [labelled.labels[i] for i in val_idx]
     # Without augmentation each training image is prepared once.
     train_views = {} if config.augment else {int(i): _line_view(labelled.images[i]) for i in train_idx}
-    before = read_exact(model, val_views, val_truth, device, base.temperature, norm)
+    before = read_exact(model, val_views, val_truth, device, base.temperature, norm, base.blank_penalty)
     rng = np.random.default_rng([config.seed, 8])
     torch.manual_seed(config.seed)
     replay = config.replay or 0.0
@@ -261,15 +264,19 @@ def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarr
     run = fit_ctc(model, batches(), steps_per_epoch * config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                   warmup=0.15, clip=5.0, device=device, precision=precision, norm=norm, ema_decay=config.ema,
                   check_every=steps_per_epoch, baseline=before, patience=config.patience, on_check=after_epoch,
-                  check=lambda kept: read_exact(kept, val_views, val_truth, device, base.temperature, norm))
+                  check=lambda kept: read_exact(kept, val_views, val_truth, device, base.temperature, norm,
+                                                base.blank_penalty))
     seconds, best_epoch = run.seconds, run.best_check
     model.load_state_dict(run.state)
     model.eval()
-    temperature, _, _ = fit_line_temperature(model, list(zip(val_views, val_truth)), device)
-    after = read_exact(model, val_views, val_truth, device, temperature, norm)
+    # How the tuned model decodes, refitted on the validation share: its temperature, then its blank penalty.
+    decoding = calibration(model, list(zip(val_views, val_truth)), device)
+    temperature, penalty = decoding["temperature"], decoding["blank_penalty"]
+    after = read_exact(model, val_views, val_truth, device, temperature, norm, penalty)
     metrics = {"val_before": before, "val_after": after, "val_images": len(val_idx), "train_images": len(train_idx),
                "epochs": len(history), "best_epoch": best_epoch, "seconds": seconds, "precision": precision}
-    return FinetuneResult(model, base, labelled, config, metrics, history, temperature)
+    metrics["blank_penalty"] = penalty
+    return FinetuneResult(model, base, labelled, config, metrics, history, temperature, penalty)
 
 
 def _line_view_aug(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from digitrec.cfg.lines import LineTrainConfig
 from digitrec.data.mnist import split_train_val
 from digitrec.data.paper import NO_DIGITS, render_line
 from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
-from digitrec.models.checkpoint import save_model
+from digitrec.errors import ConfigError, DigitrecError, first_line
+from digitrec.models.checkpoint import load_model, save_model, write_metadata
 from digitrec.models.registry import LINE_HEIGHT, LINE_STRIDE, create_model, model_config_dict
 from digitrec.read.lineprep import line_input
 from digitrec.read.linereader import (
@@ -29,9 +31,7 @@ from digitrec.read.linereader import (
     DIGIT_HEIGHT,
     LINE_CLASSES,
     LINE_PAD,
-    decode,
-    digits_text,
-    line_log_probs,
+    fit_blank_penalty,
     string_log_prob,
 )
 from digitrec.runtime import autocast, resolve_precision
@@ -49,6 +49,7 @@ __all__ = [
     "fit_line_temperature",
     "calibration",
     "train_line_reader",
+    "calibrate_line_reader_file",
     "save_line_reader",
 ]
 
@@ -202,25 +203,34 @@ Progress = Callable[[int, int, float], None]  # (steps done, steps in all, last 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # a packed CTC batch: x, targets, lengths, frames
 
 
-def fit_line_temperature(model: torch.nn.Module, lines: Sequence[tuple[np.ndarray, str]],
-                         device: torch.device) -> tuple[float, float, float]:
-    """The logit temperature minimising the CTC NLL of the true strings of ``lines``: (T, NLL at 1, NLL at T).
-
-    The reading (the best path) does not change with it; the string and digit probabilities do.
-    """
+def _line_logits(model: torch.nn.Module, lines: Sequence[tuple[np.ndarray, str]],
+                 device: torch.device) -> list[torch.Tensor]:
+    """Each line's (T, 11) frame logits, read alone (as ``read`` reads one picture)."""
     model.eval()
     logits = []
     for image, _ in lines:
         x = torch.from_numpy(image)[None, None].to(device)
         with torch.inference_mode():
             logits.append(model(normalize(x, NORMALIZATION)).float()[0].T.cpu())  # (T, 11)
+    return logits
 
+
+def fit_line_temperature(model: torch.nn.Module, lines: Sequence[tuple[np.ndarray, str]],
+                         device: torch.device) -> tuple[float, float, float]:
+    """The logit temperature minimising the CTC NLL of the true strings of ``lines``: (T, NLL at 1, NLL at T).
+
+    The reading (the best path) does not change with it; the string and digit probabilities do.
+    """
+    return _fit_temperature(_line_logits(model, lines, device), [truth for _, truth in lines])
+
+
+def _fit_temperature(logits: Sequence[torch.Tensor], truths: Sequence[str]) -> tuple[float, float, float]:
     def nll(t: float) -> float:
         total = 0.0
-        for z, (_, truth) in zip(logits, lines):
+        for z, truth in zip(logits, truths):
             lp = (z / t).log_softmax(dim=1).numpy()
             total -= max(string_log_prob(lp, truth), -50.0)  # an impossible line counts as a sure miss
-        return total / max(len(lines), 1)
+        return total / max(len(truths), 1)
 
     # A unimodal 1-D search on log T (golden section), from 0.25 to 4.
     lo, hi = math.log(0.25), math.log(4.0)
@@ -238,12 +248,6 @@ def fit_line_temperature(model: torch.nn.Module, lines: Sequence[tuple[np.ndarra
             fb = nll(math.exp(b))
     t = math.exp((lo + hi) / 2)
     return t, nll(1.0), nll(t)
-
-
-def _exact_rate(model: torch.nn.Module, lines: list[tuple[np.ndarray, str]], device: torch.device) -> float:
-    model.eval()
-    right = sum(digits_text(decode(line_log_probs(model, image, device))) == truth for image, truth in lines)
-    return right / max(len(lines), 1)
 
 
 Snapshot = Callable[[int, float, torch.nn.Module], None]  # (steps done, training seconds, model in eval mode)
@@ -368,7 +372,7 @@ def train_line_reader(
                   clip=config.clip, device=device, precision=precision, on_step=after_step)
     train_seconds = run.seconds
     val = validation_lines(config, vx, vy)
-    metrics = {"val_exact": _exact_rate(model, val, device), "val_lines": len(val),
+    metrics = {"val_lines": len(val),
                "final_loss": float(np.mean(run.losses[-100:])), "train_seconds": train_seconds,
                "precision": precision}
     metrics.update(calibration(model, val, device))
@@ -380,9 +384,51 @@ def train_line_reader(
 
 def calibration(model: torch.nn.Module, val: Sequence[tuple[np.ndarray, str]],
                 device: torch.device) -> dict[str, float]:
-    """The temperature fitted on the validation lines, and their NLL before and after (metrics)."""
-    t, before, after = fit_line_temperature(model, val, device)
-    return {"temperature": t, "val_nll": before, "val_nll_calibrated": after}
+    """How the reader decodes, fitted on the validation lines (metrics).
+
+    First the temperature (by CTC NLL; it changes probabilities, not readings), then at that
+    temperature the blank penalty reading most lines exactly (it changes readings, not
+    probabilities): ``val_exact`` is read with both, ``val_exact_plain`` by the plain best path.
+    """
+    logits = _line_logits(model, val, device)
+    truths = [truth for _, truth in val]
+    t, before, after = _fit_temperature(logits, truths)
+    penalty, plain, exact = fit_blank_penalty([(z / t).log_softmax(dim=1).numpy() for z in logits], truths)
+    return {"temperature": t, "val_nll": before, "val_nll_calibrated": after, "blank_penalty": penalty,
+            "val_exact_plain": plain, "val_exact": exact}
+
+
+def calibrate_line_reader_file(
+    name_or_path: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    images: np.ndarray,
+    labels: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> tuple[Path, dict[str, float]]:
+    """Refit a line reader's temperature and blank penalty on its validation lines and store them.
+
+    The validation lines are rebuilt from the recipe in the file (``line_train_config``) and
+    ``images``/``labels``, the MNIST training digits it was trained on. Only the metadata
+    changes; the weights are copied byte for byte. Writes ``out`` (default: the file itself,
+    atomically). Returns the path and the fitted figures.
+    """
+    dev = torch.device(device)
+    mf = load_model(name_or_path, dev, num_classes=len(LINE_CLASSES), task="lines")
+    recipe = mf.metadata.get("line_train_config")
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"{mf.path}: no line_train_config stored, so its validation lines cannot be rebuilt")
+    try:
+        config = LineTrainConfig(**{**recipe, "touching": tuple(recipe.get("touching", (0.0,)))})
+        config.validate()
+    except (TypeError, ValueError, DigitrecError) as exc:
+        raise ConfigError(f"{mf.path}: bad line_train_config ({first_line(exc)})") from exc
+    _, _, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
+    fitted = calibration(mf.model, validation_lines(config, vx, vy), dev)
+    metrics = {**(mf.metadata.get("metrics") or {}), **fitted}
+    path = write_metadata(mf.path, {"temperature": fitted["temperature"], "blank_penalty": fitted["blank_penalty"],
+                                    "metrics": metrics}, out=out if out is not None else mf.path)
+    return path, fitted
 
 
 def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrainConfig,
@@ -393,6 +439,7 @@ def save_line_reader(path: str | Path, model: torch.nn.Module, config: LineTrain
         "line_train_config": {**dataclasses.asdict(config), "touching": list(config.touching)},
         "input": config.lines,  # what the reader reads: "paper" (grey pictures) or "ink" (binarised)
         "temperature": float(metrics.get("temperature", 1.0)),  # logits are divided by it (calibration)
+        "blank_penalty": float(metrics.get("blank_penalty", 0.0)),  # nats off the blank when decoding
         "metrics": dict(metrics),
     }
     return save_model(path, model, config.arch, model_config_dict(model),
