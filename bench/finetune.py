@@ -70,11 +70,12 @@ def main() -> int:
     generated = validation_lines(LineTrainConfig(val_lines=300), vx, vy)
     gen_views, gen_truth = [v for v, _ in generated], [t for _, t in generated]
 
-    def figures(model: torch.nn.Module, temperature: float) -> dict[str, float]:
-        return {"test_exact": read_exact(model, test_views, test.labels, device, temperature),
-                "generated_exact": read_exact(model, gen_views, gen_truth, device, temperature)}
+    def figures(model: torch.nn.Module, temperature: float, penalty: float) -> dict[str, float]:
+        return {"test_exact": read_exact(model, test_views, test.labels, device, temperature, blank_penalty=penalty),
+                "generated_exact": read_exact(model, gen_views, gen_truth, device, temperature,
+                                              blank_penalty=penalty)}
 
-    before = figures(base.model, base.temperature)
+    before = figures(base.model, base.temperature, base.blank_penalty)
     print(f"bundled reader: test {before['test_exact']:.1%}, generated {before['generated_exact']:.1%}", flush=True)
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -84,7 +85,7 @@ def main() -> int:
                           progress=lambda e, n, h: print(f"  epoch {e}/{n}: loss {h['loss']:.3f}, "
                                                          f"val {h['val_exact']:.1%}", flush=True))
         seconds = time.perf_counter() - start
-        after = figures(result.model, result.temperature)
+        after = figures(result.model, result.temperature, result.blank_penalty or 0.0)
         if args.keep:
             result.save(Path(args.keep) / f"finetuned-seed{seed}.safetensors")
         runs.append({"seed": seed, "seconds": seconds, **result.metrics, **after})

@@ -46,7 +46,8 @@ def test_torch_backend_matches_reference(hot_model_file, images):
     assert engine.backend == "torch"
     got = engine.probabilities(images)
     assert got.shape == (130, 10) and got.dtype == np.float32
-    torch.testing.assert_close(torch.from_numpy(got), reference_probabilities(hot_model_file, images), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(got), reference_probabilities(hot_model_file, images),
+                               atol=1e-5, rtol=1e-4)
 
 
 @needs_ort
