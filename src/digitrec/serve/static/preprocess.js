@@ -47,19 +47,21 @@
     return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
   }
 
-  // np.percentile's default ("linear") method, in float64.
-  function percentile(values, q) {
+  // np.percentile's default ("linear") method, in float64, for each of the quantiles qs.
+  function percentiles(values, qs) {
     const a = Float64Array.from(values).sort();
     const n = a.length;
-    const p = q / 100;
-    const virtual = n * p + (1 + p * (1 - 1 - 1)) - 1;
-    const prev = Math.floor(virtual);
     const clamp = (i) => Math.min(Math.max(i, 0), n - 1);
-    const lo = a[clamp(prev)];
-    const hi = a[clamp(prev + 1)];
-    const t = virtual - prev;
-    const diff = hi - lo;
-    return t >= 0.5 ? hi - diff * (1 - t) : lo + diff * t;
+    return qs.map((q) => {
+      const p = q / 100;
+      const virtual = n * p + (1 + p * (1 - 1 - 1)) - 1;
+      const prev = Math.floor(virtual);
+      const lo = a[clamp(prev)];
+      const hi = a[clamp(prev + 1)];
+      const t = virtual - prev;
+      const diff = hi - lo;
+      return t >= 0.5 ? hi - diff * (1 - t) : lo + diff * t;
+    });
   }
 
   // NumPy's pairwise summation (what .sum() does on a contiguous array), in float32 or float64.
@@ -108,8 +110,7 @@
   }
 
   function toWhiteOnBlack(img) {
-    const low = percentile(img.d, 0.1);
-    const high = percentile(img.d, 99.9);
+    const [low, high] = percentiles(img.d, [0.1, 99.9]);
     const middle = high - low > 1e-3 ? (low + high) / 2 : 0.5;
     const paper = Math.min(img.w, img.h) <= CONSTANTS.TINY ? img.d : border(img);
     if (!(medianF32(paper) > middle)) return img;
@@ -158,7 +159,7 @@
         values.push(d[r * step * w + c * step]);
       }
     }
-    const p60 = percentile(values, 60);
+    const [p60] = percentiles(values, [60]);
     let use = values.map((v) => v <= p60);
     let coef = [0, 0, 0, 0, 0, 0];
     for (let it = 0; it < iterations; it++) {
@@ -193,20 +194,23 @@
     const after = size - 1 - before;
     const lines = horizontal ? h : w;
     const n = horizontal ? w : h;
-    const at = horizontal ? (line, i) => line * w + i : (line, i) => i * w + line;
-    const better = isMin ? (a, b) => a <= b : (a, b) => a >= b;
+    const stride = horizontal ? 1 : w;
+    const ext = new Float32Array(n + size - 1); // the line with its edges extended
+    const queue = new Int32Array(n + size - 1); // positions whose values only get worse from the head
     for (let line = 0; line < lines; line++) {
-      const value = (j) => d[at(line, Math.min(Math.max(j, 0), n - 1))];
-      const queue = []; // positions whose values only get worse from the head: the head is the window's extreme
+      const base = horizontal ? line * w : line;
+      for (let j = 0; j < ext.length; j++) ext[j] = d[base + Math.min(Math.max(j - before, 0), n - 1) * stride];
       let head = 0;
-      for (let j = -before; j < n + after; j++) {
-        const v = value(j);
-        while (queue.length > head && better(v, value(queue[queue.length - 1]))) queue.pop();
-        queue.push(j);
-        const i = j - after; // the output whose window ends at j
+      let tail = 0;
+      for (let j = 0; j < ext.length; j++) {
+        const v = ext[j];
+        if (isMin) while (tail > head && v <= ext[queue[tail - 1]]) tail--;
+        else while (tail > head && v >= ext[queue[tail - 1]]) tail--;
+        queue[tail++] = j;
+        const i = j - before - after; // the output whose window ends at j
         if (i < 0) continue;
-        while (queue[head] < i - before) head++;
-        out.d[at(line, i)] = value(queue[head]);
+        while (queue[head] < i) head++;
+        out.d[base + i * stride] = ext[queue[head]];
       }
     }
     return out;
