@@ -1,4 +1,7 @@
-"""GET /v1/model.onnx (the graph the drawing page runs) and the page's runtime files, through TestClient."""
+"""GET /v1/model.onnx (the graph the drawing page runs) and the page's runtime files, through TestClient.
+
+Reuses test_serve's module-scoped recogniser and client.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +13,16 @@ pytest.importorskip("fastapi", reason="needs the serve extra")
 ort = pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from test_serve import client, rec  # noqa: E402, F401  (fixtures)
 
 from digitrec.data.preprocess import to_mnist  # noqa: E402
-from digitrec.infer.recogniser import Recogniser, load  # noqa: E402
+from digitrec.infer.recogniser import load  # noqa: E402
 from digitrec.serve import ServeConfig, create_app  # noqa: E402
 
 VENDOR = "/static/vendor/onnxruntime-web/"
 
 
-@pytest.fixture(scope="module")
-def rec() -> Recogniser:
-    return load("seed")
-
-
-@pytest.fixture(scope="module")
-def client(rec: Recogniser):
-    with TestClient(create_app(ServeConfig(), recogniser=rec)) as c:
-        yield c
-
-
-def test_graph_computes_the_models_answers(client, rec):
+def test_graph_computes_the_models_answers(client, rec):  # noqa: F811
     r = client.get("/v1/model.onnx")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/octet-stream"
@@ -37,14 +30,15 @@ def test_graph_computes_the_models_answers(client, rec):
     assert etag.startswith('"') and etag.endswith('"') and len(etag) > 10
     assert r.headers["cache-control"] == "no-cache"
     session = ort.InferenceSession(r.content, providers=["CPUExecutionProvider"])
-    images = np.stack([to_mnist(np.asarray(draw_digit())), np.random.default_rng(0).random((28, 28))]).astype(np.float32)
+    noise = np.random.default_rng(0).random((28, 28))
+    images = np.stack([to_mnist(np.asarray(draw_digit())), noise]).astype(np.float32)
     probs = session.run(None, {session.get_inputs()[0].name: images})[0]
     np.testing.assert_allclose(probs, rec.predict_proba(images), atol=1e-6)
     assert int(np.argmax(probs[0])) == 7
     assert client.get("/v1/model.onnx").headers["etag"] == etag  # the same graph each time
 
 
-def test_graph_etag_answers_not_modified(client):
+def test_graph_etag_answers_not_modified(client):  # noqa: F811
     etag = client.get("/v1/model.onnx").headers["etag"]
     for header in (etag, "W/" + etag, f'"other", {etag}', "*"):
         r = client.get("/v1/model.onnx", headers={"If-None-Match": header})
@@ -73,11 +67,11 @@ def test_no_graph_is_a_json_404_and_is_remembered():
     assert calls == [1]  # asked once: the second request was answered from memory
 
 
-def test_model_info_gives_the_unsure_threshold(client, rec):
+def test_model_info_gives_the_unsure_threshold(client, rec):  # noqa: F811
     assert client.get("/v1/model").json()["min_confidence"] == rec.min_confidence
 
 
-def test_runtime_files_are_served_with_strict_types(client):
+def test_runtime_files_are_served_with_strict_types(client):  # noqa: F811
     wasm = client.get(VENDOR + "ort-wasm-simd-threaded.wasm")
     assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
     assert wasm.content[:4] == b"\0asm"
