@@ -35,17 +35,42 @@
     return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
   }
 
-  // np.median of float32 values (float32 result), of float64 values (float64 result).
-  function medianF32(values) {
-    const a = Float32Array.from(values).sort();
-    const m = a.length >> 1;
-    return a.length % 2 ? a[m] : f32(f32(a[m - 1] + a[m]) / 2);
+  // The k-th smallest of a (reordered in place): quickselect, O(n) where sorting is O(n log n).
+  function select(a, k) {
+    let lo = 0;
+    let hi = a.length - 1;
+    while (hi > lo) {
+      const mid = (lo + hi) >> 1;
+      const pivot = Math.max(Math.min(a[lo], a[mid]), Math.min(Math.max(a[lo], a[mid]), a[hi]));
+      let i = lo;
+      let j = hi;
+      while (i <= j) {
+        while (a[i] < pivot) i++;
+        while (a[j] > pivot) j--;
+        if (i <= j) {
+          const t = a[i];
+          a[i++] = a[j];
+          a[j--] = t;
+        }
+      }
+      if (k <= j) hi = j;
+      else if (k >= i) lo = i;
+      else return a[k];
+    }
+    return a[k];
   }
-  function median64(values) {
-    const a = Float64Array.from(values).sort();
+  // np.median of float32 values (float32 result), of float64 values (float64 result): the middle
+  // value, or the mean of the two middle ones.
+  function middle(a, mean) {
     const m = a.length >> 1;
-    return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
+    const upper = select(a, m);
+    if (a.length % 2) return upper;
+    let lower = a[0];
+    for (let i = 1; i < m; i++) if (a[i] > lower) lower = a[i]; // select left the smaller half below m
+    return mean(lower, upper);
   }
+  const medianF32 = (values) => middle(Float32Array.from(values), (a, b) => f32(f32(a + b) / 2));
+  const median64 = (values) => middle(Float64Array.from(values), (a, b) => (a + b) / 2);
 
   // np.percentile's default ("linear") method, in float64, for each of the quantiles qs.
   function percentiles(values, qs) {
@@ -232,13 +257,12 @@
     const out = image(w, h);
     const win = new Float32Array(9);
     for (let y = 0; y < h; y++) {
+      const rows = [Math.max(y - 1, 0), y, Math.min(y + 1, h - 1)].map((r) => r * w);
       for (let x = 0; x < w; x++) {
+        const cols = [Math.max(x - 1, 0), x, Math.min(x + 1, w - 1)];
         let k = 0;
-        for (let dy = -1; dy <= 1; dy++) {
-          const yy = Math.min(Math.max(y + dy, 0), h - 1);
-          for (let dx = -1; dx <= 1; dx++) win[k++] = d[yy * w + Math.min(Math.max(x + dx, 0), w - 1)];
-        }
-        out.d[y * w + x] = win.sort()[4];
+        for (const r of rows) for (const c of cols) win[k++] = d[r + c];
+        out.d[y * w + x] = select(win, 4);
       }
     }
     return out;
