@@ -234,7 +234,8 @@
       ort.env.wasm.wasmPaths = RUNTIME_DIR;
       ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one reads a 28x28 in a blink
       ort.env.wasm.proxy = false;
-      const [graph, info] = await Promise.all([fetch("/v1/model.onnx"), fetch("/v1/model")]);
+      const get = (url) => fetch(url).catch(() => { throw new Error("cannot fetch " + url); });
+      const [graph, info] = await Promise.all([get("/v1/model.onnx"), get("/v1/model")]);
       if (!graph.ok) throw new Error("the server has no graph of its model (" + graph.status + ")");
       if (!info.ok) throw new Error("the server did not describe its model (" + info.status + ")");
       const model = await info.json();
@@ -246,7 +247,7 @@
 
     function giveUp(err) {
       engine.session = null;
-      engine.reason = "the in-browser model is off: " + ((err && err.message) || String(err));
+      engine.reason = "the in-browser model is off (" + ((err && err.message) || String(err)) + ")";
       document.body.dataset.engine = "server";
     }
     engine.ready = start().then(() => {
