@@ -399,7 +399,8 @@ def test_metrics_count_requests_and_inference(rec, seven_png):
 def test_openapi_documents_the_api(client):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    for path in ("/v1/predict", "/v1/predict/batch", "/v1/read", "/healthz", "/v1/model", "/metrics"):
+    for path in ("/v1/predict", "/v1/predict/batch", "/v1/read", "/healthz", "/v1/model", "/v1/model.onnx",
+                 "/metrics"):
         assert path in paths
     content = paths["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"image/png", "multipart/form-data", "application/json"} <= set(content)

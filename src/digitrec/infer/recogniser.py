@@ -13,7 +13,7 @@ from PIL import Image
 
 from digitrec.cfg.base import MIN_CONFIDENCE
 from digitrec.data.preprocess import IMAGE_SIZE, ImageSource, NoDigitError, Normalization, to_mnist
-from digitrec.errors import ConfigError, ImageError, ModelFileError
+from digitrec.errors import ConfigError, DigitrecError, ImageError, ModelFileError
 from digitrec.infer.onnx import OnnxRunner, cached_graph, required_graph, resolve_backend
 from digitrec.models.catalog import BUILTIN
 from digitrec.models.header import ModelFile, read_metadata, resolve_model_path
@@ -149,6 +149,24 @@ class Recogniser:
     def metadata(self) -> dict[str, Any]:
         """Everything stored in the model file besides the weights."""
         return self.model_file.metadata
+
+    def onnx_graph(self) -> bytes:
+        """The ONNX graph of this recogniser's digit model, as bytes (input (N, 28, 28) [0, 1], output probabilities).
+
+        The same function the answers come from: normalisation, model, temperature and softmax
+        (:func:`digitrec.infer.backends.export_onnx`), taken from the per-user graph cache or
+        exported now. Raises :class:`~digitrec.errors.DigitrecError` when there is no such graph:
+        the model runs in another precision (its fp32 graph would answer otherwise) or cannot be
+        exported.
+        """
+        if self.precision != "fp32":
+            raise DigitrecError(f"the model runs in {self.precision}; only fp32 models have a graph to share")
+        if self.model_file.model is None:  # header only: answering from the cached graph
+            return required_graph(self.model_file).read_bytes()
+        from digitrec.infer.backends import onnx_graph  # PyTorch
+
+        graph = onnx_graph(self.model_file)
+        return graph if isinstance(graph, bytes) else graph.read_bytes()
 
     def prepare(self, image: ImageSource) -> np.ndarray:
         """The (28, 28) [0, 1] white-on-black image the model will see for ``image``.

@@ -24,6 +24,7 @@ from digitrec.errors import ConfigError
 from digitrec.infer.recogniser import Recogniser, load
 from digitrec.serve.config import ServeConfig, resolve_parallelism, usable_cores
 from digitrec.serve.engine import InferenceThread
+from digitrec.serve.graph import GraphCache
 from digitrec.serve.inputs import prepare
 from digitrec.serve.limits import ApiError, BodyLimitMiddleware, TimeoutMiddleware
 from digitrec.serve.metrics import MULTIPROC_ENV, Metrics, MetricsMiddleware
@@ -108,7 +109,8 @@ def create_app(config: ServeConfig | None = None, *, recogniser: Recogniser | No
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.service = Service(config=config, recogniser=rec, engine=engine, metrics=metrics)
+    app.state.service = Service(config=config, recogniser=rec, engine=engine, metrics=metrics,
+                                graph=GraphCache(rec))
     _install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(info.router)

@@ -92,6 +92,7 @@ class ModelOut(BaseModel):
     device: str
     precision: str
     class_names: list[str]
+    min_confidence: float = Field(description="answers less confident than this are flagged unsure")
     verifier: str | None = Field(default=None, description="piece verifier used by /v1/read (null: none)")
     line_reader: str | None = Field(default=None, description="line reader used by /v1/read (null: none)")
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from digitrec.infer.recogniser import Recogniser
 from digitrec.serve.config import ServeConfig
 from digitrec.serve.engine import InferenceThread
+from digitrec.serve.graph import GraphCache
 from digitrec.serve.metrics import Metrics
 
 __all__ = ["Service", "get_service"]
@@ -22,6 +23,7 @@ class Service:
     recogniser: Recogniser
     engine: InferenceThread
     metrics: Metrics
+    graph: GraphCache  # the model's ONNX graph for in-browser inference (GET /v1/model.onnx)
 
 
 async def get_service(request: Request) -> Service:

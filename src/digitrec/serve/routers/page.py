@@ -10,6 +10,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 __all__ = ["router", "STATIC_DIR", "mount_static"]
 
@@ -17,6 +19,22 @@ STATIC_DIR = Path(str(resources.files("digitrec.serve") / "static"))
 _DOCS_ASSETS = "/docs-assets"
 
 router = APIRouter(include_in_schema=False)
+
+# Types the browser insists on (WebAssembly.instantiateStreaming needs application/wasm, a
+# module import a JavaScript type), set here rather than left to the host's mime.types.
+_STRICT_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript"}
+
+
+class _PageFiles(StaticFiles):
+    """Static files with the types of :data:`_STRICT_TYPES` set whatever the system's tables say."""
+
+    def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        media = _STRICT_TYPES.get(Path(str(full_path)).suffix)
+        if media is not None and response.status_code == 200:
+            response.media_type = media
+            response.headers["content-type"] = media if media == "application/wasm" else f"{media}; charset=utf-8"
+        return response
 
 
 @router.get("/")
@@ -35,7 +53,7 @@ def _swagger_dir() -> Path | None:
 
 def mount_static(app: FastAPI) -> None:
     """Serve the page's files, and /docs from local Swagger UI files when they are installed."""
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", _PageFiles(directory=STATIC_DIR), name="static")
     swagger = _swagger_dir()
     openapi_url = app.openapi_url or "/openapi.json"
     if swagger is not None:

@@ -1,7 +1,9 @@
 // digitrec drawing page: draw (mouse, pen, touch) or drop an image; answers update as you draw.
-// Two modes share the same pieces: "digit" asks /v1/predict about one digit, "number" asks
-// /v1/read about a whole number written on a wide pad and draws the digits' boxes over it.
-// Plain browser JavaScript, no build step and no third-party code.
+// Two modes share the same pieces: "digit" reads one digit, "number" asks /v1/read about a whole
+// number written on a wide pad and draws the digits' boxes over it. Digit mode reads drawings in
+// the page itself when it can (preprocess.js and the model's ONNX graph in ONNX Runtime Web, the
+// vendored runtime under /static/vendor/), and asks /v1/predict otherwise; uploads always go to
+// the server. Plain browser JavaScript, no build step; the only third-party code is that runtime.
 "use strict";
 
 (function () {
@@ -11,6 +13,7 @@
   const LINE_WIDTH = 20; // pen width on a 280 px tall pad: MNIST strokes are ~2 px of 28
   const LINE_HEIGHT = 280; // the number pad's height in canvas pixels; its width follows its shape on screen
   const SVG_NS = "http://www.w3.org/2000/svg";
+  const RUNTIME_DIR = "/static/vendor/onnxruntime-web/";
 
   const pct = (p) => (p * 100).toFixed(1) + "%";
 
@@ -28,7 +31,8 @@
   // A drawing pad on a canvas. Pointer events cover mouse, pen and touch alike;
   // onStroke(phase) hears "start", "move" and "end".
   function makePad(canvas, onStroke) {
-    const ctx = canvas.getContext("2d");
+    // Read back often (digit mode reads its pixels in the page): keep the canvas in memory.
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
     let drawing = false;
     let last = null;
     let empty = true;
@@ -92,6 +96,8 @@
         ctx.drawImage(img, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
         empty = false;
       },
+      // The pad's pixels (RGBA), as the server would decode them from toPng's file.
+      pixels() { return ctx.getImageData(0, 0, canvas.width, canvas.height); },
       // The pad as a PNG, with the size its pixels (and so the answer's boxes) are in.
       toPng(callback) {
         const size = { width: canvas.width, height: canvas.height };
@@ -199,6 +205,88 @@
   }
 
   // ---------------------------------------------------------------------------------------
+  // In-page inference. The runtime, the model's graph (/v1/model.onnx) and its unsure threshold
+  // (/v1/model) load once, in the background; body[data-engine] says where drawings are read:
+  // "pending" while loading, "local" once the page can read them itself, "server" when it cannot
+  // (the runtime files or the graph cannot be fetched, no WebAssembly): then the server answers
+  // every drawing, as before, and `reason` says why.
+
+  const localEngine = (function () {
+    const engine = { session: null, minConfidence: 0, reason: "the in-browser model is still loading" };
+    document.body.dataset.engine = "pending";
+
+    function loadScript(src) {
+      return new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = src;
+        script.onload = resolve;
+        script.onerror = () => reject(new Error("cannot load " + src));
+        document.head.appendChild(script);
+      });
+    }
+
+    async function start() {
+      if (typeof WebAssembly !== "object") throw new Error("this browser has no WebAssembly");
+      if (!window.DigitrecPreprocess) throw new Error("the preprocessing script did not load");
+      await loadScript(RUNTIME_DIR + "ort.wasm.min.js");
+      const ort = window.ort;
+      if (!ort) throw new Error("the runtime did not load");
+      ort.env.wasm.wasmPaths = RUNTIME_DIR;
+      ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one reads a 28x28 in a blink
+      ort.env.wasm.proxy = false;
+      const get = (url) => fetch(url).catch(() => { throw new Error("cannot fetch " + url); });
+      const [graph, info] = await Promise.all([get("/v1/model.onnx"), get("/v1/model")]);
+      if (!graph.ok) throw new Error("the server has no graph of its model (" + graph.status + ")");
+      if (!info.ok) throw new Error("the server did not describe its model (" + info.status + ")");
+      const model = await info.json();
+      const bytes = new Uint8Array(await graph.arrayBuffer());
+      engine.session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+      engine.ort = ort;
+      engine.minConfidence = model.min_confidence;
+    }
+
+    function giveUp(err) {
+      engine.session = null;
+      engine.reason = "the in-browser model is off (" + ((err && err.message) || String(err)) + ")";
+      document.body.dataset.engine = "server";
+    }
+    engine.ready = start().then(() => {
+      engine.reason = "";
+      document.body.dataset.engine = "local";
+    }, giveUp);
+
+    // The answer for the pad's pixels, shaped as /v1/predict?input=true answers, or null when
+    // preprocess.js cannot prepare this picture exactly (the server must).
+    engine.predict = async function (pixels) {
+      const pre = window.DigitrecPreprocess;
+      let input;
+      try {
+        input = pre.fromImageData(pixels);
+      } catch (err) {
+        if (err instanceof pre.Unsupported) return null;
+        throw err;
+      }
+      const rows = [];
+      for (let y = 0; y < 28; y++) {
+        const row = [];
+        for (let x = 0; x < 28; x++) row.push(input ? pre.roundHalfEven(Math.fround(input[y * 28 + x] * 255)) : 0);
+        rows.push(row);
+      }
+      if (input === null) return { digit: null, confidence: 0, unsure: true, probabilities: [], input: rows };
+      const session = engine.session;
+      const feeds = { [session.inputNames[0]]: new engine.ort.Tensor("float32", input, [1, 28, 28]) };
+      const out = await session.run(feeds);
+      const probabilities = Array.from(out[session.outputNames[0]].data);
+      let digit = 0;
+      probabilities.forEach((p, d) => { if (p > probabilities[digit]) digit = d; });
+      const confidence = probabilities[digit];
+      return { digit, confidence, unsure: confidence < engine.minConfidence, probabilities, input: rows };
+    };
+    engine.broken = giveUp;
+    return engine;
+  })();
+
+  // ---------------------------------------------------------------------------------------
   // Digit mode: one digit on a square pad, ten probability bars, the 28x28 the model saw.
 
   const digitMode = (function () {
@@ -209,6 +297,7 @@
     const digitEl = document.getElementById("digit");
     const confidenceEl = document.getElementById("confidence");
     const statusEl = document.getElementById("status");
+    const pathEl = document.getElementById("path");
     const barsEl = document.getElementById("bars");
     const resultEl = mode.root.querySelector(".result");
 
@@ -243,10 +332,20 @@
       resultEl.classList.remove("unsure");
       for (const li of bars) setBar(li, 0, false);
       seenCtx.clearRect(0, 0, seen.width, seen.height);
+      pathEl.textContent = "";
+      delete document.body.dataset.answeredBy;
       setState(mode, "idle");
     }
 
-    function showPrediction(body) {
+    // Which side answered: "local" (this page) or "server", and why the server when it could be local.
+    function showPath(path, why) {
+      document.body.dataset.answeredBy = path;
+      pathEl.textContent = path === "local"
+        ? "Read in this browser (ONNX Runtime Web)."
+        : "Read by the server" + (why ? ": " + why + "." : ".");
+    }
+
+    function showPrediction(body, path, why) {
       const probs = body.probabilities;
       const best = body.digit;
       digitEl.textContent = best === null ? "?" : String(best);
@@ -258,6 +357,7 @@
       bars.forEach((li, d) => setBar(li, probs[d] || 0, d === best));
       if (body.input) drawSeen(body.input);
       statusEl.textContent = "";
+      showPath(path, why);
       setState(mode, "done");
     }
 
@@ -281,15 +381,43 @@
       showStatus(mode, statusEl, message);
     }
 
-    const client = makeClient(mode, "/v1/predict?input=true", showPrediction, showError);
+    // Only the latest question is answered: each one (and each clear) takes a new ticket, and a
+    // local answer is shown only while its ticket is the latest, as the client does for the server's.
+    let ticket = 0;
+    const client = makeClient(mode, "/v1/predict?input=true",
+                              (body, why) => showPrediction(body, "server", why), showError);
+    function askServer(why) {
+      pad.toPng((blob) => client.send(blob, "image/png", why));
+    }
+    async function askLocal(mine) {
+      let answer = null;
+      try {
+        answer = await localEngine.predict(pad.pixels());
+      } catch (err) {
+        localEngine.broken(err); // a runtime that fails once is not trusted again
+      }
+      if (mine !== ticket) return;
+      if (answer) showPrediction(answer, "local");
+      else askServer(localEngine.session ? "this drawing needs the server's preprocessing" : localEngine.reason);
+    }
+    function ask() {
+      const mine = ++ticket;
+      if (!localEngine.session) {
+        askServer(localEngine.reason);
+        return;
+      }
+      client.cancel(); // an upload still in flight must not overwrite this drawing's answer
+      setState(mode, "busy");
+      askLocal(mine);
+    }
     const pad = makePad(document.getElementById("pad"), (phase) => {
       if (phase === "end") scheduler.now();
       else scheduler.soon();
     });
-    const scheduler = makeScheduler(() => pad.toPng((blob) => client.send(blob, "image/png")),
-                                    DEBOUNCE_MS, MAX_SILENCE_MS);
+    const scheduler = makeScheduler(ask, DEBOUNCE_MS, MAX_SILENCE_MS);
 
     mode.clear = function () {
+      ticket++;
       scheduler.cancel();
       client.cancel();
       pad.clear();
@@ -304,8 +432,9 @@
         return;
       }
       scheduler.cancel();
+      ticket++;
       openImage(file, pad.showImage);
-      client.send(file, file.type);
+      client.send(file, file.type, "uploaded files are read by the server");
     });
 
     pad.clear();
