@@ -32,6 +32,7 @@ from digitrec.read.linereader import (
     BLANK_PENALTIES,
     DIGIT_HEIGHT,
     LINE_CLASSES,
+    PENALTY_FLOOR,
     PREFER_SEGMENTS,
     LineReader,
     best_path,
@@ -549,6 +550,21 @@ def test_a_blank_penalty_lets_a_doubtful_digit_through():
     assert frame_spans(lp, 1.0) == [(2, 2)]
     assert decode(lp, blank_penalty=0.5) == []  # 0.6 e^-0.5 = 0.36 > 0.3
     assert (best_path(lp, 1.0) == best_path(lp.copy(), 1.0)).all() and decode(lp) == []  # the frames are not changed
+
+
+def test_the_penalty_never_lets_noise_through():
+    """A digit under PENALTY_FLOOR stays blank at any penalty: the stray frame at a drawn stroke's end."""
+
+    def one_doubt(blank: float, digit: int, p: float) -> np.ndarray:  # blank frames around one doubtful frame
+        frames_ = np.full((4, 11), 0.01 / 10)
+        frames_[:, BLANK] = 0.99
+        frames_[2] = (1 - blank - p) / 9
+        frames_[2, BLANK], frames_[2, digit + 1] = blank, p
+        return np.log(frames_)
+
+    assert decode(one_doubt(0.88, 1, PENALTY_FLOOR * 0.6), blank_penalty=max(BLANK_PENALTIES)) == []
+    assert digits_text(decode(one_doubt(0.80, 4, 0.12), blank_penalty=3.0)) == "4"
+    assert decode(one_doubt(0.80, 4, 0.12)) == []
 
 
 def test_read_frames_gates_on_the_likelier_of_the_two_readings():

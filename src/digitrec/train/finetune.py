@@ -43,7 +43,7 @@ from digitrec.read.reader import NO_NUMBER_BELOW, grey_view
 from digitrec.runtime import resolve_precision
 from digitrec.train.calibrate import calibration_report
 from digitrec.train.engine import TrainConfig, fit
-from digitrec.train.lines import Batch, calibration, fit_ctc, pack_lines, render_training_line
+from digitrec.train.lines import Batch, fit_ctc, fit_line_temperature, pack_lines, render_training_line
 
 __all__ = [
     "FinetuneConfig",
@@ -153,7 +153,9 @@ class FinetuneResult:
     metrics: dict[str, Any]  # val_before, val_after, epochs, best_epoch, seconds, ... (JSON-ready)
     history: list[dict[str, float]]  # per epoch: loss, val (exact share), seconds
     temperature: float = 1.0  # refitted on the validation share (numbers) or kept (digits)
-    blank_penalty: float | None = None  # line readers: refitted on the validation share (nats); digits: None
+    # Line readers: 0.0, the plain best path (a reader tuned on real images is not too sure of blanks,
+    # and a penalty refitted on a small validation share is mostly noise); digit models: None.
+    blank_penalty: float | None = None
 
     def save(self, path: str | Path) -> Path:
         """Write an ordinary model file (atomically) recording the data's digest, counts and the recipe."""
@@ -232,6 +234,8 @@ def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarr
     # Without augmentation each training image is prepared once.
     train_views = {} if config.augment else {int(i): _line_view(labelled.images[i]) for i in train_idx}
     before = read_exact(model, val_views, val_truth, device, base.temperature, norm, base.blank_penalty)
+    # The tuned model reads with the plain best path: so do the checks, and the start they must beat.
+    start = read_exact(model, val_views, val_truth, device, base.temperature, norm) if base.blank_penalty else before
     rng = np.random.default_rng([config.seed, 8])
     torch.manual_seed(config.seed)
     replay = config.replay or 0.0
@@ -263,20 +267,16 @@ def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarr
 
     run = fit_ctc(model, batches(), steps_per_epoch * config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                   warmup=0.15, clip=5.0, device=device, precision=precision, norm=norm, ema_decay=config.ema,
-                  check_every=steps_per_epoch, baseline=before, patience=config.patience, on_check=after_epoch,
-                  check=lambda kept: read_exact(kept, val_views, val_truth, device, base.temperature, norm,
-                                                base.blank_penalty))
+                  check_every=steps_per_epoch, baseline=start, patience=config.patience, on_check=after_epoch,
+                  check=lambda kept: read_exact(kept, val_views, val_truth, device, base.temperature, norm))
     seconds, best_epoch = run.seconds, run.best_check
     model.load_state_dict(run.state)
     model.eval()
-    # How the tuned model decodes, refitted on the validation share: its temperature, then its blank penalty.
-    decoding = calibration(model, list(zip(val_views, val_truth)), device)
-    temperature, penalty = decoding["temperature"], decoding["blank_penalty"]
-    after = read_exact(model, val_views, val_truth, device, temperature, norm, penalty)
+    temperature, _, _ = fit_line_temperature(model, list(zip(val_views, val_truth)), device)
+    after = read_exact(model, val_views, val_truth, device, temperature, norm)
     metrics = {"val_before": before, "val_after": after, "val_images": len(val_idx), "train_images": len(train_idx),
                "epochs": len(history), "best_epoch": best_epoch, "seconds": seconds, "precision": precision}
-    metrics["blank_penalty"] = penalty
-    return FinetuneResult(model, base, labelled, config, metrics, history, temperature, penalty)
+    return FinetuneResult(model, base, labelled, config, metrics, history, temperature, blank_penalty=0.0)
 
 
 def _line_view_aug(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
