@@ -63,11 +63,34 @@ def test_quantized_graph_runs_conv_and_dense_in_int8_and_keeps_the_answers(tiny_
     int8 = quantize_graph(fp32, calibration)
     ops = _op_types(int8)
     assert {"QLinearConv", "QGemm"} <= ops and "Conv" not in ops and "Gemm" not in ops
+    assert "Relu" not in ops and "DequantizeLinear" in ops  # uint8 from the first conv to the last dense layer
     assert "Softmax" in ops  # probabilities stay float
     p32, p8 = OnnxRunner(fp32).probabilities(images), OnnxRunner(int8).probabilities(images)
     assert p8.shape == (64, 10) and p8.dtype == np.float32
     np.testing.assert_allclose(p8.sum(axis=1), 1.0, atol=1e-5)
     assert np.abs(p8 - p32).max() < 0.02  # an untrained net: near-uniform answers, so compare the numbers
+
+
+@needs_ort
+def test_relu_after_maxpool_is_moved_before_it_with_the_same_answers(tiny_model_file: Path) -> None:
+    import onnx
+
+    from digitrec.infer.backends import onnx_graph
+    from digitrec.infer.onnx import OnnxRunner
+    from digitrec.infer.quantize import _relu_before_pool
+    from digitrec.models.checkpoint import load_model
+
+    graph = onnx_graph(load_model(tiny_model_file))
+    proto = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
+    before = [n.op_type for n in proto.graph.node if n.op_type in ("MaxPool", "Relu")]
+    assert before[:2] == ["MaxPool", "Relu"]  # the seed CNN pools, then applies ReLU
+    moved = _relu_before_pool(proto)
+    onnx.checker.check_model(moved)
+    after = [n.op_type for n in moved.graph.node if n.op_type in ("MaxPool", "Relu")]
+    assert after[:4] == ["Relu", "MaxPool", "Relu", "MaxPool"] and len(after) == len(before)
+    images = np.random.default_rng(1).random((16, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(OnnxRunner(moved.SerializeToString()).probabilities(images),
+                               OnnxRunner(graph).probabilities(images), atol=1e-6)
 
 
 @needs_ort
@@ -141,7 +164,7 @@ def test_a_cached_int8_graph_loads_without_torch(tmp_path: Path, tiny_model_file
 
     assert probe() == "onnx int8 True (1, 10)"  # the first load quantizes (PyTorch exports the fp32 graph)
     names = sorted(p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx"))
-    assert len(names) == 2 and names[0].endswith("-int8.onnx") and names[0].startswith(names[1][:32])
+    assert len(names) == 2 and "-int8r" in names[0] and names[0].startswith(names[1][:32])
     assert probe() == "onnx int8 False (1, 10)"  # the cached int8 graph alone: PyTorch never imported
 
 

@@ -27,13 +27,16 @@ from digitrec.fileio import atomic_write, cache_dir
 if TYPE_CHECKING:
     from digitrec.models.header import ModelFile
 
-__all__ = ["ONNX_OPSET", "onnxruntime_available", "resolve_backend", "graph_cache_path", "cached_graph",
+__all__ = ["ONNX_OPSET", "INT8_RECIPE", "onnxruntime_available", "resolve_backend", "graph_cache_path", "cached_graph",
            "required_graph", "store_graph", "OnnxRunner"]
 
 ONNX_OPSET = 17
 # Up to this many images per call run on one thread: for a handful of images, waking a
 # second thread costs more than it saves, and on a busy machine it waits for a free core.
 SMALL_BATCH = 8
+# The int8 recipe's number, in the int8 graph's cache name: bump it whenever
+# digitrec.infer.quantize changes how it quantizes, so no process answers with a graph of the old recipe.
+INT8_RECIPE = 3
 CHUNK = 100  # images per forward pass for large inputs (activations stay in cache)
 
 
@@ -85,13 +88,14 @@ def _digest(path: str, inode: int, mtime_ns: int, size: int) -> str:
 def graph_cache_path(model_path: str | os.PathLike[str], precision: str = "fp32") -> Path:
     """Where the ``precision`` ("fp32" or "int8") graph of the model file at ``model_path`` is cached.
 
-    Named by the file's SHA-256; the int8 graph's name adds ``-int8``, so both lie side by side.
+    Named by the file's SHA-256; the int8 graph's name adds ``-int8`` and the recipe's number
+    (:data:`INT8_RECIPE`), so both lie side by side.
     """
     if precision not in ("fp32", "int8"):
         raise ConfigError(f"no ONNX graph in precision {precision!r} (fp32 or int8)")
     stat = os.stat(model_path)
     digest = _digest(str(Path(model_path).resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    suffix = "" if precision == "fp32" else f"-{precision}"
+    suffix = "" if precision == "fp32" else f"-int8r{INT8_RECIPE}"
     return cache_dir("onnx", f"{digest}-digitrec{__version__}-opset{ONNX_OPSET}{suffix}.onnx")
 
 
