@@ -129,12 +129,14 @@ def test_line_readers_are_refused(tmp_path: Path) -> None:
 
 @needs_ort
 @requires_mnist
-def test_seed_int8_test_accuracy_is_within_a_tenth_of_a_point_of_fp32(real_mnist) -> None:
+@pytest.mark.parametrize("name", ["seed", pytest.param("best", marks=pytest.mark.slow),
+                                  pytest.param("ensemble", marks=pytest.mark.slow)])
+def test_int8_test_accuracy_is_within_a_tenth_of_a_point_of_fp32(real_mnist, name: str) -> None:
     import digitrec
 
     images, labels = real_mnist.test_images, real_mnist.test_labels
-    fp32 = digitrec.load("seed", verifier=None, line_reader=None)
-    int8 = digitrec.load("seed", precision="int8", verifier=None, line_reader=None)
+    fp32 = digitrec.load(name, verifier=None, line_reader=None)
+    int8 = digitrec.load(name, precision="int8", verifier=None, line_reader=None)
     assert int8.precision == "int8" and int8.backend == "onnx"
     acc32 = (fp32.predict_proba(images).argmax(axis=1) == labels).mean()
     acc8 = (int8.predict_proba(images).argmax(axis=1) == labels).mean()
@@ -223,3 +225,20 @@ def test_cli_int8_without_onnxruntime_is_one_line(tmp_path: Path) -> None:
     proc = run("export", "--int8", "--out", str(out), env=env)
     assert_one_line_error(proc, 1, "needs ONNX Runtime")
     assert not out.exists()
+
+
+@needs_ort
+@requires_mnist
+def test_the_server_answers_in_int8(tiny_model_file: Path, digit_png: bytes) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from digitrec.serve import create_app
+
+    config = ServeConfig(model=str(tiny_model_file), precision="int8", verifier="none", line_reader="none")
+    with TestClient(create_app(config)) as client:
+        info = client.get("/v1/model").json()
+        assert info["precision"] == "int8"
+        r = client.post("/v1/predict", content=digit_png, headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["probabilities"]) == 10
