@@ -129,8 +129,9 @@ def test_line_readers_are_refused(tmp_path: Path) -> None:
 
 @needs_ort
 @requires_mnist
-@pytest.mark.parametrize("name", ["seed", pytest.param("best", marks=pytest.mark.slow),
-                                  pytest.param("ensemble", marks=pytest.mark.slow)])
+# The ensemble (six VGG models) meets the bound too (bench/int8.py: 99.69% fp32, 99.70% int8), but
+# took 75 s here on two loaded cores: measured by the bench, not by every test run.
+@pytest.mark.parametrize("name", ["seed", pytest.param("best", marks=pytest.mark.slow)])
 def test_int8_test_accuracy_is_within_a_tenth_of_a_point_of_fp32(real_mnist, name: str) -> None:
     import digitrec
 
