@@ -13,6 +13,7 @@ from digitrec.data.preprocess import NORMALIZATION
 from digitrec.infer.evaluate import (
     confusion_matrix,
     evaluate,
+    evaluate_probabilities,
     per_class_metrics,
     predict_logits,
 )
@@ -169,3 +170,25 @@ def test_evaluate_rejects_bad_labels(labels, needle):
     images = np.zeros((5, 28, 28), np.uint8)
     with pytest.raises(DatasetError, match=needle):
         evaluate(create_model("seed"), images, labels, device=torch.device("cpu"))
+
+
+def test_evaluate_probabilities_matches_evaluate_on_the_same_answers():
+    rng = np.random.default_rng(3)
+    table = {c: rng.normal(size=10).tolist() for c in range(20)}
+    images = images_with_codes(list(range(20)))
+    labels = rng.integers(0, 10, 20)
+    direct = evaluate(LookupModel(table), images, labels, device=CPU, temperature=1.5)
+    rows = np.array([table[c] for c in range(20)]) / 1.5
+    probs = np.exp(log_softmax(rows)).astype(np.float32)
+    other = evaluate_probabilities(probs, labels)  # as an int8 ONNX graph hands them back
+    np.testing.assert_array_equal(other.predictions, direct.predictions)
+    np.testing.assert_array_equal(other.confusion, direct.confusion)
+    assert other.accuracy == direct.accuracy
+    assert other.loss == pytest.approx(direct.loss, rel=1e-5)
+    np.testing.assert_allclose(other.confidences, direct.confidences, rtol=1e-5)
+
+
+def test_evaluate_probabilities_keeps_a_zero_probability_finite():
+    probs = np.array([[1.0] + [0.0] * 9, [0.0, 1.0] + [0.0] * 8], np.float32)
+    result = evaluate_probabilities(probs, np.array([1, 1]))  # the first image's true class got 0
+    assert np.isfinite(result.loss) and result.accuracy == 0.5

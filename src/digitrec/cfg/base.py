@@ -11,10 +11,13 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["MAX_SEED", "PRECISIONS", "BACKENDS", "MIN_CONFIDENCE", "option"]
+__all__ = ["MAX_SEED", "PRECISIONS", "INFER_PRECISIONS", "BACKENDS", "MIN_CONFIDENCE", "option"]
 
 MAX_SEED = 2**63  # seeds must fit torch's generator (signed 64-bit)
 PRECISIONS = ("auto", "fp32", "bf16")  # compute precision: auto = bf16 where the hardware runs it natively
+# Inference precisions: the training ones plus int8 (a statically quantized ONNX graph), which
+# only inference takes: training stays on PRECISIONS.
+INFER_PRECISIONS = (*PRECISIONS, "int8")
 BACKENDS = ("auto", "torch", "onnx")  # inference backends: eager PyTorch, ONNX Runtime, or the faster that applies
 MIN_CONFIDENCE = 0.7  # answers below this calibrated confidence are flagged unsure (CLI, API and server)
 

@@ -107,7 +107,8 @@ class Parents:
     data: Parser  # --data-dir
     threads: Parser  # --threads
     placement: Parser  # --threads, --device
-    device: Parser  # --threads, --device, --precision
+    device: Parser  # --threads, --device, --precision (training precisions)
+    inference: Parser  # --threads, --device, --precision (inference precisions: int8 too)
     reading: Parser  # --verifier, --line-reader
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from digitrec.cfg.base import BACKENDS, MAX_SEED, MIN_CONFIDENCE
+from digitrec.cfg.base import BACKENDS, INFER_PRECISIONS, MAX_SEED, MIN_CONFIDENCE
 from digitrec.cli.common import (
     Parents,
     check_outputs,
@@ -81,8 +81,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--show takes exactly one input image")
     if args.show_input and len(inputs) != 1:
         raise ConfigError("--show-input takes exactly one input image")
-    rec = load(args.model, device=args.device, backend=args.backend,
-               min_confidence=args.min_confidence, verifier=None, line_reader=None)  # single digits: no number helpers
+    rec = load(args.model, device=args.device, precision=args.precision, backend=args.backend,
+               min_confidence=args.min_confidence, verifier=None, line_reader=None,  # single digits: no number helpers
+               data_dir=args.data_dir)
 
     def one(name: str, item: tuple[Any, int | None]) -> None:
         source, truth = item
@@ -202,6 +203,10 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
                    help=f"flag answers below this calibrated confidence as unsure (default: {MIN_CONFIDENCE:.2f})")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help=backend_help)
+    p.add_argument("--precision", default="fp32", choices=INFER_PRECISIONS,
+                   help="compute precision; int8 runs the model statically quantized by ONNX Runtime (CPU, the onnx "
+                   "extra; calibrated once on MNIST validation images from --data-dir and cached) "
+                   "(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_predict)
 
@@ -219,7 +224,7 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_read)
 
-    p = sub.add_parser("evaluate", parents=[parents.common, parents.data, parents.device],
+    p = sub.add_parser("evaluate", parents=[parents.common, parents.data, parents.inference],
                        help="evaluate a model on MNIST",
                        description="Loss, accuracy, per-class precision/recall/F1 and the confusion matrix; "
                        "with --confusion and --errors, also the confusion heatmap and a gallery of "

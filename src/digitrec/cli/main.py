@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from digitrec import __version__
-from digitrec.cfg.base import PRECISIONS
+from digitrec.cfg.base import INFER_PRECISIONS, PRECISIONS
 from digitrec.cli import data, infer, models, serve, train
 from digitrec.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, Parents, Parser, err, int_at_least, thread_count
 from digitrec.errors import DigitrecError
@@ -40,6 +40,11 @@ def _parents() -> Parents:
     device = Parser(add_help=False, parents=[placement])  # ... and in which precision
     device.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="compute precision; auto uses bf16 where the hardware runs it natively")
+    inference = Parser(add_help=False, parents=[placement])  # ... for inference, where int8 is one more choice
+    inference.add_argument("--precision", default="auto", choices=INFER_PRECISIONS,
+                           help="compute precision; auto uses bf16 where the hardware runs it natively; int8 runs "
+                           "the model statically quantized by ONNX Runtime (CPU, the onnx extra; calibrated once "
+                           "on MNIST validation images and cached)")
     reading = Parser(add_help=False)  # the helper models that read numbers
     reading.add_argument("--verifier", default="bundled",
                          help="piece verifier telling whole digits from parts and touching pairs when reading "
@@ -48,7 +53,7 @@ def _parents() -> Parents:
                          help="line reader that reads a whole number without cutting it: 'bundled', a file from "
                          "'digitrec train-line-reader' or 'digitrec finetune', or 'none' (default: %(default)s)")
     return Parents(common=common, data=data_opts, threads=threads, placement=placement, device=device,
-                   reading=reading)
+                   inference=inference, reading=reading)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -105,12 +105,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".onnx"):
         raise ConfigError(f"{args.out}: the output must end in .onnx")
     check_outputs(model=Path(args.out))
-    export_onnx(load_model(args.model), args.out)
-    size = Path(args.out).stat().st_size
-    if args.json:
-        emit_json({"model": args.model, "format": "onnx", "path": args.out, "bytes": size})
+    if args.int8:
+        from digitrec.infer.quantize import export_int8
+
+        export_int8(load_model(args.model), args.out, args.data_dir, progress=download_progress(args.quiet))
     else:
-        print(f"wrote {args.out} ({size / 1e6:.1f} MB): input 'images' (N, 28, 28) float32 in [0, 1], "
+        export_onnx(load_model(args.model), args.out)
+    size = Path(args.out).stat().st_size
+    precision = "int8" if args.int8 else "fp32"
+    if args.json:
+        emit_json({"model": args.model, "format": "onnx", "precision": precision, "path": args.out, "bytes": size})
+    else:
+        print(f"wrote {args.out} ({size / 1e6:.1f} MB, {precision}): input 'images' (N, 28, 28) float32 in [0, 1], "
               "output 'probabilities' (N, 10)")
     return 0
 
@@ -160,12 +166,15 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_ensemble)
 
-    p = sub.add_parser("export", parents=[parents.common], help="export a model for deployment (ONNX)",
+    p = sub.add_parser("export", parents=[parents.common, parents.data], help="export a model for deployment (ONNX)",
                        description="Write a model as an ONNX graph that takes prepared (N, 28, 28) [0, 1] "
                        "images and returns class probabilities (normalisation and temperature included). "
                        "Needs the onnx extra: pip install 'digitrec[onnx]'.")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write (.onnx)")
+    p.add_argument("--int8", action="store_true",
+                   help="write the int8 graph: statically quantized by ONNX Runtime, calibrated on 1,000 MNIST "
+                   "validation images (read from --data-dir; never the test set)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_export)
 

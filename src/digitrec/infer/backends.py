@@ -10,7 +10,8 @@ temperature):
   overhead than eager PyTorch: measured in ``bench/speed.py``. A file's graph is exported once
   and cached per user, so later processes skip the export.
 
-``auto`` picks ``onnx`` for fp32 on the CPU when ONNX Runtime imports, else ``torch``.
+``auto`` picks ``onnx`` for fp32 on the CPU when ONNX Runtime imports, else ``torch``. int8
+runs on ``onnx`` alone, through the statically quantized graph of :mod:`digitrec.infer.quantize`.
 :func:`export_onnx` writes the same graph to a file for deployment.
 """
 
@@ -130,7 +131,7 @@ def onnx_graph(model_file: ModelFile) -> bytes | Path:
 
 
 class InferenceEngine:
-    """Runs one loaded model file on prepared images with the chosen backend."""
+    """Runs one loaded model file on prepared images with the chosen backend (and precision: fp32, bf16, int8)."""
 
     def __init__(
         self,
@@ -138,12 +139,18 @@ class InferenceEngine:
         device: torch.device,
         precision: str = "fp32",
         backend: Literal["auto", "torch", "onnx"] | str = "auto",
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.backend: str = resolve_backend(backend, device.type, precision)  # "torch" or "onnx"
         self.model_file = model_file
         self.device = device
         self.precision = precision
-        if self.backend == "onnx":
+        if precision == "int8":
+            from digitrec.infer.quantize import int8_graph
+
+            # Quantized once per model file and cached; calibration reads MNIST from data_dir.
+            self._onnx = OnnxRunner(int8_graph(model_file, data_dir))
+        elif self.backend == "onnx":
             # As many threads for batches as PyTorch is allowed (a server sets one per worker).
             self._onnx = OnnxRunner(onnx_graph(model_file))
 

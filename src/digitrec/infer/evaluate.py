@@ -15,8 +15,8 @@ from digitrec.errors import DatasetError
 from digitrec.models.checkpoint import load_model
 from digitrec.runtime import autocast, resolve_device, resolve_precision
 
-__all__ = ["predict_logits", "EvalResult", "evaluate", "confusion_matrix", "per_class_metrics", "FileEvaluation",
-           "evaluate_model_file"]
+__all__ = ["predict_logits", "EvalResult", "evaluate", "evaluate_probabilities", "confusion_matrix",
+           "per_class_metrics", "FileEvaluation", "evaluate_model_file"]
 
 
 def predict_logits(
@@ -119,6 +119,23 @@ def evaluate(
     temperature: float = 1.0,
 ) -> EvalResult:
     """Evaluate ``model`` on uint8 images (N, 28, 28) with integer labels (N,)."""
+    labels_np = _check_labels(images, labels)
+    x = torch.as_tensor(images)
+    logits = predict_logits(
+        model, x, device=device, precision=precision, batch_size=batch_size, normalization=normalization
+    ) / temperature
+    return _result(logits.log_softmax(dim=1), torch.as_tensor(labels_np, dtype=torch.long).to(device))
+
+
+def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray | torch.Tensor) -> EvalResult:
+    """Metrics of class probabilities (N, C) from another runtime (e.g. an int8 ONNX graph) against labels (N,)."""
+    labels_np = _check_labels(probabilities, labels)
+    # A probability rounded to 0 would make the loss infinite; 1e-12 caps one image's loss at 27.6 nats.
+    log_probs = torch.from_numpy(np.asarray(probabilities, dtype=np.float32)).clamp_min(1e-12).log()
+    return _result(log_probs, torch.as_tensor(labels_np, dtype=torch.long))
+
+
+def _check_labels(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> np.ndarray:
     labels_np = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if len(images) != len(labels_np) or labels_np.ndim != 1:
         raise DatasetError(f"{len(images)} images but labels of shape {labels_np.shape}")
@@ -126,17 +143,17 @@ def evaluate(
         raise DatasetError(f"labels must be integers, got {labels_np.dtype}")
     if len(labels_np) and (labels_np.min() < 0 or labels_np.max() >= 10):
         raise DatasetError(f"labels must be digits 0-9, found {labels_np.min()}..{labels_np.max()}")
-    x = torch.as_tensor(images)
-    y = torch.as_tensor(labels_np, dtype=torch.long).to(device)
-    logits = predict_logits(
-        model, x, device=device, precision=precision, batch_size=batch_size, normalization=normalization
-    ) / temperature
-    loss = float(F.cross_entropy(logits, y).item()) if len(y) else float("nan")
-    probs = logits.softmax(dim=1)
+    return labels_np
+
+
+def _result(log_probs: torch.Tensor, y: torch.Tensor) -> EvalResult:
+    """Metrics of log-probabilities (N, C) against labels (N,) on the same device."""
+    loss = float(F.nll_loss(log_probs, y).item()) if len(y) else float("nan")
+    probs = log_probs.exp()
     conf, pred = probs.max(dim=1)
     pred_np = pred.cpu().numpy()
     y_np = y.cpu().numpy()
-    cm = confusion_matrix(y_np, pred_np, num_classes=logits.shape[1])
+    cm = confusion_matrix(y_np, pred_np, num_classes=log_probs.shape[1])
     pcm = per_class_metrics(cm)
     return EvalResult(
         loss=loss,
@@ -161,8 +178,21 @@ class FileEvaluation:
 
 def evaluate_model_file(model: str, mnist: MNIST, *, split: str = "test", device: str | torch.device = "auto",
                         precision: str = "auto") -> FileEvaluation:
-    """Load ``model`` (a file or bundled name) and evaluate it on ``mnist``'s ``split`` ("test" or "train")."""
+    """Load ``model`` (a file or bundled name) and evaluate it on ``mnist``'s ``split`` ("test" or "train").
+
+    ``precision`` "int8" runs the model's int8 ONNX graph (:mod:`digitrec.infer.quantize`, calibrated
+    on ``mnist``'s validation images) on the CPU; the others run PyTorch.
+    """
     dev = resolve_device(device)
+    if precision == "int8":
+        from digitrec.infer.onnx import OnnxRunner, resolve_backend
+        from digitrec.infer.quantize import int8_graph
+
+        resolve_backend("onnx", dev.type, precision)  # CPU and ONNX Runtime, else one line
+        mf = load_model(model, dev)
+        images, labels = mnist.split(split)
+        probs = OnnxRunner(int8_graph(mf, mnist.directory)).probabilities(images)
+        return FileEvaluation(mf.arch, evaluate_probabilities(probs, labels))
     mf = load_model(model, dev)
     images, labels = mnist.split(split)
     result = evaluate(mf.model, images, labels, device=dev, precision=resolve_precision(precision, dev),

@@ -2,7 +2,8 @@
 
 A model file's ONNX graph (normalisation, model, temperature and softmax in one function, made
 by :func:`digitrec.infer.backends.export_onnx`) is exported once and kept under the user cache
-(``$DIGITREC_CACHE_DIR/onnx``), named by the SHA-256 of the model file's bytes. A later process
+(``$DIGITREC_CACHE_DIR/onnx``), named by the SHA-256 of the model file's bytes and the precision
+(its int8 graph, from :mod:`digitrec.infer.quantize`, lies beside the fp32 one). A later process
 that finds it answers without importing PyTorch at all, which is most of a command's start-up.
 """
 
@@ -19,20 +20,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from digitrec import __version__
-from digitrec.cfg.base import BACKENDS
+from digitrec.cfg.base import BACKENDS, INFER_PRECISIONS
 from digitrec.errors import ConfigError, ModelFileError
 from digitrec.fileio import atomic_write, cache_dir
 
 if TYPE_CHECKING:
     from digitrec.models.header import ModelFile
 
-__all__ = ["ONNX_OPSET", "onnxruntime_available", "resolve_backend", "graph_cache_path", "cached_graph",
+__all__ = ["ONNX_OPSET", "INT8_RECIPE", "onnxruntime_available", "resolve_backend", "graph_cache_path", "cached_graph",
            "required_graph", "store_graph", "OnnxRunner"]
 
 ONNX_OPSET = 17
 # Up to this many images per call run on one thread: for a handful of images, waking a
 # second thread costs more than it saves, and on a busy machine it waits for a free core.
 SMALL_BATCH = 8
+# The int8 recipe's number, in the int8 graph's cache name: bump it whenever
+# digitrec.infer.quantize changes how it quantizes, so no process answers with a graph of the old recipe.
+INT8_RECIPE = 3
 CHUNK = 100  # images per forward pass for large inputs (activations stay in cache)
 
 
@@ -46,9 +50,23 @@ def onnxruntime_available() -> bool:
 
 
 def resolve_backend(backend: str, device_type: str, precision: str) -> str:
-    """``"torch"`` or ``"onnx"`` for a requested ``backend`` ("auto", "torch", "onnx") on that device and precision."""
+    """``"torch"`` or ``"onnx"`` for a requested ``backend`` ("auto", "torch", "onnx") on that device and precision.
+
+    int8 runs through ONNX Runtime alone (a statically quantized graph): it refuses the torch
+    backend, a device other than the CPU and a missing ONNX Runtime, each in one line.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"invalid backend {backend!r} (use {', '.join(BACKENDS)})")
+    if precision not in INFER_PRECISIONS:
+        raise ConfigError(f"invalid precision {precision!r} (use {', '.join(INFER_PRECISIONS)})")
+    if precision == "int8":
+        if backend == "torch":
+            raise ConfigError("int8 runs on the onnx backend only (use --backend onnx or auto)")
+        if device_type != "cpu":
+            raise ConfigError("int8 runs on the CPU only (use --device cpu)")
+        if not onnxruntime_available():
+            raise ConfigError("int8 inference needs ONNX Runtime: pip install 'digitrec[onnx]'")
+        return "onnx"
     onnx_ok = device_type == "cpu" and precision == "fp32"
     if backend == "onnx":
         if not onnx_ok:
@@ -67,34 +85,41 @@ def _digest(path: str, inode: int, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
 
 
-def graph_cache_path(model_path: str | os.PathLike[str]) -> Path:
-    """Where the graph of the model file at ``model_path`` is cached (named by the file's SHA-256)."""
+def graph_cache_path(model_path: str | os.PathLike[str], precision: str = "fp32") -> Path:
+    """Where the ``precision`` ("fp32" or "int8") graph of the model file at ``model_path`` is cached.
+
+    Named by the file's SHA-256; the int8 graph's name adds ``-int8`` and the recipe's number
+    (:data:`INT8_RECIPE`), so both lie side by side.
+    """
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"no ONNX graph in precision {precision!r} (fp32 or int8)")
     stat = os.stat(model_path)
     digest = _digest(str(Path(model_path).resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    return cache_dir("onnx", f"{digest}-digitrec{__version__}-opset{ONNX_OPSET}.onnx")
+    suffix = "" if precision == "fp32" else f"-int8r{INT8_RECIPE}"
+    return cache_dir("onnx", f"{digest}-digitrec{__version__}-opset{ONNX_OPSET}{suffix}.onnx")
 
 
-def cached_graph(model_path: str | os.PathLike[str]) -> Path | None:
-    """The cached graph of ``model_path``, or None when there is none yet (or the file cannot be read)."""
+def cached_graph(model_path: str | os.PathLike[str], precision: str = "fp32") -> Path | None:
+    """The cached ``precision`` graph of ``model_path``, or None when there is none yet (or the file cannot be read)."""
     try:
-        path = graph_cache_path(model_path)
+        path = graph_cache_path(model_path, precision)
     except OSError:
         return None
     return path if path.is_file() else None
 
 
-def required_graph(model_file: ModelFile) -> Path:
+def required_graph(model_file: ModelFile, precision: str = "fp32") -> Path:
     """The cached graph of a model file read as a header only (no weights): it must exist."""
-    graph = cached_graph(model_file.path) if model_file.path is not None else None
+    graph = cached_graph(model_file.path, precision) if model_file.path is not None else None
     if graph is None:
-        raise ModelFileError(f"{model_file.path}: no cached ONNX graph; load the model file in full")
+        raise ModelFileError(f"{model_file.path}: no cached {precision} ONNX graph; load the model file in full")
     return graph
 
 
-def store_graph(model_path: str | os.PathLike[str], graph: bytes) -> Path | None:
+def store_graph(model_path: str | os.PathLike[str], graph: bytes, precision: str = "fp32") -> Path | None:
     """Cache ``graph`` for ``model_path`` (atomically); None when the cache cannot be written (read-only home)."""
     try:
-        path = graph_cache_path(model_path)
+        path = graph_cache_path(model_path, precision)
         with atomic_write(path) as fh:
             fh.write(graph)
     except OSError:

@@ -111,6 +111,7 @@ class Recogniser:
         min_confidence: float | None = None,
         verifier: ModelFile | None = None,
         line_reader: ModelFile | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.model_file = model_file
         self.device = device
@@ -121,12 +122,12 @@ class Recogniser:
         self._engine: Any
         if model_file.model is None:
             # Only the header was read: its graph is in the cache (see load()), and PyTorch stays unloaded.
-            self._engine = OnnxRunner(required_graph(model_file))
+            self._engine = OnnxRunner(required_graph(model_file, precision))
             self._backend = "onnx"
         else:
             from digitrec.infer.backends import InferenceEngine  # PyTorch
 
-            self._engine = InferenceEngine(model_file, device, precision, backend)  # type: ignore[arg-type]
+            self._engine = InferenceEngine(model_file, device, precision, backend, data_dir)  # type: ignore[arg-type]
             self._backend = self._engine.backend
         # The helper models that read numbers (None: the segmenter alone, scored by the classifier).
         self.verifier = verifier
@@ -292,6 +293,7 @@ def load(
     min_confidence: float | None = None,
     verifier: str | os.PathLike[str] | None = "bundled",
     line_reader: str | os.PathLike[str] | None = "bundled",
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> Recogniser:
     """Load a bundled model by name (``"seed"``) or a model file by path into a :class:`Recogniser`.
 
@@ -308,19 +310,28 @@ def load(
     (``"bundled"`` is not loaded with a grey reader, which has no use for it; see
     :mod:`digitrec.read.verifier`).
 
-    On the CPU in fp32 with ONNX Runtime, each model's ONNX graph is exported on first use and
+    ``precision`` is ``"fp32"``, ``"bf16"`` (PyTorch autocast), ``"auto"`` (bf16 where the hardware
+    runs it natively) or ``"int8"``: the digit model's ONNX graph statically quantized by ONNX
+    Runtime (:mod:`digitrec.infer.quantize`; CPU and ONNX Runtime only), calibrated once per
+    model file on MNIST validation images read from ``data_dir`` (default: ``$DIGITREC_DATA_DIR``,
+    then the user cache, downloading if missing) and cached. Helper models stay fp32.
+
+    On the CPU in fp32 or int8 with ONNX Runtime, each model's ONNX graph is exported on first use and
     cached per user (:mod:`digitrec.infer.onnx`); when every model asked for has a cached graph
     and a built-in architecture, only the files' headers are read and PyTorch is not imported.
     """
     threshold = _check_min_confidence(DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence)
     quick = _headers_only(name_or_path, device, precision, backend, verifier, line_reader)
     if quick is not None:
-        return Recogniser(quick[0], "cpu", "fp32", "onnx", threshold, None, quick[1])
+        return Recogniser(quick[0], "cpu", "int8" if precision == "int8" else "fp32", "onnx", threshold, None,
+                          quick[1])
     from digitrec.models.checkpoint import load_model  # the full path: PyTorch from here on
+    from digitrec.models.registry import get_model_spec
     from digitrec.read.verifier import bundled_verifier
     from digitrec.runtime import resolve_device, resolve_precision
 
     dev = resolve_device(device)
+    resolve_backend(backend, dev.type, precision)  # int8 on a GPU or without ONNX Runtime: one line, before loading
     if _reads_lines(name_or_path):  # a line reader file (e.g. from `digitrec finetune`) given as the model
         if line_reader in (None, "none"):
             raise ModelFileError(f"{name_or_path}: a line reader, which reads whole numbers: use it with "
@@ -332,12 +343,15 @@ def load(
     reads_grey = line_file is not None and line_file.metadata.get("input") == "paper"
     verifier_file = None if reads_grey and verifier == "bundled" else \
         _helper_model(verifier, bundled_verifier, "piece verifier", "train-verifier", dev, num_classes=2)
-    return Recogniser(load_model(name_or_path, dev), dev, resolve_precision(precision, dev), backend, threshold,
-                      verifier_file, line_file)
+    digits = load_model(name_or_path, dev)
+    if precision == "int8" and get_model_spec(digits.arch).task != "digits":
+        raise ConfigError(f"int8 is for digit models; {digits.arch!r} is not one (use fp32)")
+    compute = "int8" if precision == "int8" else resolve_precision(precision, dev)
+    return Recogniser(digits, dev, compute, backend, threshold, verifier_file, line_file, data_dir)
 
 
-def _header_file(name_or_path: str | os.PathLike[str], task: str) -> ModelFile | None:
-    """A model file's header as a :class:`ModelFile` without weights, if its graph is cached; else None.
+def _header_file(name_or_path: str | os.PathLike[str], task: str, precision: str = "fp32") -> ModelFile | None:
+    """A model file's header as a :class:`ModelFile` without weights, if its ``precision`` graph is cached; else None.
 
     Only for built-in architectures of ``task``: the graph cache is keyed by the file's bytes,
     so the file was loaded and checked in full when its graph was exported.
@@ -347,7 +361,7 @@ def _header_file(name_or_path: str | os.PathLike[str], task: str) -> ModelFile |
         meta = read_metadata(path)
     except ModelFileError:
         return None  # the full load says what is wrong
-    if _BUILTIN_TASKS.get(meta.get("arch")) != task or cached_graph(path) is None:
+    if _BUILTIN_TASKS.get(meta.get("arch")) != task or cached_graph(path, precision) is None:
         return None
     class_names = meta.get("class_names", [str(i) for i in range(10)])
     return ModelFile(model=None, arch=meta["arch"], model_config=dict(meta.get("model_config") or {}),
@@ -378,7 +392,7 @@ def _headers_only(name_or_path: str | os.PathLike[str], device: object, precisio
             return None  # an ink reader works with the segmenter and its verifier: the full path
     elif verifier == "bundled":
         return None  # the segmenter would use the bundled verifier
-    digits = _header_file(name_or_path, "digits")
+    digits = _header_file(name_or_path, "digits", "int8" if precision == "int8" else "fp32")
     return None if digits is None else (digits, lines)
 
 
