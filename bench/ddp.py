@@ -3,10 +3,11 @@
 Each round trains the same recipe once in every set-up, in turn (so a drift in the machine's
 load touches all alike): a plain single process (no DDP; the reference) with 2 torch threads
 and with 1, ``--nproc 1`` with 2 threads and with 1, and ``--nproc 2`` (1 thread each). The
-global batch is the same in all (each of 2 processes takes half of it). Figures come from the epochs' own timings in the model file's history, so process start-up,
-data loading and the test are left out; the first epoch is a warm-up and is dropped. ms/step is
-one global batch; samples/s counts training images over all processes. Reported: the medians
-over rounds and the ratio of each set-up's samples/s to the reference's.
+global batch is the same in all (each of 2 processes takes half of it). Figures come from the
+epochs' own timings in the model file's history, so process start-up, data loading and the test
+are left out; the first epoch is a warm-up and is dropped. ms/step is one global batch;
+samples/s counts training images over all processes. Reported: the medians over rounds and the
+ratio of each set-up's samples/s to the reference's.
 
     python bench/ddp.py --rounds 3 --out bench/results/ddp.json
 """
@@ -96,7 +97,7 @@ def main() -> None:
     print(f"{'set-up':<20} {'ms/step':>8} {'samples/s':>10} {'vs ref':>9}")
     for row in rows:
         print(f"{row['setup']:<20} {row['ms_per_step']:>8.1f} {row['samples_per_s']:>10,.0f} "
-              f"{row['vs_ddp_1_process']:>8.2f}x")
+              f"{row['vs_reference']:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -172,9 +172,11 @@ def launch(nproc: int, argv: Sequence[str], *, master_addr: str = "127.0.0.1", m
     """Run ``python -m digitrec ARGV`` as ``nproc`` ranks on this node through torchrun's own entry point.
 
     Returns 0 when every rank succeeded, or the exit status of a rank that failed after printing
-    its own error line. Raises :class:`DistributedError` (one line) when the ranks cannot be
-    started, or a rank died without saying why (killed by a signal, an unexpected exit status).
+    its own error line; Ctrl-C is a KeyboardInterrupt, as in one process. Raises
+    :class:`DistributedError` (one line) when the ranks cannot be started, or a rank died without
+    saying why (killed by a signal, an unexpected exit status).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
@@ -189,6 +191,8 @@ def launch(nproc: int, argv: Sequence[str], *, master_addr: str = "127.0.0.1", m
             torchrun(args)
         except ChildFailedError as exc:
             return _child_failure(exc)
+        except SignalException as exc:  # Ctrl-C or SIGTERM reached the agent; it has stopped the ranks
+            raise KeyboardInterrupt from exc
         except (Exception, SystemExit) as exc:  # rendezvous, store or agent start-up failures
             raise DistributedError(f"cannot start {nproc} training processes on {master_addr}:{master_port} "
                                    f"({first_line(exc)})") from exc
