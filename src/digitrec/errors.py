@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["DigitrecError", "DatasetError", "ModelFileError", "ImageError", "ConfigError", "first_line"]
+__all__ = [
+    "DigitrecError", "DatasetError", "ModelFileError", "ImageError", "ConfigError", "DistributedError", "first_line",
+]
 
 
 def first_line(exc: BaseException) -> str:
@@ -25,6 +27,10 @@ class ModelFileError(DigitrecError):
 
 class ImageError(DigitrecError):
     """An input image cannot be read or has no usable content."""
+
+
+class DistributedError(DigitrecError):
+    """A distributed run could not start or lost a process (rendezvous, a rank that died)."""
 
 
 class ConfigError(DigitrecError, ValueError):

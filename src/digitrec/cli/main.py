@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: `train --nproc` passes it on to the ranks
     try:
         with thread_count(getattr(args, "threads", None)):
             return int(args.func(args))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from digitrec.cfg import FinetuneConfig, LineTrainConfig, TrainConfig, VerifierConfig, list_presets
 from digitrec.cli.common import (
+    EXIT_ERROR,
     EXIT_INTERRUPTED,
     Parents,
     TrainProgress,
@@ -20,12 +21,17 @@ from digitrec.cli.common import (
     download_progress,
     emit_json,
     err,
+    int_at_least,
     step_bar,
     thread_count,
     torch_threads,
 )
 from digitrec.cli.flags import add_config_flags, config_from, given_fields
-from digitrec.errors import ConfigError, DatasetError
+from digitrec.errors import ConfigError, DatasetError, DistributedError, first_line
+
+if TYPE_CHECKING:
+    from digitrec.train.distributed import Dist
+    from digitrec.train.engine import TrainResult
 
 if TYPE_CHECKING:
     from digitrec.data.mnist import MNIST
@@ -35,9 +41,7 @@ __all__ = ["add_commands"]
 
 def cmd_train(args: argparse.Namespace) -> int:
     from digitrec.cfg.presets import preset_config
-    from digitrec.data.mnist import load_mnist
-    from digitrec.runtime import resolve_device
-    from digitrec.train.engine import train
+    from digitrec.train import distributed as ddp
 
     config = preset_config(args.preset, **given_fields(args, TrainConfig))
     if args.resume and not args.checkpoint:
@@ -50,16 +54,87 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_outputs(model=Path(args.checkpoint))
         if Path(args.checkpoint).resolve() in (out.resolve(), history_plot and history_plot.resolve()):
             raise ConfigError(f"{args.checkpoint} is given for two outputs; use different file names")
-    device = resolve_device(args.device)
-    mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet))
-    progress = TrainProgress(args.quiet)
-    if args.resume and Path(args.checkpoint).is_file() and not args.json:
+    if args.nproc is not None:
+        return _launch(args, config.batch_size)
+    if not ddp.in_torchrun():
+        return _train(args, config, out, history_plot, None)
+    dist = ddp.join(args.device)
+    try:
+        # The ranks on a node share its cores (without --threads: an equal share each).
+        with thread_count(None if args.threads else ddp.rank_threads(dist.local_world)):
+            return _train(args, config, out, history_plot, dist)
+    except RuntimeError as exc:
+        if not ddp.is_peer_error(exc):
+            raise
+        if os.environ.get(ddp.LAUNCHED_ENV):
+            return EXIT_ERROR  # `--nproc` reports the rank that failed first, in one line
+        raise DistributedError(f"rank {dist.rank}: lost contact with another process of the run "
+                               f"({first_line(exc)}); no model file written") from exc
+    finally:
+        dist.close()
+
+
+def _launch(args: argparse.Namespace, batch_size: int) -> int:
+    from digitrec.train import distributed as ddp
+
+    if ddp.in_torchrun():
+        raise ConfigError("--nproc starts the processes itself; under torchrun leave it out")
+    if batch_size % args.nproc:
+        raise ConfigError(f"batch size {batch_size} is not divisible by --nproc {args.nproc} "
+                          "(the batch is the global one; each process takes an equal share)")
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--nproc takes --device auto, cpu or cuda (each process uses the GPU of its local "
+                          f"rank), got {args.device!r}")
+    addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    port = int(os.environ.get("MASTER_PORT") or ddp.free_port(addr))
+    return ddp.launch(args.nproc, _without_nproc(args.argv), master_addr=addr, master_port=port)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    # The ranks get the command as given, less --nproc (or an abbreviation argparse accepted).
+    out, skip = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) > 3 and "--nproc".startswith(name):
+            skip = "=" not in token
+        else:
+            out.append(token)
+    return out
+
+
+def _train(args: argparse.Namespace, config: TrainConfig, out: Path, history_plot: Path | None,
+           dist: Dist | None) -> int:
+    from digitrec.data.mnist import load_mnist
+    from digitrec.runtime import resolve_device
+    from digitrec.train.engine import train
+
+    main = dist is None or dist.is_main  # the other ranks train, then wait for rank 0 to write the files
+    device = dist.device if dist is not None else resolve_device(args.device)
+    if not main:
+        dist.barrier()  # type: ignore[union-attr]  # rank 0 reads (or downloads) MNIST first
+    mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet) if main else None)
+    if dist is not None and main:
+        dist.barrier()
+    progress = TrainProgress(args.quiet or not main)
+    if main and args.resume and Path(args.checkpoint).is_file() and not args.json:
         print(f"resuming from {args.checkpoint}", file=sys.stderr, flush=True)
     try:
         result = train(config, data=mnist, device=device, callback=progress,
-                       checkpoint=args.checkpoint, resume=args.resume)
+                       checkpoint=args.checkpoint, resume=args.resume, dist=dist)
     finally:
         progress.close()
+    status = EXIT_INTERRUPTED if result.interrupted or not result.history else 0
+    if main:
+        status = _report(args, config, result, out, history_plot, dist)
+    if dist is not None:
+        dist.barrier()  # every rank ends once the model file is written
+    return status
+
+
+def _report(args: argparse.Namespace, config: TrainConfig, result: TrainResult, out: Path,
+            history_plot: Path | None, dist: Dist | None) -> int:
     if not result.history:
         err("interrupted before the first epoch completed; nothing saved")
         return EXIT_INTERRUPTED
@@ -68,7 +143,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if result.interrupted:
             print(f"interrupted: kept the model of epoch {result.epochs_completed}")
         n = result.epochs_completed
-        print(f"trained {config.arch} on {result.device} ({result.precision}): "
+        where = result.device if dist is None else \
+            f"{dist.world} process{'es' if dist.world != 1 else ''} on {result.device}"
+        print(f"trained {config.arch} on {where} ({result.precision}): "
               f"{n} epoch{'s' if n != 1 else ''} in {result.train_seconds:.1f}s")
         if result.best_epoch is not None:
             print(f"kept the weights of epoch {result.best_epoch} (best validation accuracy)")
@@ -87,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"model": str(path), "history_plot": str(plot) if plot else None, "device": result.device,
                    "precision": result.precision, "threads": torch_threads(), "interrupted": result.interrupted,
-                   **result.metrics()})
+                   "processes": dist.world if dist is not None else 1, **result.metrics()})
     return EXIT_INTERRUPTED if result.interrupted else 0
 
 
@@ -288,6 +365,10 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--history-plot", metavar="FILE", help="training curves (default: <out>-history.png)")
     p.add_argument("--no-plot", action="store_true", help="do not draw the training curves")
     p.add_argument("--json", action="store_true", help="print one JSON object with the final metrics")
+    p.add_argument("--nproc", type=int_at_least(1, 1024), metavar="N",
+                   help="train with N processes on this machine (DistributedDataParallel through torchrun: gloo "
+                   "on CPU, NCCL and one GPU each on CUDA); --batch-size stays the global batch. Several machines: "
+                   "run 'torchrun --nnodes ... -m digitrec train' on each (see docs/distributed.md)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-line-reader", parents=[parents.common, parents.data, parents.placement],

@@ -18,12 +18,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from digitrec.cfg.base import MAX_SEED
 from digitrec.cfg.train import TrainConfig
@@ -38,7 +39,16 @@ from digitrec.runtime import autocast, resolve_device, resolve_precision, seed_e
 from digitrec.train.calibrate import Calibration, calibration_report
 from digitrec.train.loop import LoopState, run_loop
 from digitrec.train.optim import WeightEMA, lr_at, make_optimizer, snapshot  # noqa: F401
-from digitrec.train.resume import load_train_state, pack_optimizer, save_train_state, unpack_optimizer
+from digitrec.train.resume import (
+    load_train_state,
+    pack_optimizer,
+    read_train_state,
+    save_train_state,
+    unpack_optimizer,
+)
+
+if TYPE_CHECKING:
+    from digitrec.train.distributed import Dist
 
 __all__ = [
     "TrainConfig",
@@ -176,6 +186,7 @@ def fit(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     init_state: Mapping[str, torch.Tensor] | None = None,
+    dist: Dist | None = None,
 ) -> TrainResult:
     """Train a model of ``config.arch`` on uint8 images (N, 28, 28) and labels (N,).
 
@@ -189,27 +200,43 @@ def fit(
 
     Ctrl-C (KeyboardInterrupt) stops cleanly: the model returned holds the weights of the last
     completed epoch (or the best one with ``keep_best``) and ``interrupted`` is set.
+
+    With ``dist`` (one rank of a torch.distributed run, on ``dist.device``), the model trains
+    as DistributedDataParallel: each step's global batch is ``config.batch_size`` images, each
+    rank taking ``batch_size / world`` of them from a seeded :class:`DistributedSampler`. Only
+    rank 0 validates and writes the checkpoint; the score it finds is sent to every rank, so
+    all of them keep, stop and end alike. A checkpoint is read on rank 0 and sent to the others.
     """
     config.validate()
     if resume and checkpoint is None:
         raise ConfigError("resume needs a checkpoint file")
+    if dist is not None and config.batch_size % dist.world:
+        raise ConfigError(f"batch size {config.batch_size} is not divisible by {dist.world} processes "
+                          "(the batch is the global one; each process takes an equal share)")
+    main = dist is None or dist.is_main  # validates, tests, reports, writes files
     precision = resolve_precision(config.precision, device)
     seed_everything(config.seed)
     model = create_model(config.arch, dict(config.model_config)).to(device)
     if init_state is not None:
         model.load_state_dict(init_state)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    # DDP averages the gradients over the ranks in backward; ``model`` stays the plain module.
+    net: nn.Module = model if dist is None else nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index or 0] if device.type == "cuda" else None)
     optimizer = make_optimizer(model, config, device)
     ema = WeightEMA(model, config.ema_decay) if config.ema_decay else None
     eval_model = ema.model if ema else model  # the weights validated, selected and returned
     x = _to_device_tensor(train_images, device)
     y = torch.from_numpy(train_labels.astype(np.int64)).to(device)
     n = len(x)
-    steps = math.ceil(n / config.batch_size)
+    batch = config.batch_size // (dist.world if dist else 1)  # images per step on this process
+    sampler = None if dist is None else DistributedSampler(
+        range(n), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=config.seed, drop_last=False)
+    steps = math.ceil((len(sampler) if sampler is not None else n) / batch)
     total_steps = steps * config.epochs
     shuffle = torch.Generator().manual_seed(config.seed)
-    # A separate stream for augmentation, so turning it on leaves shuffling unchanged.
-    augment_gen = torch.Generator().manual_seed(config.seed + 1)
+    # A separate stream for augmentation, so turning it on leaves shuffling unchanged; one per rank.
+    augment_gen = torch.Generator().manual_seed(config.seed + 1 + (dist.rank if dist else 0))
     aug = config.augment
     background = float(normalize(torch.zeros(())))  # normalised value of a black pixel
     history: list[EpochRecord] = []
@@ -225,19 +252,30 @@ def fit(
     interrupted = False
     train_seconds = 0.0
     first_epoch = 1
-    if resume and checkpoint is not None and Path(checkpoint).is_file():
-        groups, meta = load_train_state(checkpoint)
+    blob = None
+    if resume and checkpoint is not None:
+        if main and Path(checkpoint).is_file():
+            blob = read_train_state(checkpoint)
+        if dist is not None:
+            blob = dist.broadcast_bytes(blob)
+    if blob is not None:
+        assert checkpoint is not None
+        groups, meta = load_train_state(checkpoint, blob)
         # Fields added since a checkpoint was written read as their defaults: the recipe it ran.
         stored = {**json.loads(json.dumps(TrainConfig().to_dict())), **(meta.get("config") or {})}
         if stored != json.loads(json.dumps(config.to_dict())):
             raise ConfigError(f"{checkpoint}: checkpoint was written by a different recipe; "
                               "use the same flags or a new checkpoint file")
+        # Each rank's shard and random streams depend on the number of processes.
+        if int(meta.get("processes", 0)) != (dist.world if dist else 0):
+            written = f"{meta['processes']} processes" if meta.get("processes") else "a single-process run"
+            raise ConfigError(f"{checkpoint}: checkpoint was written by {written}; resume it the same way")
         model.load_state_dict(groups["model"])
         optimizer.load_state_dict(unpack_optimizer(groups.get("optimizer", {}), meta["optimizer"]))
         if ema:
             ema.model.load_state_dict(groups["ema"])
             ema.updates = int(meta["ema_updates"])
-        _set_rng_state(groups["rng"], device, shuffle, augment_gen)
+        _set_rng_state(groups["rng" if main else f"rng{dist.rank}"], device, shuffle, augment_gen)  # type: ignore[union-attr]
         history = [EpochRecord(**r) for r in meta["history"]]
         train_seconds = float(meta["train_seconds"])
         loop = LoopState(checks=len(history), bad=int(meta["bad_epochs"]), stopped=bool(meta["stopped_early"]))
@@ -246,7 +284,7 @@ def fit(
             loop.best = tuple(meta["best_score"])
         good_state = snapshot(eval_model)
         first_epoch = len(history) + 1
-        if has_val and history:
+        if has_val and history and main:
             last_val = _evaluate_val(eval_model, val_images, val_labels, device, precision, config)
             if loop.best_state is not None:
                 best_val = _evaluate_state(eval_model, loop.best_state, val_images, val_labels,
@@ -258,10 +296,14 @@ def fit(
             if on_epoch_start:
                 on_epoch_start(epoch, config.epochs, steps)
             model.train()
-            perm = torch.randperm(n, generator=shuffle).to(device)
+            if sampler is not None:
+                sampler.set_epoch(epoch)  # a new seeded order each epoch, the same on every rank
+                perm = torch.tensor(list(sampler), dtype=torch.long, device=device)
+            else:
+                perm = torch.randperm(n, generator=shuffle).to(device)
             tally.start(epoch)
             for step in range(steps):
-                yield perm[step * config.batch_size : (step + 1) * config.batch_size]
+                yield perm[step * batch : (step + 1) * batch]
 
     def train_step(idx: torch.Tensor) -> None:
         step = tally.steps + 1
@@ -273,7 +315,7 @@ def fit(
         if aug.enabled:
             xb = random_affine(xb, aug, augment_gen, fill=background).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            logits = model(xb)
+            logits = net(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,7 +326,7 @@ def fit(
         if on_step and (step % _PROGRESS_EVERY == 0 or step == steps):
             elapsed = time.perf_counter() - tally.started
             on_step(step, tally.loss_sum.item() / tally.seen, tally.correct.item() / tally.seen,
-                    tally.seen / max(elapsed, 1e-9))
+                    tally.seen * (dist.world if dist else 1) / max(elapsed, 1e-9))
 
     def end_epoch(_check: int) -> tuple[float, float] | None:
         nonlocal train_seconds, good_state, last_val
@@ -292,23 +334,34 @@ def fit(
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - tally.started
         train_seconds += seconds
-        val = _evaluate_val(eval_model, val_images, val_labels, device, precision, config) if has_val else None
+        loss_sum, correct, seen = tally.loss_sum.item(), tally.correct.item(), tally.seen
+        if dist is not None:  # the epoch's figures over all ranks' shards
+            totals = dist.sum_(torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device))
+            loss_sum, correct, seen = totals[0].item(), totals[1].item(), int(totals[2].item())
+        val = _evaluate_val(eval_model, val_images, val_labels, device, precision, config) \
+            if has_val and main else None
+        figures = (val.loss, val.accuracy) if val is not None else None
+        if dist is not None and has_val:
+            figures = dist.broadcast_floats(figures, 2)  # type: ignore[assignment]
         history.append(EpochRecord(
-            epoch=tally.epoch, loss=tally.loss_sum.item() / n, accuracy=tally.correct.item() / n,
-            val_loss=val.loss if val else None, val_accuracy=val.accuracy if val else None,
-            seconds=seconds, images_per_s=n / seconds,
+            epoch=tally.epoch, loss=loss_sum / seen, accuracy=correct / seen,
+            val_loss=figures[0] if figures else None, val_accuracy=figures[1] if figures else None,
+            seconds=seconds, images_per_s=seen / seconds,
         ))
         good_state = snapshot(eval_model)
         last_val = val
-        return _score(val) if val is not None else None
+        return (figures[1], -figures[0]) if figures is not None else None
 
     def after_epoch(state: LoopState, _score_: object) -> None:
         nonlocal best_val
         if state.best_check == state.checks:
             best_val = last_val
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, config, model, optimizer, ema, state, history, train_seconds,
-                             _rng_state(device, shuffle, augment_gen))
+            rng = _rng_state(device, shuffle, augment_gen)
+            rngs = dist.gather_states(rng) if dist is not None else [rng]  # every rank's streams, for resume
+            if main:
+                _save_checkpoint(checkpoint, config, model, optimizer, ema, state, history, train_seconds,
+                                 rngs, processes=dist.world if dist else 0)
         if on_epoch_end:
             on_epoch_end(history[-1])
 
@@ -356,9 +409,13 @@ def _evaluate_state(model: nn.Module, state: dict[str, torch.Tensor], images: An
 
 def _save_checkpoint(path: str | os.PathLike[str], config: TrainConfig, model: nn.Module,
                      optimizer: torch.optim.Optimizer, ema: WeightEMA | None, loop: LoopState,
-                     history: list[EpochRecord], train_seconds: float, rng: dict[str, torch.Tensor]) -> None:
+                     history: list[EpochRecord], train_seconds: float, rngs: list[dict[str, torch.Tensor]],
+                     processes: int = 0) -> None:
+    # ``rngs``: the random streams of each rank (one for a single-process run, ``processes`` = 0).
     opt_tensors, opt_rest = pack_optimizer(optimizer.state_dict())
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": model.state_dict(), "optimizer": opt_tensors, "rng": rng}
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": model.state_dict(), "optimizer": opt_tensors,
+                                                  "rng": rngs[0]}
+    groups.update({f"rng{r}": state for r, state in enumerate(rngs) if r})
     if ema:
         groups["ema"] = ema.model.state_dict()
     if loop.best_state is not None:
@@ -374,6 +431,8 @@ def _save_checkpoint(path: str | os.PathLike[str], config: TrainConfig, model: n
         "best_epoch": loop.best_check if loop.best_state is not None else None,
         "best_score": list(loop.best) if loop.best_state is not None else None,
     }
+    if processes:
+        meta["processes"] = processes
     save_train_state(path, groups, meta)
 
 
@@ -405,6 +464,7 @@ def train(
     callback: TrainCallback | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    dist: Dist | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train on MNIST with ``config`` (default: the notebook recipe), then test once.
@@ -412,7 +472,9 @@ def train(
     Keyword ``overrides`` replace config fields, e.g. ``train(epochs=1, seed=3)``. The
     validation split (``val_size`` images) is carved from the training set with ``seed``; the
     test set is evaluated once, at the end, and never used for any choice. ``checkpoint`` and
-    ``resume`` are passed to :func:`fit`.
+    ``resume`` are passed to :func:`fit`. With ``dist`` (a rank of a distributed run) the
+    model trains on ``dist.device`` as DistributedDataParallel (see :func:`fit`); calibration
+    and the test happen on rank 0 only, and the other ranks return their result untested.
     """
     try:
         config = dataclasses.replace(config or TrainConfig(), **overrides)
@@ -421,26 +483,17 @@ def train(
     config.validate()
     if config.num_classes != 10:
         raise ConfigError(f"MNIST has ten classes; this recipe has num_classes {config.num_classes}")
-    dev = resolve_device(device)
+    dev = dist.device if dist is not None else resolve_device(device)
     mnist = data if data is not None else load_mnist()
     images, labels = mnist.train_images, mnist.train_labels
     if config.limit:
         images, labels = images[: config.limit], labels[: config.limit]
     tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
     result = fit(config, tx, ty, device=dev, val_images=vx, val_labels=vy, callback=callback,
-                 checkpoint=checkpoint, resume=resume)
+                 checkpoint=checkpoint, resume=resume, dist=dist)
     try:
-        if len(vx) and result.history:
-            # Honest confidences: one temperature fitted on the validation split (argmax unchanged).
-            logits = predict_logits(result.model, torch.from_numpy(np.ascontiguousarray(vx)), device=dev,
-                                    precision=result.precision, batch_size=config.eval_batch_size)
-            result.calibration = calibration_report(logits, torch.from_numpy(vy.astype(np.int64)))
-        # At the stored temperature, so the recorded test loss is what `digitrec evaluate` reports.
-        result.test = evaluate(
-            result.model, mnist.test_images, mnist.test_labels, device=dev,
-            precision=result.precision, batch_size=config.eval_batch_size,
-            temperature=result.calibration.temperature if result.calibration else 1.0,
-        )
+        if dist is None or dist.is_main:  # rank 0 alone calibrates and tests
+            _calibrate_and_test(result, mnist, vx, vy, dev)
     except KeyboardInterrupt:  # the trained model is still worth keeping, just untested
         result.interrupted = True
     result.dataset = {
@@ -451,3 +504,19 @@ def train(
         "sha256": dict(mnist.sha256),
     }
     return result
+
+
+def _calibrate_and_test(result: TrainResult, mnist: MNIST, vx: np.ndarray, vy: np.ndarray,
+                        device: torch.device) -> None:
+    config = result.config
+    if len(vx) and result.history:
+        # Honest confidences: one temperature fitted on the validation split (argmax unchanged).
+        logits = predict_logits(result.model, torch.from_numpy(np.ascontiguousarray(vx)), device=device,
+                                precision=result.precision, batch_size=config.eval_batch_size)
+        result.calibration = calibration_report(logits, torch.from_numpy(vy.astype(np.int64)))
+    # At the stored temperature, so the recorded test loss is what `digitrec evaluate` reports.
+    result.test = evaluate(
+        result.model, mnist.test_images, mnist.test_labels, device=device,
+        precision=result.precision, batch_size=config.eval_batch_size,
+        temperature=result.calibration.temperature if result.calibration else 1.0,
+    )

@@ -22,7 +22,9 @@ from digitrec.errors import ModelFileError
 from digitrec.models.checkpoint import write_blob
 from digitrec.models.header import header_record, split_header
 
-__all__ = ["STATE_FORMAT", "save_train_state", "load_train_state", "pack_optimizer", "unpack_optimizer"]
+__all__ = [
+    "STATE_FORMAT", "save_train_state", "read_train_state", "load_train_state", "pack_optimizer", "unpack_optimizer",
+]
 
 STATE_FORMAT = "digitrec-train-state"
 _STATE_VERSION = 1
@@ -65,13 +67,24 @@ def save_train_state(path: str | os.PathLike[str], groups: dict[str, dict[str, t
     return write_blob(path, st_save(tensors, metadata={_META_KEY: json.dumps(record)}), "checkpoint")
 
 
-def load_train_state(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_train_state`: (tensor groups, meta)."""
-    p = Path(path)
+def read_train_state(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a checkpoint file, or a one-line :class:`ModelFileError`."""
     try:
-        blob = p.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
-        raise ModelFileError(f"{p}: cannot read checkpoint ({exc.strerror or exc})") from exc
+        raise ModelFileError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from exc
+
+
+def load_train_state(path: str | os.PathLike[str], blob: bytes | None = None,
+                     ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_train_state`: (tensor groups, meta).
+
+    ``blob`` is the file's content when it was read already (a distributed run reads it on rank 0
+    and sends it to the others); ``path`` then only names it in errors.
+    """
+    p = Path(path)
+    if blob is None:
+        blob = read_train_state(p)
     what = f"{p}: not a digitrec training checkpoint"
     meta = header_record(split_header(blob, what)[0], _META_KEY, what)
     try:
