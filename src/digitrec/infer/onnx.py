@@ -27,13 +27,24 @@ if TYPE_CHECKING:
     from digitrec.models.header import ModelFile
 
 __all__ = ["ONNX_OPSET", "onnxruntime_available", "resolve_backend", "graph_cache_path", "cached_graph",
-           "required_graph", "store_graph", "OnnxRunner"]
+           "required_graph", "store_graph", "set_batch_threads", "OnnxRunner"]
 
 ONNX_OPSET = 17
 # Up to this many images per call run on one thread: for a handful of images, waking a
 # second thread costs more than it saves, and on a busy machine it waits for a free core.
 SMALL_BATCH = 8
 CHUNK = 100  # images per forward pass for large inputs (activations stay in cache)
+_batch_threads: int | None = None  # this process's default for batch sessions (set_batch_threads)
+
+
+def set_batch_threads(threads: int | None) -> None:
+    """Threads for large batches in sessions created from now on in this process (None: as before).
+
+    For worker processes that do not import PyTorch (whose thread count is read otherwise): a
+    pool of N workers on N cores wants one thread each, not N each.
+    """
+    global _batch_threads
+    _batch_threads = threads
 
 
 def onnxruntime_available() -> bool:
@@ -131,7 +142,7 @@ class OnnxRunner:
         else:
             # As many threads as the caller allows (a server sets one per worker); spinning
             # threads would steal the cores other work (or a server's event loop) needs.
-            threads = self._batch_threads
+            threads = self._batch_threads if self._batch_threads is not None else _batch_threads
             if threads is None:
                 torch = sys.modules.get("torch")  # not imported here: reading it must not load it
                 threads = torch.get_num_threads() if torch is not None else 0
