@@ -373,6 +373,7 @@ def run_batch(
     chunk_size: int = 64,
     chunks: Callable[[Iterator[str]], Iterator[list[dict[str, Any]]]] | None = None,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
     recogniser: Any = None,
 ) -> BatchSummary:
     """Read every image file of ``inputs`` and write a row for each to ``out`` (and/or hand them to ``on_rows``).
@@ -381,7 +382,8 @@ def run_batch(
     skipped, and the rest are appended, so an interrupted run continued with the same inputs
     ends with the same file as an uninterrupted one. ``chunks`` replaces the local reader
     (:func:`read_chunks`) with another engine (Ray: :func:`digitrec.ray.ray_chunks`).
-    ``on_rows`` is called after each chunk is durable (progress bars, printing).
+    ``on_rows`` is called after each chunk is durable (progress bars, printing); ``on_start``
+    once the engine is ready, with the number of rows ``out`` held already.
     """
     columns(spec.task)
     check_inputs(inputs)
@@ -410,6 +412,8 @@ def run_batch(
 
     source = chunks(todo()) if chunks is not None else \
         read_chunks(todo(), spec, jobs=jobs, chunk_size=chunk_size, recogniser=recogniser)
+    if on_start is not None:
+        on_start(len(done))
     rows = errors = 0
     writer = RowWriter(out, fmt, spec.task, append=resume) if out is not None else None
     with contextlib.ExitStack() as stack:
