@@ -36,6 +36,8 @@ def test_ray_rows_equal_single_process_rows(local_ray: None, tmp_path: Path, tas
     on_ray = [row for chunk in digitrec.ray.ray_chunks(iter(paths), spec, jobs=2, chunk_size=4) for row in chunk]
     assert on_ray == local  # same values, same order, same keys
     assert [row["path"] for row in local if row["error"]] == [str(tmp_path / "imgs" / BAD)]
+    if task == "numbers":
+        return  # the Dataset API once is enough (each run starts actors: seconds)
     ds = digitrec.ray.read_images(str(tmp_path / "imgs"), model="seed", task=task, concurrency=2, batch_size=3)
     rows = ds.take_all()
     assert sorted(rows, key=lambda r: r["path"]) == sorted(local, key=lambda r: r["path"])
