@@ -1,4 +1,4 @@
-"""Batch reading on one machine: image files found in folders and globs, read by a process pool, rows written as they come.
+"""Batch reading on one machine: image files of folders and globs, read by a process pool, rows written as they come.
 
 The pieces, each usable alone:
 
@@ -330,7 +330,7 @@ class RowWriter:
             with atomic_write(self.path, "w") as fh:  # whole or absent: the header never half-written
                 if self.fmt == "csv":
                     fh.write(_csv_header(self.task))
-        self._fh = open(self.path, "a", encoding="utf-8", newline="")
+        self._fh = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115  (open across writes; close())
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append ``rows`` and make them durable before returning."""
