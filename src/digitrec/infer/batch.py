@@ -193,6 +193,15 @@ def _init_worker(spec: ModelSpec) -> None:
         torch.set_num_threads(1)
 
 
+def _init_pool_worker(spec: ModelSpec) -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent stops the pool; a worker's traceback
+    # would only bury the one-line "interrupted".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(spec)
+
+
 def _work(paths: list[str]) -> list[dict[str, Any]]:
     assert _worker is not None, "pool worker not initialised"
     return _worker(paths)
@@ -230,7 +239,7 @@ def read_chunks(paths: Iterable[str], spec: ModelSpec, *, jobs: int = 1, chunk_s
     from concurrent.futures import Future, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_pool_worker,
                                initargs=(spec,))
     pending: collections.deque[Future[list[dict[str, Any]]]] = collections.deque()
     try:
