@@ -14,7 +14,7 @@ install: $(STAMP)
 # constraints.txt pins torch to the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,onnx,serve,robustness,keras]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,onnx,serve,robustness,keras,ray]'
 	touch $@
 
 demo: install

@@ -5,6 +5,7 @@ dataclasses before it knows which command will run.
 """
 
 from digitrec.cfg.base import MAX_SEED, PRECISIONS, option
+from digitrec.cfg.batch import BATCH_ENGINES, BATCH_FORMATS, BatchConfig
 from digitrec.cfg.finetune import KIND_DEFAULTS, FinetuneConfig
 from digitrec.cfg.lines import LINE_KINDS, LineTrainConfig
 from digitrec.cfg.presets import PRESETS, list_presets, preset_config
@@ -23,6 +24,9 @@ __all__ = [
     "FinetuneConfig",
     "KIND_DEFAULTS",
     "VerifierConfig",
+    "BatchConfig",
+    "BATCH_FORMATS",
+    "BATCH_ENGINES",
     "PRESETS",
     "list_presets",
     "preset_config",

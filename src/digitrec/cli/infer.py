@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from digitrec.cfg.base import BACKENDS, INFER_PRECISIONS, MAX_SEED, MIN_CONFIDENCE
+from digitrec.cfg.batch import BatchConfig
 from digitrec.cli.common import (
+    EXIT_ERROR,
     Parents,
     check_outputs,
     download_progress,
     emit_json,
+    err,
     fraction,
     int_at_least,
     note,
     run_each,
 )
+from digitrec.cli.flags import add_config_flags, config_from, given_fields
 from digitrec.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -60,17 +65,89 @@ def _save_input(image: Any, path: str | Path) -> Path:
     return target
 
 
-def _verdict(pred: Any) -> str:
-    if pred.digit is None:
+def _verdict(pred: dict[str, Any]) -> str:
+    """One line for a prediction's JSON form (``Prediction.to_dict``)."""
+    if pred["digit"] is None:
         return "no digit found"
-    top = ", ".join(f"{d} {p:.1%}" for d, p in pred.top)
-    unsure = "  UNSURE" if pred.unsure else ""
-    return f"{pred.digit}  confidence {pred.confidence:.1%}{unsure}  top-3: {top}"
+    top = ", ".join(f"{t['digit']} {t['probability']:.1%}" for t in pred["top3"])
+    unsure = "  UNSURE" if pred["unsure"] else ""
+    return f"{pred['digit']}  confidence {pred['confidence']:.1%}{unsure}  top-3: {top}"
+
+
+def _is_batch(args: argparse.Namespace) -> bool:
+    """Whether the inputs are read as a batch: a folder or glob among them, or a batch flag given."""
+    many = any(os.path.isdir(p) or (not os.path.exists(p) and set("*?[") & set(p)) for p in args.images)
+    return many or bool(given_fields(args, BatchConfig))
+
+
+def _run_batch(args: argparse.Namespace, task: str) -> int:
+    """Folders, globs and files read in bulk (infer.batch, or Ray): rows to --out or to stdout."""
+    from digitrec.infer.batch import ModelSpec, default_jobs, discover, run_batch
+
+    config: BatchConfig = config_from(args, BatchConfig)
+    config.validate()
+    singles = [flag for flag, value in (("--show", args.show), ("--show-input", getattr(args, "show_input", None)),
+                                        ("--mnist-index", getattr(args, "mnist_index", None)),
+                                        ("--random", getattr(args, "random", False))) if value]
+    if singles:
+        raise ConfigError(f"{singles[0]} takes one image file, not a batch (folders, globs or batch flags)")
+    if args.device != "cpu":
+        raise ConfigError("batch reading runs on the CPU: use --device cpu (and --jobs for more processes)")
+    if not args.images:
+        raise ConfigError("give image files, folders or globs")
+    spec = ModelSpec(model=args.model, task=task, backend=args.backend, min_confidence=args.min_confidence,
+                     verifier=getattr(args, "verifier", None), line_reader=getattr(args, "line_reader", None))
+    jobs = config.jobs or default_jobs()
+    recogniser = spec.load()  # the model checked (and its ONNX graph cached for the workers) before any file
+    chunks = None
+    if config.engine == "ray":
+        from digitrec.ray import ray_chunks
+
+        def chunks(todo: Any) -> Any:
+            return ray_chunks(todo, spec, address=config.address, jobs=config.jobs, chunk_size=config.chunk_size)
+
+    bar: Any = None
+
+    def on_start(done: int) -> None:
+        nonlocal bar
+        if not args.quiet:  # files/s and ETA; the files are counted once (a quick listing) for the total
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(1 for _ in discover(args.images)), initial=done, unit="file", desc=task,
+                       dynamic_ncols=True, leave=False, disable=None)
+
+    def on_rows(rows: list[dict[str, Any]]) -> None:
+        if bar is not None:
+            bar.update(len(rows))
+        if config.out is not None:
+            return
+        for row in rows:
+            if row["error"] is not None:
+                err(row["error"])
+            if args.json:  # as for single files: the answer, or the path and the error
+                emit_json({k: v for k, v in row.items() if k == "path" or (k == "error") == (row["error"] is not None)})
+            elif row["error"] is None:
+                print(f"{row['path']}: {_verdict(row) if task == 'digits' else _reading_line(row)}", flush=True)
+
+    try:
+        summary = run_batch(args.images, spec, out=config.out, fmt=config.output_format(), resume=config.resume,
+                            jobs=1 if config.engine == "ray" else jobs, chunk_size=config.chunk_size, chunks=chunks,
+                            on_rows=on_rows, on_start=on_start, recogniser=recogniser)
+    finally:
+        if bar is not None:
+            bar.close()
+    if config.out is not None:
+        skipped = f", {summary.skipped} done before" if summary.skipped else ""
+        failed = f", {summary.errors} could not be read (see their error field)" if summary.errors else ""
+        note(f"wrote {summary.rows} rows to {config.out}{skipped}{failed}", args.json)
+    return EXIT_ERROR if summary.errors else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from digitrec.infer.recogniser import load
 
+    if _is_batch(args):
+        return _run_batch(args, "digits")
     check_outputs(args.show)
     if args.show_input:
         from digitrec.fileio import check_writable
@@ -91,7 +168,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             emit_json({"path": name, **pred.to_dict(), **({"true_label": truth} if truth is not None else {})})
         else:
-            print(f"{name}{f' (true {truth})' if truth is not None else ''}: {_verdict(pred)}")
+            print(f"{name}{f' (true {truth})' if truth is not None else ''}: {_verdict(pred.to_dict())}")
         if args.show_input:
             note(f"wrote {_save_input(pred.input, args.show_input)}", args.json)
         if args.show and pred.digit is not None:
@@ -105,18 +182,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return run_each(inputs, one, args.json)
 
 
-def _reading_line(reading: Any) -> str:
-    if reading.number is None:
+def _reading_line(reading: dict[str, Any]) -> str:
+    """One line for a reading's JSON form (``NumberReading.to_dict``)."""
+    if reading["number"] is None:
         return "no number found"
-    unsure = "  UNSURE" if reading.unsure else ""
-    digits = "  ".join(f"{d.digit} {d.confidence:.1%}{'?' if d.unsure else ''} at {d.box[0]},{d.box[1]} "
-                       f"{d.box[2]}x{d.box[3]}" for d in reading.digits)
-    return f"{reading.number}  confidence {reading.confidence:.1%}{unsure}  digits: {digits}"
+    unsure = "  UNSURE" if reading["unsure"] else ""
+    digits = "  ".join(f"{d['digit']} {d['confidence']:.1%}{'?' if d['unsure'] else ''} at {d['box'][0]},"
+                       f"{d['box'][1]} {d['box'][2]}x{d['box'][3]}" for d in reading["digits"])
+    return f"{reading['number']}  confidence {reading['confidence']:.1%}{unsure}  digits: {digits}"
 
 
 def cmd_read(args: argparse.Namespace) -> int:
     from digitrec.infer.recogniser import load
 
+    if _is_batch(args):
+        return _run_batch(args, "numbers")
     check_outputs(args.show)
     if args.show and len(args.images) != 1:
         raise ConfigError("--show takes exactly one input image")
@@ -128,7 +208,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         if args.json:
             emit_json({"path": name, **reading.to_dict()})
         else:
-            print(f"{name}: {_reading_line(reading)}")
+            print(f"{name}: {_reading_line(reading.to_dict())}")
         if args.show:
             from digitrec.data.preprocess import decode_image, to_grayscale
             from digitrec.plots import plot_reading
@@ -191,7 +271,7 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser("predict", parents=[parents.common, parents.data], help="recognise digits in images",
                        description="Predict the digit in each image (PNG, JPEG, BMP, GIF, TIFF, WebP; any size "
                        "and mode), or in an MNIST test image.")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders (read recursively) or globs")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--mnist-index", type=int_at_least(0), metavar="N", help="also predict MNIST test image N")
@@ -208,13 +288,14 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
                    "extra; calibrated once on MNIST validation images from --data-dir and cached) "
                    "(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    add_config_flags(p.add_argument_group("batch (folders, globs; see docs/batch.md)"), BatchConfig)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("read", parents=[parents.common, parents.reading],
                        help="read whole numbers (lines of digits) in images",
                        description="Find each handwritten digit in a line of digits, left to right, and print "
                        "the number with per-digit confidence and boxes (x, y, width, height in image pixels).")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders (read recursively) or globs")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
     p.add_argument("--min-confidence", type=fraction, metavar="X",
                    help=f"flag digits below this calibrated confidence as unsure (default: {MIN_CONFIDENCE:.2f})")
@@ -222,6 +303,7 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help=backend_help)
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    add_config_flags(p.add_argument_group("batch (folders, globs; see docs/batch.md)"), BatchConfig)
     p.set_defaults(func=cmd_read)
 
     p = sub.add_parser("evaluate", parents=[parents.common, parents.data, parents.inference],

@@ -127,6 +127,14 @@ def store_graph(model_path: str | os.PathLike[str], graph: bytes, precision: str
     return path
 
 
+def _omp_threads() -> int:
+    """The thread cap of OMP_NUM_THREADS (as a batch worker sets it), else 0: ONNX Runtime's default."""
+    try:
+        return max(int(os.environ.get("OMP_NUM_THREADS", "0")), 0)
+    except ValueError:
+        return 0
+
+
 class OnnxRunner:
     """Runs a model's ONNX graph on the CPU: a digit model's probabilities, or a line reader's log-probabilities."""
 
@@ -134,7 +142,8 @@ class OnnxRunner:
         # A path is read by ONNX Runtime itself; bytes are an in-memory export.
         self._graph = graph if isinstance(graph, bytes) else str(graph)
         # Threads for large batches; None: as many as PyTorch is allowed when it is loaded (a
-        # caller or a server worker set them), else ONNX Runtime's default (one per core).
+        # caller or a server worker set them), else OMP_NUM_THREADS, else ONNX Runtime's default
+        # (one per core).
         self._batch_threads = batch_threads
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()  # a server's threads may ask for the first session at once
@@ -159,7 +168,7 @@ class OnnxRunner:
             threads = self._batch_threads
             if threads is None:
                 torch = sys.modules.get("torch")  # not imported here: reading it must not load it
-                threads = torch.get_num_threads() if torch is not None else 0
+                threads = torch.get_num_threads() if torch is not None else _omp_threads()
             options.intra_op_num_threads = threads
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(self._graph, options, providers=["CPUExecutionProvider"])
