@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import nn
 
 from digitrec.data.mnist import MNIST
 from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
-from digitrec.errors import DatasetError
+from digitrec.errors import ConfigError, DatasetError
 from digitrec.models.checkpoint import load_model
 from digitrec.runtime import autocast, resolve_device, resolve_precision
 
@@ -157,14 +158,26 @@ class FileEvaluation:
 
     arch: str  # the file's architecture
     result: EvalResult  # the metrics and per-image answers
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))  # the name of each class, as stored in the file
 
 
 def evaluate_model_file(model: str, mnist: MNIST, *, split: str = "test", device: str | torch.device = "auto",
                         precision: str = "auto") -> FileEvaluation:
-    """Load ``model`` (a file or bundled name) and evaluate it on ``mnist``'s ``split`` ("test" or "train")."""
+    """Load ``model`` (a file or bundled name) and evaluate it on ``mnist``'s ``split`` ("test" or "train").
+
+    ``mnist`` may be any IDX dataset; the model must have been trained on its classes (same
+    names, same order), else :class:`ConfigError`.
+    """
     dev = resolve_device(device)
-    mf = load_model(model, dev)
+    mf = load_model(model, dev, num_classes=len(mnist.class_names))
+    if tuple(mf.class_names) != tuple(mnist.class_names):
+        raise ConfigError(f"{model}: its classes ({_shown(mf.class_names)}) are not those of {mnist.name} "
+                          f"({_shown(mnist.class_names)}); evaluate it with the dataset it was trained on")
     images, labels = mnist.split(split)
     result = evaluate(mf.model, images, labels, device=dev, precision=resolve_precision(precision, dev),
                       normalization=mf.normalization, temperature=mf.temperature)
-    return FileEvaluation(mf.arch, result)
+    return FileEvaluation(mf.arch, result, tuple(mf.class_names))
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")

@@ -39,12 +39,15 @@ __all__ = [
     "packaged_file",
     "bundled",
     "BUNDLED_ROLES",
+    "DIGIT_CLASSES",
+    "check_digit_classes",
 ]
 
 FORMAT = "digitrec-model"
 FORMAT_VERSION = 1
 MODEL_KEY = "digitrec"  # the model file's record under the header's __metadata__
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # refuse absurd files before reading them into memory
+DIGIT_CLASSES = tuple(str(d) for d in range(10))  # the classes of a model that reads digits
 
 
 @dataclass
@@ -63,6 +66,19 @@ class ModelFile:
     def temperature(self) -> float:
         """Softmax temperature for calibrated confidences (1.0 = uncalibrated)."""
         return float(self.metadata.get("temperature", 1.0))
+
+
+def check_digit_classes(model_file: ModelFile) -> None:
+    """Raise :class:`ModelFileError` unless the model's classes are the digits 0-9 (reading numbers needs them).
+
+    A model trained on another dataset (e.g. Fashion-MNIST) classifies images, but its answers
+    are not digits, so nothing may be read as a number with it.
+    """
+    if tuple(model_file.class_names) != DIGIT_CLASSES:
+        dataset = (model_file.metadata.get("dataset") or {}).get("name") or "another dataset"
+        shown = ", ".join(model_file.class_names[:3])
+        raise ModelFileError(f"{model_file.path}: a model of {dataset} ({shown}, ...), not of the digits 0-9; "
+                             "it cannot read digits or numbers")
 
 
 def split_header(blob: bytes, what: str) -> tuple[dict[str, Any], bytes]:
