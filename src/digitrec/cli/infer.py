@@ -14,6 +14,7 @@ from digitrec.cli.common import (
     emit_json,
     fraction,
     int_at_least,
+    load_data,
     note,
     run_each,
 )
@@ -60,12 +61,17 @@ def _save_input(image: Any, path: str | Path) -> Path:
     return target
 
 
-def _verdict(pred: Any) -> str:
+def _verdict(pred: Any, names: list[str] | None = None) -> str:
+    """One line for a prediction; ``names`` (a model of other classes than digits) shows each class's name."""
     if pred.digit is None:
-        return "no digit found"
-    top = ", ".join(f"{d} {p:.1%}" for d, p in pred.top)
+        return "no digit found" if names is None else "nothing found (blank image)"
+
+    def shown(c: int) -> str:
+        return str(c) if names is None else f"{c} ({names[c]})"
+
+    top = ", ".join(f"{shown(d)} {p:.1%}" for d, p in pred.top)
     unsure = "  UNSURE" if pred.unsure else ""
-    return f"{pred.digit}  confidence {pred.confidence:.1%}{unsure}  top-3: {top}"
+    return f"{shown(pred.digit)}  confidence {pred.confidence:.1%}{unsure}  top-3: {top}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -83,14 +89,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--show-input takes exactly one input image")
     rec = load(args.model, device=args.device, backend=args.backend,
                min_confidence=args.min_confidence, verifier=None, line_reader=None)  # single digits: no number helpers
+    classes = list(rec.model_file.class_names)
+    names = None if classes == [str(d) for d in range(10)] else classes  # e.g. a Fashion-MNIST model's
 
     def one(name: str, item: tuple[Any, int | None]) -> None:
         source, truth = item
         pred = rec.predict([source])[0]
         if args.json:
-            emit_json({"path": name, **pred.to_dict(), **({"true_label": truth} if truth is not None else {})})
+            named = {"class_name": names[pred.digit] if pred.digit is not None else None} if names else {}
+            emit_json({"path": name, **pred.to_dict(), **named,
+                       **({"true_label": truth} if truth is not None else {})})
         else:
-            print(f"{name}{f' (true {truth})' if truth is not None else ''}: {_verdict(pred)}")
+            print(f"{name}{f' (true {truth})' if truth is not None else ''}: {_verdict(pred, names)}")
         if args.show_input:
             note(f"wrote {_save_input(pred.input, args.show_input)}", args.json)
         if args.show and pred.digit is not None:
@@ -115,12 +125,14 @@ def _reading_line(reading: Any) -> str:
 
 def cmd_read(args: argparse.Namespace) -> int:
     from digitrec.infer.recogniser import load
+    from digitrec.models.header import check_digit_classes
 
     check_outputs(args.show)
     if args.show and len(args.images) != 1:
         raise ConfigError("--show takes exactly one input image")
     rec = load(args.model, device=args.device, backend=args.backend,
                min_confidence=args.min_confidence, verifier=args.verifier, line_reader=args.line_reader)
+    check_digit_classes(rec.model_file)  # once, before any image: a Fashion-MNIST model reads no numbers
 
     def one(name: str, _: None) -> None:
         reading = rec.read(name)
@@ -139,10 +151,19 @@ def cmd_read(args: argparse.Namespace) -> int:
     return run_each(((name, None) for name in args.images), one, args.json)
 
 
-def _format_report(result: Any) -> str:
-    lines = [f"{'class':>5} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}"]
+def _title(name: str) -> str:
+    from digitrec.data.datasets import DATASETS
+
+    return DATASETS[name].title if name in DATASETS else name
+
+
+def _format_report(result: Any, class_names: Any = ()) -> str:
+    named = list(class_names) not in ([], [str(d) for d in range(10)])  # digits need no name column
+    width = max([len(n) for n in class_names] + [0]) + 2 if named else 0
+    lines = [f"{'class':>5} {'':<{width}}{'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}"]
     for c in range(len(result.support)):
-        lines.append(f"{c:>5} {result.precision[c]:>9.4f} {result.recall[c]:>7.4f} {result.f1[c]:>7.4f} "
+        name = f"{class_names[c]:<{width}}" if named else ""
+        lines.append(f"{c:>5} {name}{result.precision[c]:>9.4f} {result.recall[c]:>7.4f} {result.f1[c]:>7.4f} "
                      f"{int(result.support[c]):>7}")
     lines.append("")
     lines.append("confusion matrix (rows: true, columns: predicted)")
@@ -153,11 +174,10 @@ def _format_report(result: Any) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from digitrec.data.mnist import load_mnist
     from digitrec.infer.evaluate import evaluate_model_file
 
     check_outputs(args.confusion, args.errors)
-    mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet))
+    mnist = load_data(args)
     run = evaluate_model_file(args.model, mnist, split=args.split, device=args.device, precision=args.precision)
     written: dict[str, str] = {}
     if args.confusion or args.errors:
@@ -172,12 +192,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             written["misclassified_plot"] = str(plot_misclassified(images, labels, result.predictions,
                                                                    result.confidences, args.errors))
     if args.json:
-        emit_json({"model": args.model, "split": args.split, **run.result.to_dict(), **written})
+        emit_json({"model": args.model, "dataset": mnist.name, "split": args.split,
+                   "class_names": list(run.class_names), **run.result.to_dict(), **written})
         return 0
-    print(f"model {args.model} ({run.arch}) on the MNIST {args.split} set ({len(run.result.predictions):,} images)")
+    print(f"model {args.model} ({run.arch}) on the {_title(mnist.name)} {args.split} set "
+          f"({len(run.result.predictions):,} images)")
     print(f"loss {run.result.loss:.4f}, accuracy {run.result.accuracy:.2%} ({run.result.errors} errors)")
     print()
-    print(_format_report(run.result))
+    print(_format_report(run.result, run.class_names))
     for path in written.values():
         print(f"wrote {path}")
     return 0
@@ -219,13 +241,15 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_read)
 
-    p = sub.add_parser("evaluate", parents=[parents.common, parents.data, parents.device],
-                       help="evaluate a model on MNIST",
-                       description="Loss, accuracy, per-class precision/recall/F1 and the confusion matrix; "
-                       "with --confusion and --errors, also the confusion heatmap and a gallery of "
+    p = sub.add_parser("evaluate", parents=[parents.common, parents.dataset, parents.device],
+                       help="evaluate a model on MNIST (or --dataset)",
+                       description="Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on "
+                       "MNIST or the dataset the model was trained on (--dataset; its class names must match "
+                       "the model's); with --confusion and --errors, also the confusion heatmap and a gallery of "
                        "misclassified images.")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
-    p.add_argument("--split", default="test", choices=["test", "train"], help="MNIST split (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=["test", "train"],
+                   help="the dataset's split (default: %(default)s)")
     p.add_argument("--confusion", metavar="FILE", help="draw the confusion heatmap to FILE (.png, .svg or .pdf)")
     p.add_argument("--errors", metavar="FILE", help="draw a gallery of misclassified images to FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")

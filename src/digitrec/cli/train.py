@@ -19,6 +19,7 @@ from digitrec.cli.common import (
     download_progress,
     emit_json,
     err,
+    load_data,
     step_bar,
     thread_count,
     torch_threads,
@@ -31,7 +32,6 @@ __all__ = ["add_commands"]
 
 def cmd_train(args: argparse.Namespace) -> int:
     from digitrec.cfg.presets import preset_config
-    from digitrec.data.mnist import load_mnist
     from digitrec.runtime import resolve_device
     from digitrec.train.engine import train
 
@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if Path(args.checkpoint).resolve() in (out.resolve(), history_plot and history_plot.resolve()):
             raise ConfigError(f"{args.checkpoint} is given for two outputs; use different file names")
     device = resolve_device(args.device)
-    mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet))
+    mnist = load_data(args)
     progress = TrainProgress(args.quiet)
     if args.resume and Path(args.checkpoint).is_file() and not args.json:
         print(f"resuming from {args.checkpoint}", file=sys.stderr, flush=True)
@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if result.interrupted:
             print(f"interrupted: kept the model of epoch {result.epochs_completed}")
         n = result.epochs_completed
-        print(f"trained {config.arch} on {result.device} ({result.precision}): "
+        print(f"trained {config.arch} on {result.dataset['name']} on {result.device} ({result.precision}): "
               f"{n} epoch{'s' if n != 1 else ''} in {result.train_seconds:.1f}s")
         if result.best_epoch is not None:
             print(f"kept the weights of epoch {result.best_epoch} (best validation accuracy)")
@@ -228,8 +228,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     source = resolve_model_path(args.model)
     if not args.out and source in bundled_models().values():
         raise ConfigError(f"{args.model} is a bundled model; give --out FILE for the calibrated copy")
-    if not read_metadata(source).get("train_config"):
+    meta = read_metadata(source)
+    if not meta.get("train_config"):
         raise ConfigError(f"{args.model}: no training recipe stored, so its validation split cannot be rebuilt")
+    if (meta.get("dataset") or {}).get("name", "mnist") != "mnist":
+        raise ConfigError(f"{args.model}: trained on {meta['dataset']['name']}; calibrate fits on MNIST's "
+                          "validation split only (train already calibrates on the dataset's own)")
     out = Path(args.out) if args.out else source
     check_writable(out)
     mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet))
@@ -246,10 +250,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     """Register the training commands."""
-    p = sub.add_parser("train", parents=[parents.common, parents.data, parents.placement],
-                       help="train a model on MNIST",
-                       description="Train on MNIST (default: the notebook recipe, Adam 1e-3, batch 100, "
-                       "10 epochs), evaluate once on the test set, and save one model file.")
+    p = sub.add_parser("train", parents=[parents.common, parents.dataset, parents.placement],
+                       help="train a model on MNIST (or --dataset)",
+                       description="Train on MNIST or another IDX dataset (--dataset; default: the notebook recipe, "
+                       "Adam 1e-3, batch 100, 10 epochs), evaluate once on the test set, and save one model file "
+                       "that stores the dataset's class names. A model of other classes than the digits "
+                       "classifies images (predict, evaluate) but does not read digits or numbers.")
     p.add_argument("--preset", default="notebook", metavar="NAME",
                    help=f"training recipe to start from: {', '.join(list_presets())} (default: %(default)s); "
                    "the recipe flags below override it")
