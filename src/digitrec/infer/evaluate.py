@@ -13,7 +13,7 @@ from torch import nn
 from digitrec.data.mnist import MNIST
 from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
 from digitrec.errors import ConfigError, DatasetError
-from digitrec.models.checkpoint import load_model
+from digitrec.models.checkpoint import load_model, read_metadata
 from digitrec.runtime import autocast, resolve_device, resolve_precision
 
 __all__ = ["predict_logits", "EvalResult", "evaluate", "confusion_matrix", "per_class_metrics", "FileEvaluation",
@@ -169,15 +169,17 @@ def evaluate_model_file(model: str, mnist: MNIST, *, split: str = "test", device
     names, same order), else :class:`ConfigError`.
     """
     dev = resolve_device(device)
-    mf = load_model(model, dev, num_classes=len(mnist.class_names))
-    if tuple(mf.class_names) != tuple(mnist.class_names):
-        raise ConfigError(f"{model}: its classes ({_shown(mf.class_names)}) are not those of {mnist.name} "
+    stored = read_metadata(model).get("class_names", [str(d) for d in range(10)])  # the header alone, first
+    if not isinstance(stored, list) or tuple(stored) != tuple(mnist.class_names):
+        shown = _shown(stored) if isinstance(stored, list) else repr(stored)
+        raise ConfigError(f"{model}: its classes ({shown}) are not those of {mnist.name} "
                           f"({_shown(mnist.class_names)}); evaluate it with the dataset it was trained on")
+    mf = load_model(model, dev, num_classes=len(mnist.class_names))
     images, labels = mnist.split(split)
     result = evaluate(mf.model, images, labels, device=dev, precision=resolve_precision(precision, dev),
                       normalization=mf.normalization, temperature=mf.temperature)
     return FileEvaluation(mf.arch, result, tuple(mf.class_names))
 
 
-def _shown(names: Sequence[str]) -> str:
-    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+def _shown(names: Sequence[object]) -> str:
+    return ", ".join(str(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")
