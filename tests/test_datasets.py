@@ -1,4 +1,4 @@
-"""Tests for digitrec.data.datasets: the table, where a dataset is found, checksums, folders with classes.txt, and the CLI's --dataset."""
+"""Tests for digitrec.data.datasets: the table, lookup, checksums, folders with classes.txt, the CLI's --dataset."""
 
 from __future__ import annotations
 

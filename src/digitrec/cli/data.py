@@ -1,4 +1,4 @@
-"""``digitrec data`` and ``digitrec samples``: where a dataset (MNIST by default) is, whether it verifies, and what it looks like."""
+"""``digitrec data`` and ``digitrec samples``: where a dataset (default MNIST) is, whether it verifies, how it looks."""
 
 from __future__ import annotations
 

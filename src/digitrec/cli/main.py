@@ -57,8 +57,8 @@ def _parents() -> Parents:
     reading.add_argument("--line-reader", default="bundled",
                          help="line reader that reads a whole number without cutting it: 'bundled', a file from "
                          "'digitrec train-line-reader' or 'digitrec finetune', or 'none' (default: %(default)s)")
-    return Parents(common=common, data=data_opts, dataset=dataset_opts, threads=threads, placement=placement, device=device,
-                   reading=reading)
+    return Parents(common=common, data=data_opts, dataset=dataset_opts, threads=threads, placement=placement,
+                   device=device, reading=reading)
 
 
 def build_parser() -> argparse.ArgumentParser:

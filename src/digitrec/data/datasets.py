@@ -1,4 +1,4 @@
-"""Which IDX dataset to use: the table of known ones (MNIST, Fashion-MNIST), where each is found, and folders of IDX files.
+"""Which IDX dataset to use: the table of known ones (MNIST, Fashion-MNIST), where each is found, IDX folders.
 
 A dataset is named (``"mnist"``, ``"fashion-mnist"``) or given as a folder holding the four
 IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,

@@ -143,5 +143,5 @@ async def read_number(request: Request, service: Annotated[Service, Depends(get_
         return JSONResponse(await run_in_threadpool(_read_number, service, source))
     except ImageError as exc:
         raise ApiError(422, error_message(exc)) from None
-    except ModelFileError as exc:  # the served model's classes are not digits
+    except ModelFileError:  # the served model's classes are not digits
         raise ApiError(409, "the served model was not trained on digits; it cannot read numbers") from None
