@@ -202,7 +202,7 @@ def test_training_takes_the_class_count_and_stores_the_names(tmp_path):
     from digitrec.train.engine import train
 
     data = load_dataset(write_classes_dir(tmp_path / "three", ("cat", "dog", "bird")))
-    result = train(TrainConfig(epochs=1, batch_size=16, val_size=8), data=data, device="cpu")
+    result = train(TrainConfig(epochs=1, batch_size=16, val_size=8, precision="fp32"), data=data, device="cpu")
     path = result.save(tmp_path / "m.safetensors")
     mf = load_model(path, num_classes=3)
     assert mf.class_names == ["cat", "dog", "bird"] and mf.metadata["dataset"]["name"] == str(data.directory)
@@ -260,7 +260,8 @@ def test_cli_folder_dataset_end_to_end(tmp_path):
     picture = np.full((80, 80), 255, np.uint8)
     picture[20:60, 35:45] = 0  # a dark stroke on white paper
     Image.fromarray(picture).save(image)
-    line = one_line_error(run("read", "--model", str(model), str(image)), "not of the digits 0-9")
+    line = one_line_error(run("read", "--model", str(model), "--backend", "torch", "--line-reader", "none",
+                              "--verifier", "none", str(image)), "not of the digits 0-9")
     assert str(folder) in line  # names the dataset it was trained on
 
     proc = run("predict", "--model", str(model), "--backend", "torch", str(image))
@@ -281,8 +282,6 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     write_mnist_dir(fake, 20, 10)
     one_line_error(run("evaluate", "--dataset", "fashion-mnist", "--data-dir", str(fake)), "SHA-256", "c59f468a2f67")
     assert list(out.iterdir()) == []
-    proc = run("data", "--dataset", "fashion-mnist", "--data-dir", str(fake))
-    assert proc.returncode == 1 and "CHECKSUM MISMATCH" in proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_cli_help_names_the_datasets():
