@@ -256,6 +256,10 @@ def test_cli_folder_dataset_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "on the " + str(folder) + " test set (20 images)" in proc.stdout and "sneaker" in proc.stdout
 
+    # On MNIST (the default): refused from the model's header, before MNIST is looked for or downloaded.
+    one_line_error(run("evaluate", "--model", str(model), env={"DIGITREC_DATA_DIR": str(tmp_path / "none")}),
+                   "are not those of mnist")
+
     image = tmp_path / "bar.png"
     picture = np.full((80, 80), 255, np.uint8)
     picture[20:60, 35:45] = 0  # a dark stroke on white paper
@@ -280,7 +284,8 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
                    "unknown dataset")
     fake = tmp_path / "fake"
     write_mnist_dir(fake, 20, 10)
-    one_line_error(run("evaluate", "--dataset", "fashion-mnist", "--data-dir", str(fake)), "SHA-256", "c59f468a2f67")
+    one_line_error(run("train", "--dataset", "fashion-mnist", "--data-dir", str(fake), "--out", str(out / "f.st")),
+                   "SHA-256", "c59f468a2f67")
     assert list(out.iterdir()) == []
 
 

@@ -174,9 +174,12 @@ def _format_report(result: Any, class_names: Any = ()) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from digitrec.infer.evaluate import evaluate_model_file
+    from digitrec.data.datasets import DATASETS
+    from digitrec.infer.evaluate import check_classes, evaluate_model_file
 
     check_outputs(args.confusion, args.errors)
+    if args.dataset in DATASETS:  # a known dataset's classes are known: refuse before any download
+        check_classes(args.model, DATASETS[args.dataset].class_names, args.dataset)
     mnist = load_data(args)
     run = evaluate_model_file(args.model, mnist, split=args.split, device=args.device, precision=args.precision)
     written: dict[str, str] = {}

@@ -17,7 +17,7 @@ from digitrec.models.checkpoint import load_model, read_metadata
 from digitrec.runtime import autocast, resolve_device, resolve_precision
 
 __all__ = ["predict_logits", "EvalResult", "evaluate", "confusion_matrix", "per_class_metrics", "FileEvaluation",
-           "evaluate_model_file"]
+           "check_classes", "evaluate_model_file"]
 
 
 def predict_logits(
@@ -169,16 +169,21 @@ def evaluate_model_file(model: str, mnist: MNIST, *, split: str = "test", device
     names, same order), else :class:`ConfigError`.
     """
     dev = resolve_device(device)
-    stored = read_metadata(model).get("class_names", [str(d) for d in range(10)])  # the header alone, first
-    if not isinstance(stored, list) or tuple(stored) != tuple(mnist.class_names):
-        shown = _shown(stored) if isinstance(stored, list) else repr(stored)
-        raise ConfigError(f"{model}: its classes ({shown}) are not those of {mnist.name} "
-                          f"({_shown(mnist.class_names)}); evaluate it with the dataset it was trained on")
+    check_classes(model, mnist.class_names, mnist.name)
     mf = load_model(model, dev, num_classes=len(mnist.class_names))
     images, labels = mnist.split(split)
     result = evaluate(mf.model, images, labels, device=dev, precision=resolve_precision(precision, dev),
                       normalization=mf.normalization, temperature=mf.temperature)
     return FileEvaluation(mf.arch, result, tuple(mf.class_names))
+
+
+def check_classes(model: str, class_names: Sequence[str], dataset: str) -> None:
+    """Raise :class:`ConfigError` unless ``model``'s stored classes are ``class_names`` (reads the header only)."""
+    stored = read_metadata(model).get("class_names", [str(d) for d in range(10)])
+    if not isinstance(stored, list) or tuple(stored) != tuple(class_names):
+        shown = _shown(stored) if isinstance(stored, list) else repr(stored)
+        raise ConfigError(f"{model}: its classes ({shown}) are not those of {dataset} "
+                          f"({_shown(class_names)}); evaluate it with the dataset it was trained on")
 
 
 def _shown(names: Sequence[object]) -> str:
