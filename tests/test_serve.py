@@ -357,6 +357,22 @@ def test_read_errors(client):
     assert_error(client.post("/v1/read", content=b"junk", headers={"Content-Type": "image/png"}), 422)
 
 
+def test_read_refuses_a_model_of_other_classes(tmp_path, seven_png):
+    import torch
+
+    from digitrec.models.checkpoint import save_model
+    from digitrec.models.registry import create_model
+
+    torch.manual_seed(0)
+    clothes = ["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    path = save_model(tmp_path / "clothes.safetensors", create_model("seed").eval(), "seed", {},
+                      class_names=clothes, extra={"dataset": {"name": "fashion-mnist"}})
+    with make_client(load(path, backend="torch", line_reader=None, verifier=None)) as c:
+        headers = {"Content-Type": "image/png"}
+        assert_error(c.post("/v1/read", content=seven_png, headers=headers), 409, "not trained on digits")
+        assert c.post("/v1/predict", content=seven_png, headers=headers).status_code == 200  # it still classifies
+
+
 # --------------------------------------------------------------------------------------------
 # Service endpoints
 

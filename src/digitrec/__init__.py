@@ -24,6 +24,7 @@ from digitrec.errors import ConfigError, DatasetError, DigitrecError, ImageError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from digitrec.data.datasets import load_dataset
     from digitrec.data.mnist import MNIST, load_mnist
     from digitrec.infer.evaluate import EvalResult, evaluate
     from digitrec.infer.recogniser import Prediction, Recogniser, load
@@ -46,6 +47,7 @@ _LAZY = {
     "FinetuneConfig": "digitrec.cfg.finetune",
     "FinetuneResult": "digitrec.train.finetune",
     "load_mnist": "digitrec.data.mnist",
+    "load_dataset": "digitrec.data.datasets",
     "MNIST": "digitrec.data.mnist",
     "create_model": "digitrec.models.registry",
     "list_models": "digitrec.models.registry",
@@ -67,6 +69,7 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "load_mnist",
+    "load_dataset",
     "MNIST",
     "create_model",
     "list_models",

@@ -98,21 +98,29 @@ def _image_grid(
         ax.set_title(title, fontsize=fontsize)
 
 
-def plot_samples(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike[str]) -> Path:
-    """Show the first image of each digit 0-9 in a 2x5 grid.
+def plot_samples(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike[str],
+                 class_names: Sequence[str] | None = None) -> Path:
+    """Show the first image of each class (default: the digits 0-9) in a grid of five columns.
 
-    Raises :class:`ConfigError` if the suffix is unsupported or a digit has no image.
+    ``class_names`` names label 0, 1, ... (e.g. a Fashion-MNIST model's); the titles are those
+    names, or "Digit d" for the digits. Raises :class:`ConfigError` if the suffix is
+    unsupported or a class has no image.
     """
     check_plot_path(path)
     labels = np.asarray(labels)
+    names = list(class_names) if class_names is not None else [str(d) for d in range(10)]
+    digits = names == [str(d) for d in range(10)]
     firsts = []
-    for digit in range(10):
-        found = np.flatnonzero(labels == digit)
+    for label, name in enumerate(names):
+        found = np.flatnonzero(labels == label)
         if found.size == 0:
-            raise ConfigError(f"no image of digit {digit} among the {len(labels):,} samples")
+            what = f"digit {label}" if digits else f"class {label} ({name})"
+            raise ConfigError(f"no image of {what} among the {len(labels):,} samples")
         firsts.append(images[found[0]])
-    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
-    _image_grid(fig, firsts, [f"Digit {d}" for d in range(10)], columns=5, fontsize=11)
+    rows = -(-len(names) // 5)
+    fig = Figure(figsize=(7.5, 1.8 * rows), layout="constrained")
+    _image_grid(fig, firsts, [f"Digit {d}" for d in names] if digits else names, columns=min(5, len(names)),
+                fontsize=11 if digits else 9)
     return _save(fig, path)
 
 

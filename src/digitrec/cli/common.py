@@ -35,6 +35,7 @@ __all__ = [
     "note",
     "check_outputs",
     "download_progress",
+    "load_data",
     "step_bar",
     "TrainProgress",
     "run_each",
@@ -104,7 +105,8 @@ class Parents:
     """The option groups commands share (argparse parent parsers)."""
 
     common: Parser  # --debug, --quiet
-    data: Parser  # --data-dir
+    data: Parser  # --data-dir (MNIST)
+    dataset: Parser  # --dataset, --data-dir (any IDX dataset)
     threads: Parser  # --threads
     placement: Parser  # --threads, --device
     device: Parser  # --threads, --device, --precision (training precisions)
@@ -185,6 +187,16 @@ def download_progress(quiet: bool) -> Callable[[str, int | None], Callable[[int]
         return update
 
     return factory
+
+
+def load_data(args: argparse.Namespace, quiet: bool = False) -> Any:
+    """The dataset that ``--dataset`` and ``--data-dir`` name, downloaded with a progress bar if missing.
+
+    ``quiet`` hides the bar whatever ``--quiet`` says (the other ranks of a distributed run).
+    """
+    from digitrec.data.datasets import load_dataset
+
+    return load_dataset(args.dataset, args.data_dir, progress=download_progress(args.quiet or quiet))
 
 
 def step_bar(total: int, desc: str, unit: str, quiet: bool) -> Any:

@@ -18,6 +18,7 @@ from digitrec.cli.common import (
     err,
     fraction,
     int_at_least,
+    load_data,
     note,
     run_each,
 )
@@ -65,13 +66,18 @@ def _save_input(image: Any, path: str | Path) -> Path:
     return target
 
 
-def _verdict(pred: dict[str, Any]) -> str:
-    """One line for a prediction's JSON form (``Prediction.to_dict``)."""
+def _verdict(pred: dict[str, Any], names: list[str] | None = None) -> str:
+    """One line for a prediction's JSON form (``Prediction.to_dict``); ``names`` (a model of other classes
+    than digits) shows each class's name."""
     if pred["digit"] is None:
-        return "no digit found"
-    top = ", ".join(f"{t['digit']} {t['probability']:.1%}" for t in pred["top3"])
+        return "no digit found" if names is None else "nothing found (blank image)"
+
+    def shown(c: int) -> str:
+        return str(c) if names is None else f"{c} ({names[c]})"
+
+    top = ", ".join(f"{shown(t['digit'])} {t['probability']:.1%}" for t in pred["top3"])
     unsure = "  UNSURE" if pred["unsure"] else ""
-    return f"{pred['digit']}  confidence {pred['confidence']:.1%}{unsure}  top-3: {top}"
+    return f"{shown(pred['digit'])}  confidence {pred['confidence']:.1%}{unsure}  top-3: {top}"
 
 
 def _is_batch(args: argparse.Namespace) -> bool:
@@ -161,14 +167,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rec = load(args.model, device=args.device, precision=args.precision, backend=args.backend,
                min_confidence=args.min_confidence, verifier=None, line_reader=None,  # single digits: no number helpers
                data_dir=args.data_dir)
+    classes = list(rec.model_file.class_names)
+    names = None if classes == [str(d) for d in range(10)] else classes  # e.g. a Fashion-MNIST model's
 
     def one(name: str, item: tuple[Any, int | None]) -> None:
         source, truth = item
         pred = rec.predict([source])[0]
         if args.json:
-            emit_json({"path": name, **pred.to_dict(), **({"true_label": truth} if truth is not None else {})})
+            named = {"class_name": names[pred.digit] if pred.digit is not None else None} if names else {}
+            emit_json({"path": name, **pred.to_dict(), **named,
+                       **({"true_label": truth} if truth is not None else {})})
         else:
-            print(f"{name}{f' (true {truth})' if truth is not None else ''}: {_verdict(pred.to_dict())}")
+            print(f"{name}{f' (true {truth})' if truth is not None else ''}: {_verdict(pred.to_dict(), names)}")
         if args.show_input:
             note(f"wrote {_save_input(pred.input, args.show_input)}", args.json)
         if args.show and pred.digit is not None:
@@ -194,6 +204,7 @@ def _reading_line(reading: dict[str, Any]) -> str:
 
 def cmd_read(args: argparse.Namespace) -> int:
     from digitrec.infer.recogniser import load
+    from digitrec.models.header import check_digit_classes
 
     if _is_batch(args):
         return _run_batch(args, "numbers")
@@ -202,6 +213,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         raise ConfigError("--show takes exactly one input image")
     rec = load(args.model, device=args.device, backend=args.backend,
                min_confidence=args.min_confidence, verifier=args.verifier, line_reader=args.line_reader)
+    check_digit_classes(rec.model_file)  # once, before any image: a Fashion-MNIST model reads no numbers
 
     def one(name: str, _: None) -> None:
         reading = rec.read(name)
@@ -220,10 +232,19 @@ def cmd_read(args: argparse.Namespace) -> int:
     return run_each(((name, None) for name in args.images), one, args.json)
 
 
-def _format_report(result: Any) -> str:
-    lines = [f"{'class':>5} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}"]
+def _title(name: str) -> str:
+    from digitrec.data.datasets import DATASETS
+
+    return DATASETS[name].title if name in DATASETS else name
+
+
+def _format_report(result: Any, class_names: Any = ()) -> str:
+    named = list(class_names) not in ([], [str(d) for d in range(10)])  # digits need no name column
+    width = max([len(n) for n in class_names] + [0]) + 2 if named else 0
+    lines = [f"{'class':>5} {'':<{width}}{'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}"]
     for c in range(len(result.support)):
-        lines.append(f"{c:>5} {result.precision[c]:>9.4f} {result.recall[c]:>7.4f} {result.f1[c]:>7.4f} "
+        name = f"{class_names[c]:<{width}}" if named else ""
+        lines.append(f"{c:>5} {name}{result.precision[c]:>9.4f} {result.recall[c]:>7.4f} {result.f1[c]:>7.4f} "
                      f"{int(result.support[c]):>7}")
     lines.append("")
     lines.append("confusion matrix (rows: true, columns: predicted)")
@@ -234,11 +255,13 @@ def _format_report(result: Any) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from digitrec.data.mnist import load_mnist
-    from digitrec.infer.evaluate import evaluate_model_file
+    from digitrec.data.datasets import DATASETS
+    from digitrec.infer.evaluate import check_classes, evaluate_model_file
 
     check_outputs(args.confusion, args.errors)
-    mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet))
+    if args.dataset in DATASETS:  # a known dataset's classes are known: refuse before any download
+        check_classes(args.model, DATASETS[args.dataset].class_names, args.dataset)
+    mnist = load_data(args)
     run = evaluate_model_file(args.model, mnist, split=args.split, device=args.device, precision=args.precision)
     written: dict[str, str] = {}
     if args.confusion or args.errors:
@@ -253,12 +276,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             written["misclassified_plot"] = str(plot_misclassified(images, labels, result.predictions,
                                                                    result.confidences, args.errors))
     if args.json:
-        emit_json({"model": args.model, "split": args.split, **run.result.to_dict(), **written})
+        emit_json({"model": args.model, "dataset": mnist.name, "split": args.split,
+                   "class_names": list(run.class_names), **run.result.to_dict(), **written})
         return 0
-    print(f"model {args.model} ({run.arch}) on the MNIST {args.split} set ({len(run.result.predictions):,} images)")
+    print(f"model {args.model} ({run.arch}) on the {_title(mnist.name)} {args.split} set "
+          f"({len(run.result.predictions):,} images)")
     print(f"loss {run.result.loss:.4f}, accuracy {run.result.accuracy:.2%} ({run.result.errors} errors)")
     print()
-    print(_format_report(run.result))
+    print(_format_report(run.result, run.class_names))
     for path in written.values():
         print(f"wrote {path}")
     return 0
@@ -306,13 +331,15 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     add_config_flags(p.add_argument_group("batch (folders, globs; see docs/batch.md)"), BatchConfig)
     p.set_defaults(func=cmd_read)
 
-    p = sub.add_parser("evaluate", parents=[parents.common, parents.data, parents.inference],
-                       help="evaluate a model on MNIST",
-                       description="Loss, accuracy, per-class precision/recall/F1 and the confusion matrix; "
-                       "with --confusion and --errors, also the confusion heatmap and a gallery of "
+    p = sub.add_parser("evaluate", parents=[parents.common, parents.dataset, parents.inference],
+                       help="evaluate a model on MNIST (or --dataset)",
+                       description="Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on "
+                       "MNIST or the dataset the model was trained on (--dataset; its class names must match "
+                       "the model's); with --confusion and --errors, also the confusion heatmap and a gallery of "
                        "misclassified images.")
     p.add_argument("--model", default="seed", help="model file or bundled name (default: %(default)s)")
-    p.add_argument("--split", default="test", choices=["test", "train"], help="MNIST split (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=["test", "train"],
+                   help="the dataset's split (default: %(default)s)")
     p.add_argument("--confusion", metavar="FILE", help="draw the confusion heatmap to FILE (.png, .svg or .pdf)")
     p.add_argument("--errors", metavar="FILE", help="draw a gallery of misclassified images to FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -32,6 +32,16 @@ def _parents() -> Parents:
     data_opts.add_argument("--data-dir", metavar="DIR",
                            help="folder with the four MNIST IDX files (default: $DIGITREC_DATA_DIR, then the user "
                            "cache; downloaded there if missing)")
+    dataset_opts = Parser(add_help=False)  # commands that work on any IDX dataset, not only MNIST
+    dataset_opts.add_argument("--dataset", default="mnist", metavar="NAME|DIR",
+                              help="mnist, fashion-mnist, or a folder with four IDX files (train-images-idx3-ubyte, "
+                              "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, raw or .gz) "
+                              "and optionally classes.txt, one class name a line (default: %(default)s)")
+    dataset_opts.add_argument("--data-dir", metavar="DIR",
+                              help="folder with the named dataset's four IDX files (default: its setting, "
+                              "$DIGITREC_DATA_DIR for MNIST or $DIGITREC_FASHION_MNIST_DIR; then "
+                              "/usr/share/datasets/fashion-mnist for Fashion-MNIST (apt-get install "
+                              "dataset-fashion-mnist); then the user cache; downloaded there if missing)")
     threads = Parser(add_help=False)
     threads.add_argument("--threads", type=int_at_least(1), metavar="N",
                          help="CPU threads for PyTorch (default: one per core); 1 is far faster on a busy machine")
@@ -52,8 +62,8 @@ def _parents() -> Parents:
     reading.add_argument("--line-reader", default="bundled",
                          help="line reader that reads a whole number without cutting it: 'bundled', a file from "
                          "'digitrec train-line-reader' or 'digitrec finetune', or 'none' (default: %(default)s)")
-    return Parents(common=common, data=data_opts, threads=threads, placement=placement, device=device,
-                   inference=inference, reading=reading)
+    return Parents(common=common, data=data_opts, dataset=dataset_opts, threads=threads, placement=placement,
+                   device=device, inference=inference, reading=reading)
 
 
 def build_parser() -> argparse.ArgumentParser:

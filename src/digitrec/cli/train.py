@@ -22,6 +22,7 @@ from digitrec.cli.common import (
     emit_json,
     err,
     int_at_least,
+    load_data,
     step_bar,
     thread_count,
     torch_threads,
@@ -106,7 +107,6 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def _train(args: argparse.Namespace, config: TrainConfig, out: Path, history_plot: Path | None,
            dist: Dist | None) -> int:
-    from digitrec.data.mnist import load_mnist
     from digitrec.runtime import resolve_device
     from digitrec.train.engine import train
 
@@ -114,7 +114,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, out: Path, history_plo
     device = dist.device if dist is not None else resolve_device(args.device)
     if not main:
         dist.barrier()  # type: ignore[union-attr]  # rank 0 reads (or downloads) MNIST first
-    mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet) if main else None)
+    mnist = load_data(args, quiet=not main)
     if dist is not None and main:
         dist.barrier()
     progress = TrainProgress(args.quiet or not main)
@@ -145,7 +145,7 @@ def _report(args: argparse.Namespace, config: TrainConfig, result: TrainResult, 
         n = result.epochs_completed
         where = result.device if dist is None else \
             f"{dist.world} process{'es' if dist.world != 1 else ''} on {result.device}"
-        print(f"trained {config.arch} on {where} ({result.precision}): "
+        print(f"trained {config.arch} on {result.dataset['name']} on {where} ({result.precision}): "
               f"{n} epoch{'s' if n != 1 else ''} in {result.train_seconds:.1f}s")
         if result.best_epoch is not None:
             print(f"kept the weights of epoch {result.best_epoch} (best validation accuracy)")
@@ -329,6 +329,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     lines = meta.get("arch") in list_models("lines")
     if not meta.get("line_train_config" if lines else "train_config"):
         raise ConfigError(f"{args.model}: no training recipe stored, so its validation split cannot be rebuilt")
+    if (meta.get("dataset") or {}).get("name", "mnist") != "mnist":
+        raise ConfigError(f"{args.model}: trained on {meta['dataset']['name']}; calibrate fits on MNIST's "
+                          "validation split only (train already calibrates on the dataset's own)")
     out = Path(args.out) if args.out else source
     check_writable(out)
     mnist = load_mnist(args.data_dir, progress=download_progress(args.quiet))
@@ -349,10 +352,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     """Register the training commands."""
-    p = sub.add_parser("train", parents=[parents.common, parents.data, parents.placement],
-                       help="train a model on MNIST",
-                       description="Train on MNIST (default: the notebook recipe, Adam 1e-3, batch 100, "
-                       "10 epochs), evaluate once on the test set, and save one model file.")
+    p = sub.add_parser("train", parents=[parents.common, parents.dataset, parents.placement],
+                       help="train a model on MNIST (or --dataset)",
+                       description="Train on MNIST or another IDX dataset (--dataset; default: the notebook recipe, "
+                       "Adam 1e-3, batch 100, 10 epochs), evaluate once on the test set, and save one model file "
+                       "that stores the dataset's class names. A model of other classes than the digits "
+                       "classifies images (predict, evaluate) but does not read digits or numbers.")
     p.add_argument("--preset", default="notebook", metavar="NAME",
                    help=f"training recipe to start from: {', '.join(list_presets())} (default: %(default)s); "
                    "the recipe flags below override it")

@@ -3,6 +3,8 @@
 Lookup order for the four files: ``$DIGITREC_DATA_DIR``, then the user cache directory, and
 otherwise a download from public mirrors into the cache (or into ``$DIGITREC_DATA_DIR`` when it
 is set). Checksums are of the *decompressed* content, so a re-compressed ``.gz`` still verifies.
+Finding and reading the files is :mod:`digitrec.data.datasets`'s, shared with the other IDX
+datasets; the functions here are MNIST's entry points to it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,7 +34,6 @@ __all__ = [
     "MNIST_SHA256",
     "MNIST",
     "Split",
-    "DataStatus",
     "read_idx",
     "parse_idx",
     "default_cache_dir",
@@ -127,7 +128,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MNIST:
-    """The four MNIST arrays, uint8 images (N, 28, 28) and int64 labels (N,)."""
+    """The four arrays of an IDX dataset (MNIST or another), uint8 images (N, 28, 28) and int64 labels (N,)."""
 
     train_images: np.ndarray  # (60000, 28, 28) uint8, 0 = background
     train_labels: np.ndarray  # (60000,) int64 in 0..9
@@ -135,6 +136,8 @@ class MNIST:
     test_labels: np.ndarray  # (10000,) int64
     directory: Path  # where the files were read from
     sha256: dict[str, str] = field(default_factory=dict)  # file base name -> decompressed SHA-256
+    name: str = "mnist"  # the dataset's name in the table of digitrec.data.datasets, or its folder
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))  # the name of each label
 
     def split(self, name: Split) -> tuple[np.ndarray, np.ndarray]:
         """Return (images, labels) of ``"train"`` or ``"test"``."""
@@ -157,34 +160,15 @@ def _file_in(directory: Path, base: str) -> Path | None:
     return None
 
 
-def _has_all(directory: Path) -> bool:
-    return all(_file_in(directory, base) is not None for base in MNIST_FILES.values())
-
-
 def find_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The directory holding all four files, or None.
 
     An explicit ``data_dir`` is the only place looked at (a typo must not silently read
     another copy); otherwise ``$DIGITREC_DATA_DIR``, then the user cache.
     """
-    if data_dir is not None:
-        return Path(data_dir) if _has_all(Path(data_dir)) else None
-    candidates: list[Path] = []
-    if os.environ.get(DATA_DIR_ENV):
-        candidates.append(Path(os.environ[DATA_DIR_ENV]))
-    candidates.append(default_cache_dir())
-    for directory in candidates:
-        if _has_all(directory):
-            return directory
-    return None
+    from digitrec.data.datasets import DATASETS, find_dataset_dir
 
-
-def _download_target(data_dir: str | os.PathLike[str] | None) -> Path:
-    if data_dir is not None:
-        return Path(data_dir)
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV])
-    return default_cache_dir()
+    return find_dataset_dir(DATASETS["mnist"], data_dir)
 
 
 def _fetch(url: str, timeout: float, progress: ProgressFactory | None) -> bytes:
@@ -220,12 +204,15 @@ def download_mnist(
     checksums: dict[str, str] = MNIST_SHA256,
     timeout: float = 30.0,
     progress: ProgressFactory | None = None,
+    title: str = "MNIST",
+    env: str = DATA_DIR_ENV,
 ) -> Path:
-    """Download any missing MNIST files into ``directory`` and return it.
+    """Download any missing MNIST files (or another dataset's: ``checksums``, ``title``) into ``directory``.
 
     Each file is fetched as ``.gz`` from the mirrors in order; a mirror whose file does not
     decompress to the expected SHA-256 is skipped. Files are written atomically.
-    ``progress(name, total_bytes)`` may return a callable that receives byte counts.
+    ``progress(name, total_bytes)`` may return a callable that receives byte counts; ``title``
+    and ``env`` (the dataset's folder setting) are for the error message. Returns ``directory``.
     """
     target = Path(directory)
     for base in checksums:
@@ -253,20 +240,9 @@ def download_mnist(
             raise DatasetError(
                 f"could not download {base} from {len(mirrors)} mirror(s) "
                 f"(last error: {errors[-1] if errors else 'no mirrors'}); "
-                f"put the four MNIST files in {target} or set {DATA_DIR_ENV}"
+                f"put the four {title} files in {target} or set {env}"
             )
     return target
-
-
-def _load_verified(path: Path, base: str, verify: bool) -> tuple[np.ndarray, str]:
-    raw = _read_bytes(path)
-    digest = hashlib.sha256(raw).hexdigest()
-    if verify and base in MNIST_SHA256 and digest != MNIST_SHA256[base]:
-        raise DatasetError(
-            f"{path}: SHA-256 of the decompressed content is {digest[:12]}..., expected "
-            f"{MNIST_SHA256[base][:12]}... (corrupt or not MNIST; delete it to re-download)"
-        )
-    return parse_idx(raw, str(path)), digest
 
 
 def load_mnist(
@@ -281,74 +257,19 @@ def load_mnist(
     ``data_dir`` overrides ``$DIGITREC_DATA_DIR``. Reading never writes, so a read-only
     directory works. Raises :class:`DatasetError` with a one-line reason on any failure.
     """
-    directory = find_data_dir(data_dir)
-    if directory is None:
-        target = _download_target(data_dir)
-        if not download:
-            raise DatasetError(
-                f"MNIST not found; put the four IDX files in {target} or set {DATA_DIR_ENV}"
-            )
-        directory = download_mnist(target, progress=progress)
-    arrays: dict[tuple[str, str], np.ndarray] = {}
-    digests: dict[str, str] = {}
-    for key, base in MNIST_FILES.items():
-        path = _file_in(directory, base)
-        assert path is not None  # guaranteed by find_data_dir / download_mnist
-        arrays[key], digests[base] = _load_verified(path, base, verify)
-    for split in ("train", "test"):
-        images, labels = arrays[(split, "images")], arrays[(split, "labels")]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DatasetError(
-                f"{directory}: {split} images {images.shape} do not match labels {labels.shape}"
-            )
-    return MNIST(
-        train_images=arrays[("train", "images")],
-        train_labels=arrays[("train", "labels")].astype(np.int64),
-        test_images=arrays[("test", "images")],
-        test_labels=arrays[("test", "labels")].astype(np.int64),
-        directory=directory,
-        sha256=digests,
-    )
+    from digitrec.data.datasets import load_dataset
+
+    return load_dataset("mnist", data_dir, download=download, verify=verify, progress=progress)
 
 
-@dataclass(frozen=True)
-class DataStatus:
-    """What ``digitrec data`` reports."""
+def data_status(data_dir: str | os.PathLike[str] | None = None) -> Any:
+    """Locate MNIST without downloading and report checksums, shapes and class counts.
 
-    directory: str | None  # where the files are, or None when not found
-    files: dict[str, dict[str, object]]  # base name -> {path, sha256, ok, shape}
-    class_counts: dict[str, list[int]]  # split -> counts of labels 0..9
+    Returns a :class:`digitrec.data.datasets.DatasetStatus`.
+    """
+    from digitrec.data.datasets import dataset_status
 
-    @property
-    def ok(self) -> bool:
-        """True when all four files were found and match their checksums."""
-        return self.directory is not None and all(f["ok"] for f in self.files.values())
-
-
-def data_status(data_dir: str | os.PathLike[str] | None = None) -> DataStatus:
-    """Locate MNIST without downloading and report checksums, shapes and class counts."""
-    directory = find_data_dir(data_dir)
-    if directory is None:
-        return DataStatus(directory=None, files={}, class_counts={})
-    files: dict[str, dict[str, object]] = {}
-    counts: dict[str, list[int]] = {}
-    for (split, kind), base in MNIST_FILES.items():
-        path = _file_in(directory, base)
-        assert path is not None
-        try:
-            array, digest = _load_verified(path, base, verify=False)
-        except DatasetError as exc:  # report every file, not only the first bad one
-            files[base] = {"path": str(path), "sha256": None, "ok": False, "shape": None, "error": str(exc)}
-            continue
-        files[base] = {
-            "path": str(path),
-            "sha256": digest,
-            "ok": digest == MNIST_SHA256[base],
-            "shape": list(array.shape),
-        }
-        if kind == "labels":
-            counts[split] = np.bincount(array.astype(np.int64), minlength=10).tolist()
-    return DataStatus(directory=str(directory), files=files, class_counts=counts)
+    return dataset_status("mnist", data_dir)
 
 
 def split_train_val(

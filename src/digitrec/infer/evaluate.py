@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,12 +12,12 @@ from torch import nn
 
 from digitrec.data.mnist import MNIST
 from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
-from digitrec.errors import DatasetError
-from digitrec.models.checkpoint import load_model
+from digitrec.errors import ConfigError, DatasetError
+from digitrec.models.checkpoint import load_model, read_metadata
 from digitrec.runtime import autocast, resolve_device, resolve_precision
 
 __all__ = ["predict_logits", "EvalResult", "evaluate", "evaluate_probabilities", "confusion_matrix",
-           "per_class_metrics", "FileEvaluation", "evaluate_model_file"]
+           "per_class_metrics", "FileEvaluation", "check_classes", "evaluate_model_file"]
 
 
 def predict_logits(
@@ -174,27 +175,43 @@ class FileEvaluation:
 
     arch: str  # the file's architecture
     result: EvalResult  # the metrics and per-image answers
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))  # the name of each class, as stored in the file
 
 
 def evaluate_model_file(model: str, mnist: MNIST, *, split: str = "test", device: str | torch.device = "auto",
                         precision: str = "auto") -> FileEvaluation:
     """Load ``model`` (a file or bundled name) and evaluate it on ``mnist``'s ``split`` ("test" or "train").
 
-    ``precision`` "int8" runs the model's int8 ONNX graph (:mod:`digitrec.infer.quantize`, calibrated
-    on ``mnist``'s validation images) on the CPU; the others run PyTorch.
+    ``mnist`` may be any IDX dataset; the model must have been trained on its classes (same
+    names, same order), else :class:`ConfigError`. ``precision`` "int8" runs the model's int8
+    ONNX graph (:mod:`digitrec.infer.quantize`, calibrated on MNIST validation images) on the
+    CPU; the others run PyTorch.
     """
     dev = resolve_device(device)
+    check_classes(model, mnist.class_names, mnist.name)
+    mf = load_model(model, dev, num_classes=len(mnist.class_names))
     if precision == "int8":
         from digitrec.infer.onnx import OnnxRunner, resolve_backend
         from digitrec.infer.quantize import int8_graph
 
         resolve_backend("onnx", dev.type, precision)  # CPU and ONNX Runtime, else one line
-        mf = load_model(model, dev)
         images, labels = mnist.split(split)
         probs = OnnxRunner(int8_graph(mf, mnist.directory)).probabilities(images)
-        return FileEvaluation(mf.arch, evaluate_probabilities(probs, labels))
-    mf = load_model(model, dev)
+        return FileEvaluation(mf.arch, evaluate_probabilities(probs, labels), tuple(mf.class_names))
     images, labels = mnist.split(split)
     result = evaluate(mf.model, images, labels, device=dev, precision=resolve_precision(precision, dev),
                       normalization=mf.normalization, temperature=mf.temperature)
-    return FileEvaluation(mf.arch, result)
+    return FileEvaluation(mf.arch, result, tuple(mf.class_names))
+
+
+def check_classes(model: str, class_names: Sequence[str], dataset: str) -> None:
+    """Raise :class:`ConfigError` unless ``model``'s stored classes are ``class_names`` (reads the header only)."""
+    stored = read_metadata(model).get("class_names", [str(d) for d in range(10)])
+    if not isinstance(stored, list) or tuple(stored) != tuple(class_names):
+        shown = _shown(stored) if isinstance(stored, list) else repr(stored)
+        raise ConfigError(f"{model}: its classes ({shown}) are not those of {dataset} "
+                          f"({_shown(class_names)}); evaluate it with the dataset it was trained on")
+
+
+def _shown(names: Sequence[object]) -> str:
+    return ", ".join(str(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")

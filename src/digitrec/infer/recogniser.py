@@ -16,7 +16,7 @@ from digitrec.data.preprocess import IMAGE_SIZE, ImageSource, NoDigitError, Norm
 from digitrec.errors import ConfigError, DigitrecError, ImageError, ModelFileError
 from digitrec.infer.onnx import OnnxRunner, cached_graph, required_graph, resolve_backend
 from digitrec.models.catalog import BUILTIN
-from digitrec.models.header import ModelFile, read_metadata, resolve_model_path
+from digitrec.models.header import ModelFile, check_digit_classes, read_metadata, resolve_model_path
 from digitrec.read.linereader import bundled_line_reader
 from digitrec.read.readings import NumberReading
 
@@ -260,8 +260,10 @@ class Recogniser:
         then the reader's probability of the whole string. A list is read in batches of lines
         of the same width, faster per picture and with the same answers. With a reader of binarised
         ink, or none, the digits are cut apart and classified one by one (:mod:`digitrec.read.segment`).
-        A picture without a number gives ``number`` None.
+        A picture without a number gives ``number`` None. A model whose classes are not the
+        digits 0-9 (one trained on Fashion-MNIST, say) raises :class:`ModelFileError`.
         """
+        check_digit_classes(self.model_file)
         many = isinstance(image, (list, tuple))
         readings = self._numbers().read(list(image) if many else [image])  # type: ignore[list-item]
         return readings if many else readings[0]

@@ -41,6 +41,8 @@ __all__ = [
     "packaged_file",
     "bundled",
     "BUNDLED_ROLES",
+    "DIGIT_CLASSES",
+    "check_digit_classes",
 ]
 
 FORMAT = "digitrec-model"
@@ -48,6 +50,7 @@ FORMAT_VERSION = 1
 MODEL_KEY = "digitrec"  # the model file's record under the header's __metadata__
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # refuse absurd files before reading them into memory
 MAX_BLANK_PENALTY = 20.0  # nats; far above any fitted value (a line reader's penalties are searched up to 5)
+DIGIT_CLASSES = tuple(str(d) for d in range(10))  # the classes of a model that reads digits
 
 
 @dataclass
@@ -71,6 +74,19 @@ class ModelFile:
     def blank_penalty(self) -> float:
         """Nats taken off a line reader's blank before best-path decoding (0.0 = plain best path)."""
         return float(self.metadata.get("blank_penalty", 0.0))
+
+
+def check_digit_classes(model_file: ModelFile) -> None:
+    """Raise :class:`ModelFileError` unless the model's classes are the digits 0-9 (reading numbers needs them).
+
+    A model trained on another dataset (e.g. Fashion-MNIST) classifies images, but its answers
+    are not digits, so nothing may be read as a number with it.
+    """
+    if tuple(model_file.class_names) != DIGIT_CLASSES:
+        dataset = (model_file.metadata.get("dataset") or {}).get("name") or "another dataset"
+        shown = ", ".join(model_file.class_names[:3])
+        raise ModelFileError(f"{model_file.path}: a model of {dataset} ({shown}, ...), not of the digits 0-9; "
+                             "it cannot read digits or numbers")
 
 
 def split_header(blob: bytes, what: str) -> tuple[dict[str, Any], bytes]:

@@ -105,6 +105,7 @@ class TrainResult:
     best_epoch: int | None = None  # epoch whose weights the model holds when keep_best selected one
     stopped_early: bool = False  # early stopping ended the run before config.epochs
     calibration: Calibration | None = None  # temperature fitted on the validation split (None: T = 1)
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))  # the dataset's name of each output
 
     @property
     def epochs_completed(self) -> int:
@@ -144,7 +145,8 @@ class TrainResult:
         }
         if self.calibration is not None:
             extra["calibration"] = self.calibration.to_dict()
-        return save_model(path, self.model, self.config.arch, model_config, extra=extra)
+        return save_model(path, self.model, self.config.arch, model_config, extra=extra,
+                          class_names=list(self.class_names))
 
 
 def _to_device_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -467,7 +469,7 @@ def train(
     dist: Dist | None = None,
     **overrides: Any,
 ) -> TrainResult:
-    """Train on MNIST with ``config`` (default: the notebook recipe), then test once.
+    """Train on MNIST (or ``data``, any IDX dataset) with ``config`` (default: the notebook recipe), then test once.
 
     Keyword ``overrides`` replace config fields, e.g. ``train(epochs=1, seed=3)``. The
     validation split (``val_size`` images) is carved from the training set with ``seed``; the
@@ -480,11 +482,13 @@ def train(
         config = dataclasses.replace(config or TrainConfig(), **overrides)
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
-    config.validate()
-    if config.num_classes != 10:
-        raise ConfigError(f"MNIST has ten classes; this recipe has num_classes {config.num_classes}")
-    dev = dist.device if dist is not None else resolve_device(device)
     mnist = data if data is not None else load_mnist()
+    classes = len(mnist.class_names)
+    if config.num_classes != classes:  # the dataset decides how many outputs the model has
+        config = dataclasses.replace(config, num_classes=classes,
+                                     model_config={**config.model_config, "num_classes": classes})
+    config.validate()
+    dev = dist.device if dist is not None else resolve_device(device)
     images, labels = mnist.train_images, mnist.train_labels
     if config.limit:
         images, labels = images[: config.limit], labels[: config.limit]
@@ -496,8 +500,9 @@ def train(
             _calibrate_and_test(result, mnist, vx, vy, dev)
     except KeyboardInterrupt:  # the trained model is still worth keeping, just untested
         result.interrupted = True
+    result.class_names = tuple(mnist.class_names)
     result.dataset = {
-        "name": "mnist",
+        "name": mnist.name,
         "train_size": len(tx),
         "val_size": len(vx),
         "test_size": len(mnist.test_images),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from digitrec.errors import ImageError
+from digitrec.errors import ImageError, ModelFileError
 from digitrec.infer.recogniser import Prediction
 from digitrec.serve.inputs import (
     SMALL_IMAGE_PIXELS,
@@ -143,3 +143,5 @@ async def read_number(request: Request, service: Annotated[Service, Depends(get_
         return JSONResponse(await run_in_threadpool(_read_number, service, source))
     except ImageError as exc:
         raise ApiError(422, error_message(exc)) from None
+    except ModelFileError:  # the served model's classes are not digits
+        raise ApiError(409, "the served model was not trained on digits; it cannot read numbers") from None
