@@ -83,7 +83,7 @@ def test_config_is_validated():
     # The MNIST trainer refuses a two-class recipe: its labels are ten digits.
     from digitrec.train.engine import train
 
-    with pytest.raises(ConfigError, match="MNIST has ten classes"):
+    with pytest.raises(ConfigError, match="has 10 classes; this recipe has num_classes 2"):
         train(VerifierConfig().train_config())
 
 

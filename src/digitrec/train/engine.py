@@ -484,7 +484,9 @@ def train(
         raise ConfigError(str(exc)) from exc
     mnist = data if data is not None else load_mnist()
     classes = len(mnist.class_names)
-    if config.num_classes != classes:  # the dataset decides how many outputs the model has
+    if config.num_classes != classes:  # the dataset decides how many outputs the model has ...
+        if config.num_classes != TrainConfig().num_classes:  # ... unless the recipe asks for its own number
+            raise ConfigError(f"{mnist.name} has {classes} classes; this recipe has num_classes {config.num_classes}")
         config = dataclasses.replace(config, num_classes=classes,
                                      model_config={**config.model_config, "num_classes": classes})
     config.validate()
