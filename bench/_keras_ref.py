@@ -1,6 +1,7 @@
 """Reference run: the notebook's CNN and recipe in Keras 3 on TensorFlow (CPU, fp32).
 
 Run by bench/speed.py in its own process; prints one JSON object. Needs the `bench` extra.
+``build_model`` imports without digitrec (bench/_keras_predict.py runs it in a TensorFlow-only venv).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
-from _common import inference_figures, load_split  # noqa: E402
 
 
 def build_model(keras):  # type: ignore[no-untyped-def]
@@ -42,6 +42,7 @@ def main() -> None:
 
     import keras
     import tensorflow as tf
+    from _common import inference_figures, load_split  # digitrec's data loading: here, not at import
 
     keras.utils.set_random_seed(args.seed)
     tx, ty, _, _, test_x, test_y = load_split(args.data_dir, args.seed)
