@@ -7,6 +7,7 @@ import io
 import os
 import socket
 import struct
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,16 @@ def real_mnist():
     if directory is None:
         pytest.skip("real MNIST not found (set DIGITREC_DATA_DIR)")
     return load_mnist(directory, download=False)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """The CLI's one error line of a failed run (exit 1, no traceback), checked to hold each of ``needles``."""
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error
 from PIL import Image, ImageDraw
 
 from digitrec.errors import ConfigError
@@ -49,15 +50,6 @@ def write_images(folder: Path, count: int) -> list[Path]:
 def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "digitrec", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    assert proc.returncode == 1, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_discover_folders_globs_and_files_in_order(tmp_path: Path) -> None:

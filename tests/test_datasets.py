@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_idx_bytes, write_mnist_dir
+from conftest import make_idx_bytes, one_line_error, write_mnist_dir
 from PIL import Image
 
 from digitrec.data.datasets import (
@@ -41,15 +41,6 @@ CLOTHES = ("top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sn
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "digitrec", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=180, stdin=subprocess.DEVNULL)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    assert proc.returncode == 1, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def write_classes_dir(directory: Path, names: tuple[str, ...], n_train: int = 40, n_test: int = 20) -> Path:

@@ -14,6 +14,21 @@ from digitrec.errors import ConfigError
 
 __all__ = ["PRESETS", "list_presets", "preset_config"]
 
+# The accuracy design of `best` (and `fashion`): VGG-style BN CNN, one-cycle AdamW, label
+# smoothing, EMA of the weights, the best epoch chosen on the validation split.
+_VGG_ONECYCLE: dict[str, Any] = {
+    "arch": "vgg",
+    "batch_size": 128,
+    "lr": 3e-3,
+    "optimizer": "adamw",
+    "weight_decay": 1e-2,
+    "schedule": "onecycle",
+    "warmup": 0.2,
+    "label_smoothing": 0.1,
+    "ema_decay": 0.999,
+    "keep_best": True,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference notebook: seed CNN, Adam 1e-3, batch 100, 10 epochs, no augmentation.
     "notebook": {},
@@ -22,17 +37,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # one-cycle schedule fixes the length, and a plateau at peak LR is not convergence. 30
     # epochs (the first version had 15): published runs of this design train for tens.
     "best": {
-        "arch": "vgg",
+        **_VGG_ONECYCLE,
         "epochs": 30,
-        "batch_size": 128,
-        "lr": 3e-3,
-        "optimizer": "adamw",
-        "weight_decay": 1e-2,
-        "schedule": "onecycle",
-        "warmup": 0.2,
-        "label_smoothing": 0.1,
-        "ema_decay": 0.999,
-        "keep_best": True,
         "aug_rotate": 10.0,
         "aug_shift": 2.5,
         "aug_scale": 0.1,
@@ -56,17 +62,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # suits clothes photographed upright and centred: small shifts and zooms, a little rotation,
     # no shear. 8 epochs rather than 30: one measured run had to fit a loaded 2-core machine (docs/datasets.md).
     "fashion": {
-        "arch": "vgg",
+        **_VGG_ONECYCLE,
         "epochs": 8,
-        "batch_size": 128,
-        "lr": 3e-3,
-        "optimizer": "adamw",
-        "weight_decay": 1e-2,
-        "schedule": "onecycle",
-        "warmup": 0.2,
-        "label_smoothing": 0.1,
-        "ema_decay": 0.999,
-        "keep_best": True,
         "aug_rotate": 5.0,
         "aug_shift": 2.0,
         "aug_scale": 0.1,
