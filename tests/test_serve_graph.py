@@ -5,6 +5,8 @@ Reuses test_serve's module-scoped recogniser and client.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from conftest import draw_digit
@@ -84,3 +86,17 @@ def test_runtime_files_are_served_with_strict_types(client):  # noqa: F811
     # A revalidation still answers 304 (the types are set on full answers only).
     etag = wasm.headers["etag"]
     assert client.get(VENDOR + "ort-wasm-simd-threaded.wasm", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_the_runtime_is_kept_gzipped_and_served_whole(client):  # noqa: F811
+    """The 14 MB .wasm lives in the package gzipped: a browser gets it gzip-encoded, anything else decoded."""
+    wasm = client.get(VENDOR + "ort-wasm-simd-threaded.wasm")  # httpx asks for gzip and decodes it
+    assert wasm.headers["content-encoding"] == "gzip" and wasm.headers["vary"] == "accept-encoding"
+    # The bytes the vendored runtime's README lists: the npm package's file, unchanged.
+    assert hashlib.sha256(wasm.content).hexdigest() == \
+        "3398c10d07d229bd91b364548e130e0e51a8e5704b88c7c083ebbeb78842dee2"
+    plain = client.get(VENDOR + "ort-wasm-simd-threaded.wasm", headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    assert plain.headers["content-type"] == "application/wasm" and plain.content == wasm.content
+    assert client.get(VENDOR + "ort-wasm-simd-threaded.wasm.gz").status_code == 200  # the file itself, as stored
+    assert client.get(VENDOR + "missing.wasm").status_code == 404

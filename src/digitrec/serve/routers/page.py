@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -26,7 +28,32 @@ _STRICT_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": 
 
 
 class _PageFiles(StaticFiles):
-    """Static files with the types of :data:`_STRICT_TYPES` set whatever the system's tables say."""
+    """Static files with the types of :data:`_STRICT_TYPES` set whatever the system's tables say.
+
+    A file kept only gzipped (``NAME.gz``: the runtime's 14 MB ``.wasm`` is 3.7 MB so) is served
+    as ``NAME``: the gzipped bytes with ``Content-Encoding: gzip`` to a client that accepts it
+    (every browser; it decodes them itself), else decompressed here.
+    """
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if Path(path).suffix in _STRICT_TYPES and self.lookup_path(path)[1] is None:
+            packed, stat_result = self.lookup_path(path + ".gz")
+            if stat_result is not None and scope["method"] in ("GET", "HEAD"):
+                return self._gzipped(packed, stat_result, Path(path).suffix, scope)
+        return await super().get_response(path, scope)
+
+    def _gzipped(self, packed: str, stat_result: Any, suffix: str, scope: Scope) -> Response:
+        media = _STRICT_TYPES[suffix]
+        accepts = Headers(scope=scope).get("accept-encoding", "")
+        if "gzip" not in {part.split(";")[0].strip().lower() for part in accepts.split(",")}:
+            return Response(gzip.decompress(Path(packed).read_bytes()), media_type=media,
+                            headers={"vary": "accept-encoding"})
+        response = super().file_response(packed, stat_result, scope)
+        response.headers["content-type"] = media if media == "application/wasm" else f"{media}; charset=utf-8"
+        if response.status_code == 200:
+            response.headers["content-encoding"] = "gzip"
+        response.headers["vary"] = "accept-encoding"
+        return response
 
     def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
