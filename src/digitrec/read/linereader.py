@@ -186,13 +186,13 @@ def fit_blank_penalty(log_probs: Sequence[np.ndarray], truths: Sequence[str],
     """
     if not log_probs or len(log_probs) != len(truths):
         raise ValueError("fit_blank_penalty needs one truth per line, and at least one line")
-    rates = []
-    for penalty in penalties:
-        right = sum(digits_text(decode(lp, penalty)) == truth for lp, truth in zip(log_probs, truths))
-        rates.append(right / len(truths))
-    best = max(range(len(penalties)), key=lambda k: (rates[k], -penalties[k]))
-    plain = sum(digits_text(decode(lp)) == truth for lp, truth in zip(log_probs, truths)) / len(truths)
-    return float(penalties[best]), plain, rates[best]
+    def exact(penalty: float) -> float:
+        return sum(digits_text(decode(lp, penalty)) == truth for lp, truth in zip(log_probs, truths)) / len(truths)
+
+    rates = {float(penalty): exact(penalty) for penalty in penalties}
+    best = max(rates, key=lambda penalty: (rates[penalty], -penalty))
+    plain = rates[0.0] if 0.0 in rates else exact(0.0)
+    return best, plain, rates[best]
 
 
 def string_log_prob(log_probs: np.ndarray, digits: str) -> float:
