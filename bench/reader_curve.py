@@ -49,10 +49,13 @@ def load_set(folder: Path) -> list[tuple[np.ndarray, str]]:
     return rows
 
 
-def exact(model: torch.nn.Module, rows: list[tuple[np.ndarray, str]]) -> float:
+def exact(model: torch.nn.Module, rows: list[tuple[np.ndarray, str]], temperature: float = 1.0,
+          blank_penalty: float = 0.0) -> float:
+    """Share of ``rows`` read exactly (plain best path unless a fitted temperature and penalty are given)."""
     right = 0
     for gray, truth in rows:
-        digits = decode(line_log_probs(model, line_input(gray).image, torch.device("cpu")))
+        log_probs = line_log_probs(model, line_input(gray).image, torch.device("cpu"), temperature=temperature)
+        digits = decode(log_probs, blank_penalty)
         right += "".join(str(d.digit) for d in digits) == truth
     return right / max(len(rows), 1)
 
@@ -88,6 +91,10 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--init", default="", help="a line reader to start from (default: random weights)")
+    ap.add_argument("--lr", type=float, default=LineTrainConfig.lr, help="peak learning rate")
+    ap.add_argument("--warmup", type=float, default=LineTrainConfig.warmup, help="share of steps warming up")
+    ap.add_argument("--ema", type=float, default=LineTrainConfig.ema, help="decay of the weights' moving average")
     ap.add_argument("--out", type=Path, help="the model file to write (required unless --plot)")
     ap.add_argument("--keep", action="store_true", help="also save the model at each measurement (OUT-STEP)")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "reader-curve.json")
@@ -102,7 +109,8 @@ def main() -> int:
         ap.error("--out is required")
     sets = {str(p.name): load_set(p) for p in args.real}
     mnist = load_mnist()
-    config = LineTrainConfig(steps=args.steps, seed=args.seed, workers=args.workers)
+    config = LineTrainConfig(steps=args.steps, seed=args.seed, workers=args.workers, init=args.init, lr=args.lr,
+                             warmup=args.warmup, ema=args.ema)
     curve: list[dict] = []
 
     def snapshot(step: int, seconds: float, model: torch.nn.Module) -> None:
@@ -121,9 +129,14 @@ def main() -> int:
     model, metrics = train_line_reader(config, mnist.train_images, mnist.train_labels, device=torch.device("cpu"),
                                        progress=progress, snapshot=snapshot, snapshot_every=args.every)
     save_line_reader(args.out, model, config, metrics)
+    # As ``read`` decodes it: at its fitted temperature and blank penalty (the curve is the plain best path).
+    fitted = {name: exact(model, rows, metrics["temperature"], metrics["blank_penalty"]) for name, rows in sets.items()}
+    print(json.dumps({"decoded with the fitted penalty": fitted}))
     result = {"machine": machine(),
-              "config": {"steps": args.steps, "seed": args.seed, "threads": torch.get_num_threads()},
-              "metrics": metrics, "curve": curve, "sets": {k: len(v) for k, v in sets.items()}}
+              "config": {"steps": args.steps, "seed": args.seed, "threads": torch.get_num_threads(),
+                         "init": args.init, "lr": args.lr, "warmup": args.warmup, "ema": args.ema},
+              "metrics": metrics, "curve": curve, "fitted_decoding": fitted,
+              "sets": {k: len(v) for k, v in sets.items()}}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.results.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))

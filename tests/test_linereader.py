@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -287,7 +289,7 @@ def test_a_line_reader_must_be_one(tmp_path):
 def test_config_is_validated():
     for bad in ({"steps": 0}, {"batch_size": 0}, {"touching": ()}, {"touching": (2.0,)}, {"lr": 0.0},
                 {"val_size": 0}, {"val_size": 5}, {"val_size": True}, {"warmup": 1.0},
-                {"model_config": {"num_classes": 10}}):
+                {"model_config": {"num_classes": 10}}, {"ema": 1.0}, {"ema": -0.1}, {"ema": True}, {"init": 3}):
         with pytest.raises(ConfigError):
             LineTrainConfig(**bad).validate()
 
@@ -307,6 +309,43 @@ def test_tiny_training_run_saves_a_loadable_reader(tmp_path):
         torch.testing.assert_close(loaded.model(x), model.eval()(x))
     assert loaded.metadata["role"] == "line reader"
     assert loaded.metadata["line_train_config"]["steps"] == 3
+
+
+def test_training_can_start_from_a_reader_and_keep_a_moving_average(tmp_path):
+    images, labels = made_up_digits(60)
+    base = LineTrainConfig(steps=2, batch_size=4, max_digits=3, val_size=10, val_lines=5)
+    first, metrics = train_line_reader(base, images, labels, device=torch.device("cpu"))
+    start = save_line_reader(tmp_path / "start.safetensors", first, base, metrics)
+    kept = {}
+    # A learning rate too small to move the weights: what comes out is what went in.
+    still = dataclasses.replace(base, init=str(start), lr=1e-12, seed=1)
+    again, _ = train_line_reader(still, images, labels, device=torch.device("cpu"))
+    for name, w in first.state_dict().items():
+        if name.endswith("weight") and w.is_floating_point():
+            torch.testing.assert_close(again.state_dict()[name], w)
+    # With a moving average the snapshots and the result are the average, not the last step's weights.
+    fast = dataclasses.replace(base, steps=6, lr=0.05, warmup=0.5)
+    last, _ = train_line_reader(fast, images, labels, device=torch.device("cpu"))
+    averaged, _ = train_line_reader(dataclasses.replace(fast, ema=0.9), images, labels, device=torch.device("cpu"),
+                                    snapshot=lambda step, _s, m: kept.setdefault(step, copy.deepcopy(m.state_dict())),
+                                    snapshot_every=3)
+    assert set(kept) == {3, 6}
+    name = next(n for n, w in last.state_dict().items() if n.endswith("weight"))
+    assert not torch.allclose(averaged.state_dict()[name], last.state_dict()[name])
+    torch.testing.assert_close(kept[6][name], averaged.state_dict()[name])
+
+
+def test_training_from_a_reader_of_another_kind_is_refused(tmp_path):
+    images, labels = made_up_digits(60)
+    base = LineTrainConfig(steps=1, batch_size=4, max_digits=3, val_size=10, val_lines=5)
+    model, metrics = train_line_reader(base, images, labels, device=torch.device("cpu"))
+    start = save_line_reader(tmp_path / "start.safetensors", model, base, metrics)
+    with pytest.raises(ConfigError, match="line-ctc"):
+        train_line_reader(dataclasses.replace(base, init=str(start), arch="line-ctc"), images, labels,
+                          device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match="reads paper lines, not ink"):
+        train_line_reader(dataclasses.replace(base, init=str(start), lines="ink"), images, labels,
+                          device=torch.device("cpu"))
 
 
 def test_read_takes_the_line_readers_reading_only_when_clearly_better(monkeypatch, tmp_path):

@@ -27,6 +27,10 @@ class LineTrainConfig:
     weight_decay: float = option(1e-2, "decoupled weight decay", low=0)
     warmup: float = option(0.15, "fraction of the steps spent warming up", low=0, high=1)
     clip: float = option(5.0, "largest gradient norm applied (larger ones are scaled down to it)", above=0)
+    ema: float = option(0.0, "decay per step of the moving average of the weights that becomes the reader "
+                        "(0: the last step's weights)", low=0, high=0.99999)
+    init: str = option("", "a line reader file whose weights training starts from (empty: random weights); "
+                       "its architecture and model config are used")
     val_size: int = option(5000, "training digits held out (seeded) and used only for the validation lines", low=1)
     val_lines: int = option(1000, "validation lines made from the held-out digits", low=1)
     seed: int = option(0, "seeds the held-out split, the lines and the weights", low=0, high=MAX_SEED - 1)
@@ -62,5 +66,9 @@ class LineTrainConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)) or not 0.0 <= self.weight_decay < math.inf \
                 or not 0.0 <= self.warmup < 1.0 or not (self.clip > 0 and math.isfinite(self.clip)):
             raise ConfigError("lr must be > 0, weight decay >= 0, warmup in [0, 1) and clip > 0")
+        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"line reader ema must be a decay in [0, 1), got {self.ema!r}")
+        if not isinstance(self.init, str):
+            raise ConfigError(f"line reader init must be a model file path (or empty), got {self.init!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"invalid precision {self.precision!r} (use {', '.join(PRECISIONS)})")

@@ -50,9 +50,12 @@ def _elastic(d: np.ndarray, rng: np.random.Generator, alpha: float = 2.5, sigma:
     return ndimage.map_coordinates(d, [ys + dy, xs + dx], order=1, mode="constant").astype(np.float32)
 
 
+_STYLED = {1: 0.5, 7: 0.35, 2: 0.3, 9: 0.3}  # share of each digit restyled by _styled
+
+
 def _styled(d: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
-    """Continental handwriting MNIST rarely shows: a "1" with a long flag, a "7" with a crossbar."""
-    if label not in (1, 7) or rng.random() > 0.35:
+    """Handwriting MNIST rarely shows: a "1" with a long flag, a crossed "7", a looped "2", a "9" with a curled tail."""
+    if label not in _STYLED or rng.random() > _STYLED[label]:
         return d
     rows = np.flatnonzero(d.max(axis=1) > 0.3)
     if rows.size < 8:
@@ -61,10 +64,24 @@ def _styled(d: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
     draw = ImageDraw.Draw(img)
     top, bottom = int(rows[0]), int(rows[-1])
     width = int(rng.integers(2, 4))
+    if label in (2, 9):
+        foot = d[max(top, bottom - 3) : bottom + 1] > 0.3  # the lowest rows of ink
+        cols = np.flatnonzero(foot.any(axis=0))
+        if cols.size == 0:
+            return d
+        size = (bottom - top) * rng.uniform(0.16, 0.26)
+        if label == 2:  # a loop where the diagonal meets the base, as many writers make it
+            x, y = float(cols[0]) + size * rng.uniform(0.5, 0.9), bottom - size * rng.uniform(1.0, 1.3)
+            draw.ellipse([x - size, y - size * 0.8, x + size, y + size * 0.8], outline=255, width=2)
+        else:  # the tail of the stem curled back to the left, as a "g"'s
+            x, y = float(cols[-1] if rng.random() < 0.3 else cols.mean()), float(bottom)
+            draw.line([(x, y - size), (x - size * 0.5, y), (x - size * 1.6, y - size * 0.3),
+                       (x - size * 2.0, y - size * 1.0)], fill=255, width=width, joint="curve")
+        return np.maximum(d, np.asarray(img, np.float32) / 255.0)
     if label == 1:  # from the top of the stroke down to the left
         cols = np.flatnonzero(d[top] > 0.3)
         x = float(cols.mean())
-        length = (bottom - top) * rng.uniform(0.25, 0.45)
+        length = (bottom - top) * rng.uniform(0.25, 0.7)  # up to the long flag of "1"s written like a caret
         draw.line([(x, top), (x - length * rng.uniform(0.6, 1.0), top + length * rng.uniform(0.5, 0.9))],
                   fill=255, width=width)
     else:  # across the stem, a little below the middle
@@ -146,8 +163,13 @@ def _compose(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -
         pieces.append((m, (c - 0.5) * h))
     separators = rng.random() < 0.4
     sep = str(rng.choice([".", ".", ","]))
+    small_zeros = rng.uniform(0.55, 0.85) if rng.random() < 0.3 else 1.0  # "000" written small, as amounts often are
+    glyphs: list[int] = []  # indices in ``pieces`` of the digits, for joining strokes
     for i, (digit, label) in enumerate(zip(digits, labels)):
-        pieces.append((_glyph(digit, int(label), h, rng), rng.normal(0.0, 0.04 * h)))
+        size = h * (small_zeros if label == 0 else 1.0)
+        glyphs.append(len(pieces))
+        pieces.append((_glyph(digit, int(label), size, rng), (h - size) / 2 * rng.uniform(0.3, 1.0)
+                       + rng.normal(0.0, 0.04 * h)))
         left = n - 1 - i  # digits still to come
         if separators and left > 0 and left % 3 == 0:
             m, _ = _mark(sep, h, pen, rng)
@@ -167,19 +189,58 @@ def _compose(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -
     width = sum(p.shape[1] for p, _ in pieces) + int(h * 0.5) * len(pieces) + 2 * h
     canvas = np.zeros((3 * h, max(width, h)), np.float32)
     x = h // 2
+    placed: list[tuple[int, int]] = []  # (top, left) of each piece on the canvas
     for i, (p, dy) in enumerate(pieces):
         if i:
             x += int(round(h * (spacing + rng.uniform(-0.1, 0.12))))
             x = max(x, 0)
         top = int(round(1.5 * h - p.shape[0] / 2 + dy))
         top = min(max(top, 0), canvas.shape[0] - p.shape[0])
+        placed.append((top, x))
         region = canvas[top : top + p.shape[0], x : x + p.shape[1]]
         np.maximum(region, p[:, : region.shape[1]], out=region)
         x += p.shape[1]
-    if rng.random() < 0.55:  # a thinner pen than MNIST's; sometimes thicker
-        canvas = ndimage.grey_erosion(canvas, size=(2, 2)) if rng.random() < 0.75 else \
-            ndimage.grey_dilation(canvas, size=(2, 2))
+    if len(glyphs) > 1 and rng.random() < 0.25:  # joined-up writing: a stroke from one digit into the next
+        _join(canvas, [(pieces[i][0], *placed[i]) for i in glyphs], pen, rng)
+    if rng.random() < 0.6:  # a thinner pen than MNIST's (a ballpoint's line); sometimes thicker
+        canvas = _thinner(canvas, rng) if rng.random() < 0.8 else ndimage.grey_dilation(canvas, size=(2, 2))
     return canvas, h, 2 * h
+
+
+def _thinner(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The ink drawn with a thinner pen: eroded by 1-2 pixels, less where that would wipe strokes out."""
+    size = 3 if rng.random() < 0.5 else 2
+    thin = ndimage.grey_erosion(canvas, size=(size, size))
+    if size == 3 and (thin > 0.5).sum() < 0.35 * (canvas > 0.5).sum():  # strokes too thin to lose two pixels
+        thin = ndimage.grey_erosion(canvas, size=(2, 2))
+    return thin
+
+
+def _join(canvas: np.ndarray, digits: list[tuple[np.ndarray, int, int]], pen: int, rng: np.random.Generator) -> None:
+    """Draw ligatures between neighbouring digits ((mask, top, left) each) onto ``canvas``, in place.
+
+    A stroke leaves the right edge of a digit's ink in its upper or lower part and enters the
+    next digit's left edge, as in joined-up writing ("ooo" written in one go).
+    """
+    img = Image.new("L", (canvas.shape[1], canvas.shape[0]), 0)
+    draw = ImageDraw.Draw(img)
+    for (a, ay, ax), (b, by, bx) in zip(digits, digits[1:]):
+        if rng.random() < 0.3:
+            continue
+        band = (0.0, 0.5) if rng.random() < 0.5 else (0.5, 1.0)  # upper or lower part of the digits
+        ends = []
+        for m, y, x, right in ((a, ay, ax, True), (b, by, bx, False)):
+            lo, hi = int(band[0] * m.shape[0]), max(int(band[1] * m.shape[0]), int(band[0] * m.shape[0]) + 1)
+            ys, xs = np.nonzero(m[lo:hi] > 0.4)
+            if xs.size == 0:
+                break
+            k = int(np.argmax(xs)) if right else int(np.argmin(xs))
+            ends.append((x + int(xs[k]), y + lo + int(ys[k])))
+        if len(ends) == 2 and ends[1][0] - ends[0][0] < 1.5 * canvas.shape[0] / 3:
+            (x0, y0), (x1, y1) = ends
+            mid = ((x0 + x1) / 2, (y0 + y1) / 2 + rng.uniform(-0.1, 0.1) * canvas.shape[0] / 3)
+            draw.line([(x0, y0), mid, (x1, y1)], fill=int(rng.integers(150, 256)), width=pen + 1, joint="curve")
+    np.maximum(canvas, np.asarray(img, np.float32) / 255.0, out=canvas)
 
 
 def _shear_rotate(mask: np.ndarray, shear: float, angle: float) -> np.ndarray:

@@ -281,7 +281,8 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
             norm: Normalization = NORMALIZATION, ema_decay: float = 0.0, check_every: int = 0,
             check: Callable[[torch.nn.Module], float] | None = None, baseline: float = -math.inf,
             patience: int = 0, on_step: Callable[[int, float], None] | None = None,
-            on_check: Callable[[int, float, float], None] | None = None) -> CTCRun:
+            on_check: Callable[[int, float, float], None] | None = None,
+            on_weights: Callable[[int, torch.nn.Module], None] | None = None, weights_every: int = 0) -> CTCRun:
     """CTC training, for line readers from scratch and for fine-tuning them: AdamW, one-cycle LR, clipping.
 
     The steps and checks run on the project's one training loop (:func:`digitrec.train.loop.run_loop`).
@@ -290,7 +291,10 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
     ``check_every`` steps, ``check`` scores the weights (the moving average with ``ema_decay``)
     and the best-scoring ones are kept, the starting weights scoring ``baseline``; ``patience``
     checks without a better score stop the run. ``on_step(step, loss)`` follows every step and
-    ``on_check(check, mean loss since the last check, score)`` every check.
+    ``on_check(check, mean loss since the last check, score)`` every check;
+    ``on_weights(step, weights)`` is given the weights that would be kept (the moving average,
+    in eval mode) every ``weights_every`` steps before the last, to measure them elsewhere; it
+    must not change them.
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=max(steps, 1),
@@ -306,6 +310,9 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
             ema.update()
         if on_step is not None:
             on_step(len(losses), losses[-1])
+        if on_weights is not None and weights_every and len(losses) % weights_every == 0 and len(losses) < steps:
+            on_weights(len(losses), kept.eval())
+            model.train()
 
     def score(_check: int) -> float:
         assert check is not None  # run_loop calls this only when there is a check
@@ -331,6 +338,19 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
     return CTCRun(state, loop.best_check, loop.checks, losses, time.perf_counter() - start)
 
 
+def _start_model(config: LineTrainConfig) -> torch.nn.Module:
+    """The model training starts from: ``config.init``'s weights (a line reader of ``config.arch``), else random."""
+    if not config.init:
+        return create_model(config.arch, config.model_config)
+    start = load_model(config.init, "cpu", num_classes=len(LINE_CLASSES), task="lines")
+    if start.arch != config.arch:
+        raise ConfigError(f"{start.path}: a {start.arch} reader, not {config.arch}; pass --arch {start.arch}")
+    if start.metadata.get("input", "ink") != config.lines:
+        raise ConfigError(f"{start.path}: it reads {start.metadata.get('input', 'ink')} lines, not {config.lines}")
+    assert start.model is not None
+    return start.model
+
+
 def train_line_reader(
     config: LineTrainConfig,
     images: np.ndarray,
@@ -345,15 +365,16 @@ def train_line_reader(
 
     ``config.val_size`` digits (seeded) are held out; ``config.val_lines`` lines of them
     measure the exact-reading rate at the end. ``snapshot`` (if given) is called with the
-    model in eval mode every ``snapshot_every`` steps, to measure it elsewhere (a learning
-    curve); it must not change the model. Returns the model (eval mode) and metrics.
+    weights being kept (the moving average when ``config.ema`` is set), in eval mode, every
+    ``snapshot_every`` steps, to measure them elsewhere (a learning curve); it must not change
+    them. Returns the model (eval mode) and metrics.
     """
 
     config.validate()
     tx, ty, vx, vy = split_train_val(images, labels, config.val_size, config.seed)
     torch.manual_seed(config.seed)
     precision = resolve_precision(config.precision, device)
-    model = create_model(config.arch, config.model_config).to(device)
+    model = _start_model(config).to(device)
     # Workers are spawned, not forked: a fork copies whatever locks the parent's threads hold (ONNX
     # Runtime's and PyTorch's pools in a long-lived process), and the child can hang on one.
     stream = torch.utils.data.DataLoader(_Lines(tx, ty, config), batch_size=None, num_workers=config.workers,
@@ -364,12 +385,15 @@ def train_line_reader(
     def after_step(step: int, loss: float) -> None:
         if progress is not None:
             progress(step, config.steps, loss)
-        if snapshot is not None and snapshot_every and step % snapshot_every == 0 and step < config.steps:
-            snapshot(step, time.perf_counter() - start, model.eval())
-            model.train()
+
+    def weights(step: int, kept: torch.nn.Module) -> None:
+        assert snapshot is not None
+        snapshot(step, time.perf_counter() - start, kept)
 
     run = fit_ctc(model, stream, config.steps, lr=config.lr, weight_decay=config.weight_decay, warmup=config.warmup,
-                  clip=config.clip, device=device, precision=precision, on_step=after_step)
+                  clip=config.clip, device=device, precision=precision, ema_decay=config.ema, on_step=after_step,
+                  on_weights=weights if snapshot is not None else None, weights_every=snapshot_every)
+    model.load_state_dict(run.state)  # the moving average when there is one, else the last weights
     train_seconds = run.seconds
     val = validation_lines(config, vx, vy)
     metrics = {"val_lines": len(val),
