@@ -516,6 +516,22 @@ def test_no_number_found_where_there_is_none(reader, name):
     assert reading.number is None and reading.digits == () and reading.unsure
 
 
+@pytest.mark.parametrize("cx", [0.3, 0.5, 0.8])
+def test_a_lone_stroke_on_the_number_pad_is_one_1(reader, cx):
+    """The drawing page's number pad (1120x280, a 20 px pen): one upright stroke reads "1", not "11" or "13".
+
+    The reader holds a second digit at 6-7% where the stroke ends; the blank penalty must not let
+    it through (``PENALTY_FLOOR``).
+    """
+    pad = Image.new("L", (1120, 280), 255)
+    x, d = cx * 1120, ImageDraw.Draw(pad)
+    d.line([(x, 42), (x - 5, 238)], fill=0, width=20)
+    for end_x, end_y in ((x, 42), (x - 5, 238)):  # the canvas's round pen ends
+        d.ellipse([end_x - 10, end_y - 10, end_x + 10, end_y + 10], fill=0)
+    reading = reader.read(pad)
+    assert reading.number == "1" and len(reading.digits) == 1
+
+
 def test_the_default_reader_reads_drawn_numbers(reader):
     assert reader.read(draw_number()).number == "107"
     assert reader.read(draw_number(underline=True)).number == "107"
