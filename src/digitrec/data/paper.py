@@ -10,7 +10,8 @@ forms and registers look when scanned or photographed:
 - printed underlines, ruling lines and box borders, touching the digits or not;
 - marks that are not digits: thousand separators (``.`` ``,``), dashes, ``=``, ``+``, ``*``,
   ``$`` and ``#`` before or after the number (no lone ``/``: it cannot be told from a ``1``);
-- other writers' styles: smooth random warps (elastic distortion), flagged "1"s and crossed "7"s;
+- other writers' styles: smooth random warps (elastic distortion), flagged "1"s and crossed "7"s,
+  and in some lines digits drawn from pen-stroke templates instead of MNIST (:mod:`strokes`);
 - ink from black to faint, resolution from 14 to 72 pixels high, blur, noise, JPEG, both
   polarities, and cropping that cuts into the first or last digit.
 
@@ -29,9 +30,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-__all__ = ["NO_DIGITS", "render_line"]
+from digitrec.data.strokes import stroke_glyph, writer
+
+__all__ = ["NO_DIGITS", "STROKE_WRITERS", "render_line"]
 
 NO_DIGITS = 0.05  # share of lines that hold no digit (paper, rules, marks, words only)
+STROKE_WRITERS = 0.3  # share of lines whose digits are drawn from pen-stroke templates, not MNIST
 _WORK_HEIGHT = 40  # digits' height while composing, pixels (lines are shrunk or enlarged after)
 _WORDS = ("Pesos", "total", "AMOUNT", "No.", "Fecha", "pay", "Cheque", "firma", "USD", "ab", "x", "Date")
 
@@ -164,12 +168,18 @@ def _compose(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -
     separators = rng.random() < 0.4
     sep = str(rng.choice([".", ".", ","]))
     small_zeros = rng.uniform(0.55, 0.85) if rng.random() < 0.3 else 1.0  # "000" written small, as amounts often are
+    # Styles MNIST's writers rarely use (closed "4"s, small-headed "9"s, ...): one writer per line.
+    style = writer(rng) if rng.random() < STROKE_WRITERS else None
+    stroke_pen = rng.uniform(2.5, 5.5)  # that writer's pen, px at work scale (MNIST's is about 5)
     glyphs: list[int] = []  # indices in ``pieces`` of the digits, for joining strokes
     for i, (digit, label) in enumerate(zip(digits, labels)):
         size = h * (small_zeros if label == 0 else 1.0)
         glyphs.append(len(pieces))
-        pieces.append((_glyph(digit, int(label), size, rng), (h - size) / 2 * rng.uniform(0.3, 1.0)
-                       + rng.normal(0.0, 0.04 * h)))
+        if style:
+            glyph = stroke_glyph(int(label), size, stroke_pen, rng, style)
+        else:
+            glyph = _glyph(digit, int(label), size, rng)
+        pieces.append((glyph, (h - size) / 2 * rng.uniform(0.3, 1.0) + rng.normal(0.0, 0.04 * h)))
         left = n - 1 - i  # digits still to come
         if separators and left > 0 and left % 3 == 0:
             m, _ = _mark(sep, h, pen, rng)
