@@ -115,8 +115,8 @@ def stroke_glyph(label: int, height: float, pen: float, rng: np.random.Generator
     """Digit ``label`` drawn with pen strokes: (H, W) float32 in [0, 1], cropped to its ink, about ``height`` px high.
 
     ``pen`` is the stroke width in pixels; ``style`` (from :func:`writer`) picks the template,
-    a random one when it is None. Every control point moves by a random jitter of about 5% of
-    the digit's height, and the digit's width is drawn from a writer's range.
+    a random one when it is None. Every control point moves by a random jitter of 2-6% of the
+    digit's size, and the digit's width is drawn from a writer's range.
     """
     templates = TEMPLATES[int(label)]
     strokes: Sequence[Stroke] = templates[style[int(label)] if style else int(rng.integers(len(templates)))]

@@ -170,10 +170,10 @@ def read_frames(log_probs: np.ndarray, blank_penalty: float = 0.0) -> tuple[list
 
 
 # A digit less likely than this is never let through by the blank penalty: it is the noise where
-# a drawn stroke ends. Stage 1 of the bundled reader held a "1" at 3% after a drawn "77"; stage 2
-# holds a "3" at 6% after a lone "1" drawn on the number pad (read "13" under a 5% floor). At 10%,
-# stage 2's validation lines read 52.3% exactly (52.6% at 5%) and the development cheques 58.8%
-# (59.2%): a few doubtful digits lost for no invented ones.
+# a drawn stroke ends. Stage 1 of the bundled reader held a "1" at 3% after a drawn "77"; the first
+# stage 2 (generator v3) held a "3" at 6% after a lone "1" drawn on the number pad (read "13" under
+# a 5% floor). At 10%, that reader's validation lines read 52.3% exactly (52.6% at 5%) and the
+# development cheques 58.8% (59.2%): a few doubtful digits lost for no invented ones.
 PENALTY_FLOOR = 0.1
 # The blank penalties (nats) a reader's is chosen from: past 5, readings of clean validation lines
 # start to gain digits.
