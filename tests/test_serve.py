@@ -412,6 +412,39 @@ def test_metrics_count_requests_and_inference(rec, seven_png):
     assert "digitrec_images_predicted_total 3.0" in text
 
 
+def _requests_counted(metrics, status: str) -> float:
+    return metrics.registry.get_sample_value(
+        "digitrec_http_requests_total", {"method": "GET", "route": "other", "status": status}) or 0.0
+
+
+def test_a_request_is_counted_before_its_answer_goes_out():
+    # With several workers a client may scrape another worker the moment it has its answer:
+    # the count must already be there (CI once saw a total one short).
+    from digitrec.serve.metrics import Metrics, MetricsMiddleware
+
+    async def teapot(scope, receive, send):
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("no answer")
+
+    seen: list[float] = []
+    metrics = Metrics()
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            seen.append(_requests_counted(metrics, "418"))
+
+    scope = {"type": "http", "method": "GET", "path": "/tea", "root_path": ""}
+    asyncio.run(MetricsMiddleware(teapot, metrics)(scope, None, send))
+    assert seen == [1.0]
+    with pytest.raises(RuntimeError):
+        asyncio.run(MetricsMiddleware(broken, metrics)(dict(scope), None, send))
+    assert _requests_counted(metrics, "500") == 1.0  # counted once, as the 500 the server will send
+    assert _requests_counted(metrics, "418") == 1.0
+
+
 def test_openapi_documents_the_api(client):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]

@@ -106,18 +106,25 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500  # if the app raises before answering, the server error handler sends a 500
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        counted = False
+
+        def count(status: int) -> None:
+            nonlocal counted
+            counted = True
+            self.metrics.requests.labels(method, self._route_label(scope), str(status)).inc()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            # Counted before the response goes out, not after: a client that reads its answer and
+            # then scrapes (another worker, maybe) must find its request already in the total.
+            if message["type"] == "http.response.start" and not counted:
+                count(message["status"])
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            if not counted:  # the app raised before answering: the server error handler sends a 500
+                count(500)
             label = self._route_label(scope)
-            method = scope["method"] if scope["method"] in _METHODS else "other"
-            self.metrics.requests.labels(method, label, str(status)).inc()
             self.metrics.latency.labels(method, label).observe(time.perf_counter() - start)
