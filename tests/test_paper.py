@@ -84,3 +84,33 @@ def test_thinner_pen_keeps_strokes():
         assert (thin <= canvas).all()
         assert 5 <= int((thin[30] > 0.5).sum()) <= 6
         assert int((_thinner(hair, np.random.default_rng(seed))[30] > 0.5).sum()) == 1
+
+
+def test_line_digits_make_round_numbers_and_repeats_as_often_as_set():
+    from digitrec.data import paper
+
+    rng = np.random.default_rng(3)
+    numbers = ["".join(map(str, paper.line_digits(5, rng))) for _ in range(4000)]
+    assert all(len(n) == 5 for n in numbers)
+    round_ = [n for n in numbers if n.endswith("0") and n.rstrip("0")[-1:] != ""]
+    # A uniform number ends in 0 one time in ten: the round ones come on top of those.
+    assert 0.3 + 0.7 * 0.1 - 0.04 < len(round_) / len(numbers) < 0.3 + 0.7 * 0.1 + 0.04
+    assert sum("000" in n for n in numbers) / len(numbers) > 0.1  # uniform digits: about 0.3%
+    assert {len(set(n)) for n in numbers} >= {1, 2, 5}  # "11111", "70000", "12345"
+    assert [paper.line_digits(0, rng).size, paper.line_digits(1, rng).size] == [0, 1]
+
+
+def test_training_batches_draw_each_digit_from_its_class():
+    from digitrec.train.lines import _batch
+
+    images, labels = digits(40)
+    by_class = [np.flatnonzero(labels == d) for d in range(10)]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x, targets, lengths, frames = _batch(images, labels, rng, 8, 5, (0.0,), "paper", by_class)
+        assert x.shape[0] == 8 and int(lengths.sum()) == targets.numel()
+        assert targets.min() >= 1 and targets.max() <= 10  # digits 0-9 after the blank
+    # The same stream of round numbers and repeats: many more zeros than a uniform tenth.
+    drawn = np.concatenate([_batch(images, labels, rng, 16, 6, (0.0,), "paper", by_class)[1].numpy()
+                            for _ in range(8)])
+    assert np.mean(drawn == 1) > 0.15  # target 1 is the digit 0

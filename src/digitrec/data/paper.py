@@ -15,6 +15,10 @@ forms and registers look when scanned or photographed:
 - ink from black to faint, resolution from 14 to 72 pixels high, blur, noise, JPEG, both
   polarities, and cropping that cuts into the first or last digit.
 
+The numbers themselves are not all uniform random digits: written numbers are often round
+(amounts, quantities: "2500", "40000") and repeat digits ("1100"), and a reader that has
+rarely seen "000" drops zeros, so :func:`line_digits` makes some lines so.
+
 About one line in twenty holds no digit at all (paper, rules, marks, a printed word), so the
 reader learns to answer "no number" for those. Every random choice comes from the caller's
 ``numpy`` generator: the same seed gives the same lines.
@@ -32,12 +36,29 @@ from scipy import ndimage
 
 from digitrec.data.strokes import stroke_glyph, writer
 
-__all__ = ["NO_DIGITS", "STROKE_WRITERS", "render_line"]
+__all__ = ["NO_DIGITS", "STROKE_WRITERS", "ROUND_NUMBERS", "REPEATS", "line_digits", "render_line"]
 
 NO_DIGITS = 0.05  # share of lines that hold no digit (paper, rules, marks, words only)
 STROKE_WRITERS = 0.3  # share of lines whose digits are drawn from pen-stroke templates, not MNIST
+ROUND_NUMBERS = 0.3  # share of lines whose number ends in one or more zeros after a non-zero digit
+REPEATS = 0.1  # share of lines where one digit is written two or three times in a row
 _WORK_HEIGHT = 40  # digits' height while composing, pixels (lines are shrunk or enlarged after)
 _WORDS = ("Pesos", "total", "AMOUNT", "No.", "Fecha", "pay", "Cheque", "firma", "USD", "ab", "x", "Date")
+
+
+def line_digits(n: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``n`` digits (int64, 0-9) of one line's number: round, with a repeated digit, or uniform."""
+    digits = rng.integers(0, 10, n)
+    u = rng.random()
+    if n >= 2 and u < ROUND_NUMBERS:
+        zeros = int(rng.integers(1, n))  # "7000", "150", "40"; the digit before the zeros is not 0
+        digits[n - zeros :] = 0
+        digits[n - zeros - 1] = rng.integers(1, 10)
+    elif n >= 2 and u < ROUND_NUMBERS + REPEATS:
+        run = min(n, int(rng.integers(2, 4)))
+        start = int(rng.integers(0, n - run + 1))
+        digits[start : start + run] = digits[start]
+    return digits
 
 
 @lru_cache(maxsize=16)

@@ -2,11 +2,12 @@
 
 MNIST's digits come from American writers of the 1990s; cheques and forms elsewhere are written
 differently: a "4" closed at the top or made in one cursive stroke, a "9" with a small head and a
-long slanted stem, a "2" with a loop at its foot, a "1" with a long flag and a foot, a "7" with a
-hooked start. Each digit here has a few such templates: strokes given as control points in a unit
-box (x to the right, y down), bent by a writer's random jitter, joined by Catmull-Rom splines and
-drawn with a round pen. :func:`writer` picks one template per digit for a whole line (one person
-writes all of its digits the same way); :func:`stroke_glyph` draws one digit in that style.
+long slanted stem or written like a "P", a "2" with a loop at its foot or its start, a "1" with a
+long flag and a foot or as one long slanted stroke, a "7" with a hooked start. Each digit here
+has a few such templates: strokes given as control points in a unit box (x to the right, y
+down), bent by a writer's random jitter, joined by Catmull-Rom splines and drawn with a round
+pen. :func:`writer` picks one template per digit for a whole line (one person writes all of its
+digits the same way); :func:`stroke_glyph` draws one digit in that style.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ TEMPLATES: dict[int, tuple[tuple[Stroke, ...], ...]] = {
         (((0.52, 0.0), (0.48, 1.0)),),
         (((0.15, 0.32), (0.55, 0.0), (0.5, 1.0)),),  # a long flag
         (((0.25, 0.22), (0.55, 0.0), (0.5, 1.0)), ((0.2, 1.0), (0.8, 1.0))),  # flag and foot
+        (((0.95, 0.0), (0.05, 1.0)),),  # one long slanted stroke
+        (((0.6, 0.14), (0.92, 0.0), (0.5, 0.5), (0.05, 1.0)),),  # a short up-stroke, then long and slanted
     ),
     2: (
         (((0.12, 0.25), (0.35, 0.02), (0.7, 0.03), (0.85, 0.28), (0.6, 0.6), (0.1, 1.0), (0.92, 0.98)),),
@@ -47,6 +50,9 @@ TEMPLATES: dict[int, tuple[tuple[Stroke, ...], ...]] = {
         # a curled start
         (((0.3, 0.3), (0.15, 0.2), (0.3, 0.02), (0.7, 0.02), (0.82, 0.3), (0.45, 0.7), (0.12, 0.98),
           (0.5, 0.93), (0.92, 1.0)),),
+        # a closed loop to start with, then over the top and down: a "2" that looks like a "9" to MNIST
+        (((0.38, 0.4), (0.12, 0.32), (0.14, 0.08), (0.45, 0.0), (0.8, 0.12), (0.78, 0.42), (0.4, 0.75),
+          (0.1, 1.0), (0.9, 0.97)),),
     ),
     3: (
         (((0.12, 0.12), (0.5, 0.0), (0.82, 0.18), (0.7, 0.42), (0.38, 0.5), (0.78, 0.6), (0.86, 0.85),
@@ -84,6 +90,7 @@ TEMPLATES: dict[int, tuple[tuple[Stroke, ...], ...]] = {
         (_arc(0.48, 0.28, 0.34, 0.28, 0, -360, 10) + ((0.8, 0.5), (0.74, 1.0)),),  # head and straight stem
         (_arc(0.52, 0.22, 0.26, 0.22, 0, -360, 10) + ((0.76, 0.45), (0.5, 1.0)),),  # small head, slanted stem
         (_arc(0.48, 0.28, 0.34, 0.28, 0, -360, 10) + ((0.8, 0.6), (0.6, 0.98), (0.28, 0.9)),),  # curled tail
+        (_arc(0.52, 0.26, 0.34, 0.26, 180, 360, 10) + ((0.2, 1.0),),),  # like a "P": the stem from the loop's left
     ),
 }
 
@@ -116,11 +123,14 @@ def stroke_glyph(label: int, height: float, pen: float, rng: np.random.Generator
 
     ``pen`` is the stroke width in pixels; ``style`` (from :func:`writer`) picks the template,
     a random one when it is None. Every control point moves by a random jitter of 2-6% of the
-    digit's size, and the digit's width is drawn from a writer's range.
+    digit's size, and the digit's width is drawn from a writer's range; a "1" may come out up to
+    25% taller, as many writers make it.
     """
     templates = TEMPLATES[int(label)]
     strokes: Sequence[Stroke] = templates[style[int(label)] if style else int(rng.integers(len(templates)))]
     h = max(8.0, height * rng.uniform(0.9, 1.05))
+    if label == 1:  # a "1" is often written taller than its neighbours
+        h *= rng.uniform(1.0, 1.25)
     w = h * (rng.uniform(0.5, 0.8) if label != 1 else rng.uniform(0.3, 0.6))
     margin = pen * _SUPER + 2
     size = (int(w * _SUPER + 2 * margin), int(h * _SUPER + 2 * margin))

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from digitrec.cfg.lines import LineTrainConfig
 from digitrec.data.mnist import split_train_val
-from digitrec.data.paper import NO_DIGITS, render_line
+from digitrec.data.paper import NO_DIGITS, line_digits, render_line
 from digitrec.data.preprocess import NORMALIZATION, Normalization, normalize
 from digitrec.errors import ConfigError, DigitrecError, first_line
 from digitrec.models.checkpoint import load_model, save_model, write_metadata
@@ -124,18 +124,25 @@ def _paper_line(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
 
 
 def _batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: int, max_digits: int,
-           touching: Sequence[float],
-           lines: str = "ink") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+           touching: Sequence[float], lines: str = "ink",
+           by_class: Sequence[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                   torch.Tensor]:
     """``size`` lines of one random length (little padding): (x, targets, target lengths, frames).
 
     Grey lines hold no digit with probability ``paper.NO_DIGITS`` (the CTC target is then empty).
+    Given ``by_class`` (the indices of ``images`` of each digit 0-9), a grey line's number is
+    drawn by :func:`paper.line_digits` and its digits' images from those classes; else the
+    images are drawn at random and their labels make the number.
     """
     count = int(rng.integers(1, max_digits + 1))
     make = _paper_line if lines == "paper" else _ink_line
     out: list[tuple[np.ndarray, str]] = []
     for _ in range(size):
         n = 0 if lines == "paper" and rng.random() < NO_DIGITS else count
-        idx = rng.integers(0, len(images), n)
+        if lines == "paper" and by_class is not None:  # the number first, then a writer's image of each digit
+            idx = np.array([c[rng.integers(0, len(c))] for c in (by_class[d] for d in line_digits(n, rng))], np.int64)
+        else:
+            idx = rng.integers(0, len(images), n)
         out.append((make(images[idx], labels[idx], rng, float(rng.choice(touching))),
                     "".join(str(int(d)) for d in labels[idx])))
     return pack_lines(out)
@@ -187,13 +194,15 @@ class _Lines(torch.utils.data.IterableDataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, config: LineTrainConfig) -> None:
         self.images, self.labels, self.config = images, labels, config
+        by_class = [np.flatnonzero(labels == d) for d in range(10)]
+        self.by_class = by_class if all(c.size for c in by_class) else None  # a tiny set may lack a digit
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.config.seed, 2, info.id if info is not None else 0])
         c = self.config
         while True:
-            yield _batch(self.images, self.labels, rng, c.batch_size, c.max_digits, c.touching, c.lines)
+            yield _batch(self.images, self.labels, rng, c.batch_size, c.max_digits, c.touching, c.lines, self.by_class)
 
 
 # --- decoding -----------------------------------------------------------------------------------------
