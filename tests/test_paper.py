@@ -100,7 +100,7 @@ def test_line_digits_make_round_numbers_and_repeats_as_often_as_set():
     assert [paper.line_digits(0, rng).size, paper.line_digits(1, rng).size] == [0, 1]
 
 
-def test_training_batches_draw_each_digit_from_its_class():
+def test_grey_training_batches_take_their_numbers_from_line_digits():
     from digitrec.train.lines import _batch
 
     images, labels = digits(40)
