@@ -5,11 +5,12 @@
 
 The set is split (seeded) into a **test share**, never shown to fine-tuning, and the rest,
 which ``digitrec.finetune`` splits again into its own training and validation shares (the
-validation share picks the epoch kept). The test share is read by the bundled reader and by
-the fine-tuned one: that is the held-out figure to quote, since the validation figure of
-the fine-tuning run is the best of its epochs and so optimistic. Also reads lines generated
-from MNIST's held-out validation digits before and after (what fine-tuning may forget).
-Writes ``bench/results/finetune.json``.
+validation share decides whether the epoch kept beats the start, and picks it with
+``keep="best"``). The test share is read by the bundled reader and by the fine-tuned one:
+that is the held-out figure to quote. Also reads lines generated from MNIST's held-out
+validation digits before and after (what fine-tuning may forget). ``--every-epoch`` also
+reads the test share after every epoch (a study of which epoch to keep; the run and its
+result are unchanged). Writes ``bench/results/finetune.json``.
 
 With ``--digits-coco`` (per-digit boxes in COCO format, as ORAND-CAR-A's ``boxes-coco.json``)
 the digits are cut out into an ImageFolder instead, split by picture the same way, and the
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import digitrec.train.finetune as finetuning
 from digitrec.data.mnist import load_mnist, split_train_val
 from digitrec.models.checkpoint import load_model
 from digitrec.read.linereader import bundled_line_reader
@@ -53,6 +55,8 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", help="also save each run's model here (finetuned-seedN.safetensors)")
     parser.add_argument("--digits-coco", metavar="JSON", help="per-digit boxes (COCO): fine-tune the digit model")
     parser.add_argument("--digit-model", default="seed", help="digit model to start from (default: seed)")
+    parser.add_argument("--every-epoch", action="store_true",
+                        help="also read the test share whenever the validation share is read (numbers only)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,15 +84,20 @@ def main() -> int:
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
         config = FinetuneConfig(**{**json.loads(args.recipe), "seed": seed})
+        watch = _TestShareWatch(test_views, test.labels, args.every_epoch)
+        if args.every_epoch:
+            finetuning.read_exact = watch.read_exact
         start = time.perf_counter()
-        result = finetune(rest, None, config, device=device, mnist=mnist,
-                          progress=lambda e, n, h: print(f"  epoch {e}/{n}: loss {h['loss']:.3f}, "
-                                                         f"val {h['val_exact']:.1%}", flush=True))
+        try:
+            result = finetune(rest, None, config, device=device, mnist=mnist, progress=watch.progress)
+        finally:
+            finetuning.read_exact = read_exact
         seconds = time.perf_counter() - start
         after = figures(result.model, result.temperature, result.blank_penalty or 0.0)
         if args.keep:
             result.save(Path(args.keep) / f"finetuned-seed{seed}.safetensors")
-        runs.append({"seed": seed, "seconds": seconds, **result.metrics, **after})
+        runs.append({"seed": seed, "seconds": seconds, **result.metrics, **after,
+                     **({"curve": watch.curve} if args.every_epoch else {})})
         print(f"seed {seed}: test {after['test_exact']:.1%}, generated {after['generated_exact']:.1%}, "
               f"val {result.metrics['val_before']:.1%} -> {result.metrics['val_after']:.1%}, {seconds:.0f} s",
               flush=True)
@@ -101,6 +110,26 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
+
+
+class _TestShareWatch:
+    """Progress lines, and with ``every_epoch`` the test share read whenever finetune reads its validation share."""
+
+    def __init__(self, views: list, truths: list[str], every_epoch: bool) -> None:
+        self.views, self.truths, self.every_epoch = views, truths, every_epoch
+        self.curve: list[dict[str, float]] = []  # per epoch: val_exact, test_exact
+        self.last_test = float("nan")
+
+    def read_exact(self, model, views, truths, device, temperature=1.0, *rest, **kwargs) -> float:  # noqa: ANN001
+        # The same weights and decoding as the validation reading; training is not touched.
+        self.last_test = read_exact(model, self.views, self.truths, device, temperature, *rest, **kwargs)
+        return read_exact(model, views, truths, device, temperature, *rest, **kwargs)
+
+    def progress(self, epoch: int, epochs: int, h: dict[str, float]) -> None:
+        if self.every_epoch:
+            self.curve.append({"epoch": epoch, "val_exact": h["val_exact"], "test_exact": self.last_test})
+        print(f"  epoch {epoch}/{epochs}: loss {h['loss']:.3f}, val {h['val_exact']:.1%}"
+              + (f", test {self.last_test:.1%}" if self.every_epoch else ""), flush=True)
 
 
 def _cut_digits(coco: Path, csv_dir: Path, pictures: set[str], out: Path) -> int:

@@ -130,7 +130,8 @@ def test_too_few_images_for_the_validation_share(tmp_path, numbers_csv):
 
 
 @pytest.mark.parametrize("change", [{"val_size": 0.0}, {"val_size": 1.0}, {"epochs": 0}, {"lr": -1.0},
-                                    {"replay": -0.5}, {"precision": "fp8"}, {"patience": -1}])
+                                    {"replay": -0.5}, {"precision": "fp8"}, {"patience": -1},
+                                    {"keep": "first"}])
 def test_config_is_validated(change):
     with pytest.raises(ConfigError):
         FinetuneConfig(**change).validate()
@@ -192,12 +193,19 @@ def test_finetuning_the_line_reader_writes_a_model_read_uses(numbers_csv, tmp_pa
         digitrec.load(path, line_reader=None)
 
 
-def test_the_kept_model_is_the_best_epoch_or_the_start(numbers_csv):
-    # A learning rate this small leaves the weights where they were: no epoch beats the start.
-    config = FinetuneConfig(epochs=1, batch_size=4, replay=0.0, val_size=0.25, lr=1e-9, precision="fp32")
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_the_kept_model_is_the_chosen_epoch_or_the_start(numbers_csv, keep):
+    # A learning rate this small leaves the weights about where they were: an epoch may or may not beat the start.
+    config = FinetuneConfig(epochs=2, batch_size=4, replay=0.0, val_size=0.25, lr=1e-9, precision="fp32", keep=keep)
     result = finetune(numbers_csv, config=config)
-    assert result.metrics["best_epoch"] in (0, 1)
-    if result.metrics["best_epoch"] == 0:
+    m = result.metrics
+    scores, start = [h["val_exact"] for h in result.history], m["val_start"]  # what the epochs had to beat
+    assert m["best_epoch"] == (1 + scores.index(max(scores)) if max(scores) > start else 0)
+    if keep == "best":
+        assert m["kept_epoch"] == m["best_epoch"]
+    else:
+        assert m["kept_epoch"] == (2 if scores[-1] >= start else 0)
+    if m["kept_epoch"] == 0:
         base = load_model(bundled_line_reader(), num_classes=11, task="lines")
         for k, v in base.model.state_dict().items():
             assert np.array_equal(v.numpy(), result.model.state_dict()[k].numpy()), k
@@ -239,10 +247,11 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_cli_finetune_then_read(numbers_csv, tmp_path):
     proc = _cli("finetune", str(numbers_csv), "--epochs", "1", "--batch-size", "4", "--replay", "0",
-                "--val-size", "0.25", "--out", "mine.safetensors", "--json", "-q", cwd=tmp_path)
+                "--val-size", "0.25", "--keep", "best", "--out", "mine.safetensors", "--json", "-q", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["model"] == "mine.safetensors" and out["data"]["images"] == len(NUMBERS) and out["val_images"] == 3
+    assert out["kept_epoch"] == out["best_epoch"] in (0, 1)  # --keep best reached the config
     proc = _cli("read", "--model", "mine.safetensors", str(numbers_csv.parent / "images" / "n0.png"), "--json",
                 cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -258,3 +267,13 @@ def test_cli_finetune_refuses_bad_rows_and_writes_nothing(tmp_path, numbers_csv)
     assert not (tmp_path / "never.safetensors").exists()
     proc = _cli("finetune", str(path), "--replay", "0", "--val-size", "1.5", cwd=tmp_path)
     assert_one_line_error(proc, 2, "--val-size")  # refused while parsing the flags, before any work
+
+
+@pytest.mark.parametrize("metrics, words", [
+    ({"kept_epoch": 60, "epochs": 60, "best_epoch": 28}, "kept epoch 60 of 60; best on validation: epoch 28"),
+    ({"kept_epoch": 0, "epochs": 60, "best_epoch": 0}, "kept the starting weights"),
+])
+def test_cli_says_which_epoch_was_kept(metrics, words):
+    from digitrec.cli.train import _kept
+
+    assert _kept(metrics).startswith(words)

@@ -55,7 +55,9 @@ from digitrec.train.lines import (
     _batch,
     calibrate_line_reader_file,
     compose_line,
+    fit_ctc,
     fit_line_temperature,
+    pack_lines,
     save_line_reader,
     train_line_reader,
 )
@@ -417,6 +419,34 @@ def test_line_crnn_contract_and_every_parameter_learns():
     logp = model(torch.rand(2, 1, LINE_HEIGHT, 96)).log_softmax(dim=1).permute(2, 0, 1)  # (24, 2, 11)
     F.ctc_loss(logp, torch.tensor([1, 2, 3]), torch.tensor([24, 24]), torch.tensor([2, 1])).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("scores, keep_last, best, kept", [
+    ([0.5, 0.9, 0.6], False, 2, 2),  # the best check's weights
+    ([0.5, 0.9, 0.6], True, 2, 3),  # the last check's: it is no worse than the start
+    ([0.5, 0.3], True, 1, 0),  # the last check reads worse than the start: the start's weights
+    ([0.2, 0.3], False, 0, 0),  # no check beats the start
+])
+def test_fit_ctc_keeps_the_best_or_the_last_checked_weights(scores, keep_last, best, kept):
+    torch.manual_seed(0)
+    model = create_model("line-ctc")
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    images, labels = made_up_digits(8)
+    batch = pack_lines([(compose_line(images[i : i + 2], np.random.default_rng(i), touching=0.0),
+                         f"{labels[i]}{labels[i + 1]}") for i in range(0, 8, 2)])
+    seen, weights = iter(scores), []
+
+    def check(m: torch.nn.Module) -> float:
+        weights.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(seen)
+
+    run = fit_ctc(model, [batch] * len(scores), len(scores), lr=1e-2, weight_decay=0.0, warmup=0.1, clip=5.0,
+                  device=torch.device("cpu"), precision="fp32", check_every=1, check=check, baseline=0.4,
+                  keep_last=keep_last)
+    assert (run.best_check, run.kept_check, run.checks) == (best, kept, len(scores))
+    expected = start if kept == 0 else weights[kept - 1]
+    assert all(torch.equal(run.state[k], expected[k]) for k in expected)
+    assert not all(torch.equal(weights[-1][k], start[k]) for k in start)  # the steps did move the weights
 
 
 def test_frame_spans_follow_the_best_path():

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from digitrec.cfg.base import PRECISIONS, option
 from digitrec.errors import ConfigError
 
-__all__ = ["FinetuneConfig", "KIND_DEFAULTS"]
+__all__ = ["FinetuneConfig", "KIND_DEFAULTS", "KEEP"]
+
+KEEP = ("last", "best")  # FinetuneConfig.keep's choices
 
 # The recipe's fields left open (None) take these, per kind of data; chosen on ORAND-CAR-A
 # shares (docs/finetune.md): a digit model forgets MNIST faster than the reader forgets its
@@ -34,6 +36,9 @@ class FinetuneConfig:
     replay: float | None = option(None, "images made from MNIST training digits (generated lines or digits) mixed "
                                   "in per user image, so the model keeps what it knew (0: none; default: 0.1 for "
                                   "numbers, 3 for digits)", low=0, high=4)
+    keep: str = option("last", "which weights are kept: last (the end of the schedule, unless they read the "
+                       "validation share worse than the start: then the start) or best (the epoch that read it best)",
+                       choices=KEEP)
     ema: float = option(0.0, "decay of a moving average of the weights per step, which is what is validated and "
                         "kept (0: off)", low=0, high=1)
     augment: bool = option(True, "vary the images as scans vary (width, slant, margins, contrast, blur, noise)")
@@ -55,5 +60,7 @@ class FinetuneConfig:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if self.replay is not None and not 0.0 <= self.replay <= 4.0:
             raise ConfigError(f"replay must be between 0 and 4 replayed images per user image, got {self.replay}")
+        if self.keep not in KEEP:
+            raise ConfigError(f"invalid keep {self.keep!r} (use {', '.join(KEEP)})")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"invalid precision {self.precision!r} (use {', '.join(PRECISIONS)})")

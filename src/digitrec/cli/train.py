@@ -292,7 +292,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     what = "read exactly" if data.kind == "numbers" else "right"
     print(f"validation share ({m['val_images']:,} of {len(data):,} images, held out): "
           f"{m['val_before']:.1%} {what} before, {m['val_after']:.1%} after "
-          f"(best epoch {m['best_epoch']} of {m['epochs']}; {m['seconds']:.0f} s)")
+          f"({_kept(m)}; {m['seconds']:.0f} s)")
     if "mnist_test_before" in m:
         print(f"MNIST test set: {m['mnist_test_before']:.2%} before, {m['mnist_test_after']:.2%} after")
     use = "digitrec read --model" if data.kind == "numbers" else "digitrec predict --model"
@@ -428,3 +428,10 @@ def add_commands(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--out", metavar="FILE", help="write the calibrated model here (default: replace --model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_calibrate)
+
+
+def _kept(m: dict) -> str:
+    """Which epoch's weights a fine-tuned model holds, in words."""
+    if m["kept_epoch"] == 0:
+        return "kept the starting weights: fine-tuning read the validation share no better"
+    return f"kept epoch {m['kept_epoch']} of {m['epochs']}; best on validation: epoch {m['best_epoch']}"

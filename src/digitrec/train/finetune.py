@@ -150,7 +150,10 @@ class FinetuneResult:
     base: ModelFile  # the model it started from
     data: LabelledData
     config: FinetuneConfig
-    metrics: dict[str, Any]  # val_before, val_after, epochs, best_epoch, seconds, ... (JSON-ready)
+    # val_before, val_start (numbers: the start's score as the checks read it, which epochs must beat),
+    # val_after, epochs, best_epoch (read validation best; 0: none beat the start), kept_epoch
+    # (whose weights the model holds; 0: the start's), seconds, ... (JSON-ready)
+    metrics: dict[str, Any]
     history: list[dict[str, float]]  # per epoch: loss, val (exact share), seconds
     temperature: float = 1.0  # refitted on the validation share (numbers) or kept (digits)
     # Line readers: 0.0, the plain best path (a reader tuned on real images is not too sure of blanks,
@@ -204,9 +207,9 @@ def finetune(
     ``data`` is a :class:`LabelledData` or a path for :func:`load_labelled`. ``mnist`` supplies
     the replayed data (MNIST *training* digits; loaded with :func:`load_mnist` when
     ``config.replay`` > 0 and none is given) and, for
-    digit models, the test set measured before and after. Returns the model of the epoch
-    that read the validation share best (never worse than the model it started from: if no
-    epoch beats it, the starting weights are kept).
+    digit models, the test set measured before and after. Returns the model of the last epoch
+    (``config.keep="last"``) or of the epoch that read the validation share best (``"best"``),
+    never one that reads it worse than the model it started from: then the starting weights.
     """
     from digitrec.runtime import resolve_device
 
@@ -268,14 +271,17 @@ def _finetune_lines(base: ModelFile, labelled: LabelledData, train_idx: np.ndarr
     run = fit_ctc(model, batches(), steps_per_epoch * config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                   warmup=0.15, clip=5.0, device=device, precision=precision, norm=norm, ema_decay=config.ema,
                   check_every=steps_per_epoch, baseline=start, patience=config.patience, on_check=after_epoch,
-                  check=lambda kept: read_exact(kept, val_views, val_truth, device, base.temperature, norm))
-    seconds, best_epoch = run.seconds, run.best_check
+                  check=lambda kept: read_exact(kept, val_views, val_truth, device, base.temperature, norm),
+                  keep_last=config.keep == "last")
+    seconds, best_epoch, kept_epoch = run.seconds, run.best_check, run.kept_check
     model.load_state_dict(run.state)
     model.eval()
     temperature, _, _ = fit_line_temperature(model, list(zip(val_views, val_truth)), device)
     after = read_exact(model, val_views, val_truth, device, temperature, norm)
-    metrics = {"val_before": before, "val_after": after, "val_images": len(val_idx), "train_images": len(train_idx),
-               "epochs": len(history), "best_epoch": best_epoch, "seconds": seconds, "precision": precision}
+    metrics = {"val_before": before, "val_start": start, "val_after": after, "val_images": len(val_idx),
+               "train_images": len(train_idx),
+               "epochs": len(history), "best_epoch": best_epoch, "kept_epoch": kept_epoch, "seconds": seconds,
+               "precision": precision}
     return FinetuneResult(model, base, labelled, config, metrics, history, temperature, blank_penalty=0.0)
 
 
@@ -326,7 +332,8 @@ def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndar
     recipe = TrainConfig(arch=base.arch, model_config=dict(base.model_config), epochs=config.epochs,
                          batch_size=config.batch_size, lr=config.lr, seed=config.seed, val_size=len(vx),
                          precision=config.precision, optimizer="adamw", weight_decay=config.weight_decay,
-                         schedule="onecycle", warmup=0.15, patience=config.patience, keep_best=True,
+                         schedule="onecycle", warmup=0.15, patience=config.patience,
+                         keep_best=config.keep == "best",
                          ema_decay=config.ema,
                          **(_DIGIT_AUGMENT if config.augment else {}))
 
@@ -338,9 +345,15 @@ def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndar
 
     result = fit(recipe, tx, ty, device=device, val_images=vx, val_labels=vy, callback=_Report(),
                  init_state=base.model.state_dict())
-    model, best_epoch = result.model, result.best_epoch or 0
-    if result.val is None or result.val.accuracy <= before:  # no epoch beat the start: keep it
-        model, best_epoch = base.model, 0
+    scores = [r.val_accuracy or 0.0 for r in result.history]
+    best_epoch = 1 + scores.index(max(scores)) if scores and max(scores) > before else 0  # 0: none beat the start
+    # "best": the start is kept unless an epoch beat it; "last": unless the last epoch reads worse.
+    if config.keep == "best":
+        model, kept_epoch = (result.model, best_epoch) if best_epoch else (base.model, 0)
+    elif result.val is None or result.val.accuracy < before:
+        model, kept_epoch = base.model, 0
+    else:
+        model, kept_epoch = result.model, result.epochs_completed
     logits = predict_logits(model, torch.from_numpy(np.ascontiguousarray(vx)), device=device, precision=precision)
     temperature = calibration_report(logits, torch.from_numpy(vy)).temperature
     after = evaluate(model, vx, vy, device=device, precision=precision, temperature=temperature).accuracy
@@ -348,6 +361,7 @@ def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndar
                                "no_digit_found": len(empty),
                                "train_images": len(train_idx), "replayed_images": len(tx) - len(train_idx),
                                "epochs": result.epochs_completed, "best_epoch": best_epoch,
+                               "kept_epoch": kept_epoch,
                                "seconds": result.train_seconds, "precision": precision}
     if mnist is not None:
         metrics["mnist_test_before"] = mnist_before

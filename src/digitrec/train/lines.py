@@ -36,7 +36,7 @@ from digitrec.read.linereader import (
 )
 from digitrec.runtime import autocast, resolve_precision
 from digitrec.train.loop import LoopState, run_loop
-from digitrec.train.optim import WeightEMA
+from digitrec.train.optim import WeightEMA, snapshot
 
 __all__ = [
     "compose_line",
@@ -279,7 +279,8 @@ class CTCRun:
     """What :func:`fit_ctc` ends with."""
 
     state: dict[str, torch.Tensor]  # the weights to keep: the best checked ones (or the start), else the last
-    best_check: int  # the check (1, 2, ...) whose weights are kept; 0: the starting weights or no checks
+    best_check: int  # the check (1, 2, ...) that scored best; 0: none beat the start, or no checks
+    kept_check: int  # the check whose weights ``state`` holds (0: the starting weights, or no checks)
     checks: int  # checks made (fewer than planned when patience stopped the run)
     losses: list[float]  # the CTC loss of every step
     seconds: float  # wall time of the steps and checks
@@ -291,7 +292,8 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
             check: Callable[[torch.nn.Module], float] | None = None, baseline: float = -math.inf,
             patience: int = 0, on_step: Callable[[int, float], None] | None = None,
             on_check: Callable[[int, float, float], None] | None = None,
-            on_weights: Callable[[int, torch.nn.Module], None] | None = None, weights_every: int = 0) -> CTCRun:
+            on_weights: Callable[[int, torch.nn.Module], None] | None = None, weights_every: int = 0,
+            keep_last: bool = False) -> CTCRun:
     """CTC training, for line readers from scratch and for fine-tuning them: AdamW, one-cycle LR, clipping.
 
     The steps and checks run on the project's one training loop (:func:`digitrec.train.loop.run_loop`).
@@ -299,7 +301,10 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
     Runs ``steps`` optimiser steps over ``batches`` (packed by :func:`pack_lines`). Every
     ``check_every`` steps, ``check`` scores the weights (the moving average with ``ema_decay``)
     and the best-scoring ones are kept, the starting weights scoring ``baseline``; ``patience``
-    checks without a better score stop the run. ``on_step(step, loss)`` follows every step and
+    checks without a better score stop the run. With ``keep_last``, the weights of the last check
+    are kept instead, unless they score below ``baseline`` (then the starting weights are): on a
+    small validation share the best of many noisy checks is mostly luck, while the end of the
+    one-cycle schedule is where the weights settle. ``on_step(step, loss)`` follows every step and
     ``on_check(check, mean loss since the last check, score)`` every check;
     ``on_weights(step, weights)`` is given the weights that would be kept (the moving average,
     in eval mode) every ``weights_every`` steps before the last, to measure them elsewhere; it
@@ -329,7 +334,10 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
         model.train()
         return result
 
+    last_score = [baseline]
+
     def report(state: LoopState, result: float) -> None:
+        last_score[0] = result
         if on_check is not None:
             on_check(state.checks, float(np.mean(losses[-check_every:])), result)
 
@@ -337,14 +345,17 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
     model.train()
     if check is None:  # no checks: the weights at the end are the ones kept
         loop = run_loop(batches, step, steps)
-        state = kept.state_dict()
+        state, kept_check = kept.state_dict(), 0
     else:  # the starting weights score ``baseline`` and are kept unless a check beats them
-        start_state = LoopState(best=baseline, best_state=copy.deepcopy(model.state_dict()))
+        initial = copy.deepcopy(model.state_dict())
         loop = run_loop(batches, step, steps, check_every=check_every, check=score, kept=kept, patience=patience,
-                        after_check=report, state=start_state)
+                        after_check=report, state=LoopState(best=baseline, best_state=initial))
         assert loop.best_state is not None
-        state = loop.best_state
-    return CTCRun(state, loop.best_check, loop.checks, losses, time.perf_counter() - start)
+        state, kept_check = loop.best_state, loop.best_check
+        if keep_last:
+            settled = loop.checks > 0 and last_score[0] >= baseline
+            state, kept_check = (snapshot(kept), loop.checks) if settled else (initial, 0)
+    return CTCRun(state, loop.best_check, kept_check, loop.checks, losses, time.perf_counter() - start)
 
 
 def _start_model(config: LineTrainConfig) -> torch.nn.Module:
