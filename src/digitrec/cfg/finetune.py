@@ -28,11 +28,11 @@ class FinetuneConfig:
     lr: float | None = option(None, "peak learning rate (AdamW, one-cycle schedule; default: 2e-3 for numbers, "
                               "5e-4 for digits)", above=0)
     weight_decay: float = option(0.01, "AdamW's decoupled weight decay", low=0)
-    val_size: float = option(0.1, "share of the images held out (seeded) to measure and choose the epoch kept, "
+    val_size: float = option(0.1, "share of the images held out (seeded) to check the weights kept (see keep), "
                              "0 < share < 1", above=0, high=1)
     seed: int = option(0, "seeds the validation split, shuffling, augmentation, replay", low=0)
-    patience: int = option(0, "stop after this many epochs without a better validation score (0: never; the "
-                           "best epoch is kept either way)", low=0)
+    patience: int = option(0, "stop after this many epochs without a better validation score (0: never; keep "
+                           "still decides which weights are kept)", low=0)
     replay: float | None = option(None, "images made from MNIST training digits (generated lines or digits) mixed "
                                   "in per user image, so the model keeps what it knew (0: none; default: 0.1 for "
                                   "numbers, 3 for digits)", low=0, high=4)
