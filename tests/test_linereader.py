@@ -449,6 +449,26 @@ def test_fit_ctc_keeps_the_best_or_the_last_checked_weights(scores, keep_last, b
     assert not all(torch.equal(weights[-1][k], start[k]) for k in start)  # the steps did move the weights
 
 
+def test_fit_ctc_keep_last_keeps_the_checked_weights_not_later_steps():
+    # 5 steps, a check every 2: the weights kept are those the second check scored (step 4).
+    torch.manual_seed(0)
+    model = create_model("line-ctc")
+    images, labels = made_up_digits(4)
+    batch = pack_lines([(compose_line(images[i : i + 2], np.random.default_rng(i), touching=0.0),
+                         f"{labels[i]}{labels[i + 1]}") for i in (0, 2)])
+    weights = []
+
+    def check(m: torch.nn.Module) -> float:
+        weights.append({k: v.clone() for k, v in m.state_dict().items()})
+        return 1.0
+
+    run = fit_ctc(model, [batch] * 5, 5, lr=1e-2, weight_decay=0.0, warmup=0.1, clip=5.0, device=torch.device("cpu"),
+                  precision="fp32", check_every=2, check=check, baseline=0.0, keep_last=True)
+    assert (run.checks, run.kept_check) == (2, 2) and len(run.losses) == 5
+    assert all(torch.equal(run.state[k], weights[1][k]) for k in weights[1])
+    assert not all(torch.equal(model.state_dict()[k], weights[1][k]) for k in weights[1])  # step 5 moved on
+
+
 def test_frame_spans_follow_the_best_path():
     lp = frames(0, 5, 5, 0, 3, 0, 0, 3, 3, 0)
     assert frame_spans(lp) == [(1, 2), (4, 4), (7, 8)]

@@ -278,7 +278,9 @@ def validation_lines(config: LineTrainConfig, images: np.ndarray, labels: np.nda
 class CTCRun:
     """What :func:`fit_ctc` ends with."""
 
-    state: dict[str, torch.Tensor]  # the weights to keep: the best checked ones (or the start), else the last
+    # The weights to keep: the best checked ones, the last checked ones (keep_last) or the start's;
+    # without checks, those at the end.
+    state: dict[str, torch.Tensor]
     best_check: int  # the check (1, 2, ...) that scored best; 0: none beat the start, or no checks
     kept_check: int  # the check whose weights ``state`` holds (0: the starting weights, or no checks)
     checks: int  # checks made (fewer than planned when patience stopped the run)
@@ -334,10 +336,11 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
         model.train()
         return result
 
-    last_score = [baseline]
+    last: list[Any] = [baseline, None]  # keep_last: the last check's score and the weights it scored
 
     def report(state: LoopState, result: float) -> None:
-        last_score[0] = result
+        if keep_last:
+            last[:] = [result, snapshot(kept)]
         if on_check is not None:
             on_check(state.checks, float(np.mean(losses[-check_every:])), result)
 
@@ -353,8 +356,8 @@ def fit_ctc(model: torch.nn.Module, batches: Iterable[Batch], steps: int, *, lr:
         assert loop.best_state is not None
         state, kept_check = loop.best_state, loop.best_check
         if keep_last:
-            settled = loop.checks > 0 and last_score[0] >= baseline
-            state, kept_check = (snapshot(kept), loop.checks) if settled else (initial, 0)
+            settled = last[1] is not None and last[0] >= baseline
+            state, kept_check = (last[1], loop.checks) if settled else (initial, 0)
     return CTCRun(state, loop.best_check, kept_check, loop.checks, losses, time.perf_counter() - start)
 
 
