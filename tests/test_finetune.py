@@ -223,6 +223,33 @@ def test_finetuning_a_digit_model_on_an_image_folder(digit_folder, tmp_path):
     assert pred.digit is None or 0 <= pred.digit <= 9
 
 
+@pytest.fixture(scope="module")
+def relabelled_digits(tmp_path_factory) -> Path:
+    """Printed digits filed one class up (a 3 under 4/): the start reads none right, so epochs differ."""
+    folder = tmp_path_factory.mktemp("relabelled")
+    for d in range(10):
+        (folder / str((d + 1) % 10)).mkdir()
+        for k, size in enumerate((30, 34, 40, 44)):
+            img = Image.new("L", (48, 56), 235)
+            ImageDraw.Draw(img).text((8, 2), str(d), fill=20, font=_font(size))
+            img.save(folder / str((d + 1) % 10) / f"{k}.png")
+    return folder
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_a_digit_model_keeps_the_chosen_epoch_or_the_start(relabelled_digits, keep):
+    config = FinetuneConfig(epochs=4, batch_size=8, replay=0.0, val_size=0.25, lr=5e-3, precision="fp32", keep=keep)
+    result = finetune(relabelled_digits, "seed", config)
+    m, scores = result.metrics, [h["val_exact"] for h in result.history]
+    assert m["val_before"] < max(scores)  # the epochs learnt the new filing: there is a choice to make
+    if keep == "last":
+        assert m["kept_epoch"] == (4 if scores[-1] >= m["val_before"] else 0)
+    else:
+        assert m["kept_epoch"] == m["best_epoch"] > 0 and scores[m["best_epoch"] - 1] == max(scores)
+    # The model holds the kept epoch's weights: it reads the validation share as that epoch did.
+    assert m["val_after"] == pytest.approx(scores[m["kept_epoch"] - 1] if m["kept_epoch"] else m["val_before"])
+
+
 @requires_mnist
 def test_replay_mixes_mnist_in_and_mnist_is_measured_before_and_after(digit_folder, real_mnist):
     config = FinetuneConfig(epochs=1, batch_size=8, replay=1.0, val_size=0.2, precision="fp32")

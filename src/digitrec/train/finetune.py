@@ -345,8 +345,10 @@ def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndar
 
     result = fit(recipe, tx, ty, device=device, val_images=vx, val_labels=vy, callback=_Report(),
                  init_state=base.model.state_dict())
-    scores = [r.val_accuracy or 0.0 for r in result.history]
-    best_epoch = 1 + scores.index(max(scores)) if scores and max(scores) > before else 0  # 0: none beat the start
+    # Ranked as the training loop ranks epochs (accuracy, then lower loss; the first of equals).
+    scores = [(r.val_accuracy or 0.0, -(r.val_loss or 0.0)) for r in result.history]
+    top = max(range(len(scores)), key=scores.__getitem__) if scores else -1
+    best_epoch = top + 1 if top >= 0 and scores[top][0] > before else 0  # 0: none beat the start
     # "best": the start is kept unless an epoch beat it; "last": unless the last epoch reads worse.
     if config.keep == "best":
         model, kept_epoch = (result.model, best_epoch) if best_epoch else (base.model, 0)
