@@ -411,7 +411,7 @@ def test_keep_best_selects_on_validation(tiny_mnist):
 
 def test_early_stopping_after_patience(tiny_mnist, monkeypatch):
     # A score that never improves: the run stops after the first epoch plus `patience` more.
-    monkeypatch.setattr(sys.modules["digitrec.train.engine"], "_score", lambda val: (0.0, 0.0))
+    monkeypatch.setattr(sys.modules["digitrec.train.engine"], "epoch_rank", lambda record: (0.0, 0.0))
     result = fit_val(tiny_mnist, epochs=10, patience=2)
     assert len(result.history) == 3 and result.stopped_early
     assert result.metrics()["stopped_early"] is True

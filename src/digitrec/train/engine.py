@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TrainConfig",
     "EpochRecord",
+    "epoch_rank",
     "TrainCallback",
     "TrainResult",
     "split_train_val",
@@ -171,9 +172,14 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device, shuffle
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _score(val: EvalResult) -> tuple[float, float]:
-    # Higher is better: accuracy first, validation loss breaks ties.
-    return (val.accuracy, -val.loss)
+def epoch_rank(record: EpochRecord) -> tuple[float, float] | None:
+    """How :func:`fit` ranks epochs to keep the best (higher is better): validation accuracy, then the lower loss.
+
+    None for an epoch without validation figures.
+    """
+    if record.val_accuracy is None or record.val_loss is None:
+        return None
+    return record.val_accuracy, -record.val_loss
 
 
 def fit(
@@ -352,7 +358,7 @@ def fit(
         ))
         good_state = snapshot(eval_model)
         last_val = val
-        return (figures[1], -figures[0]) if figures is not None else None
+        return epoch_rank(history[-1])
 
     def after_epoch(state: LoopState, _score_: object) -> None:
         nonlocal best_val

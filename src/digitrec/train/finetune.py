@@ -42,7 +42,7 @@ from digitrec.read.linereader import LINE_CLASSES, batch_log_probs, bundled_line
 from digitrec.read.reader import NO_NUMBER_BELOW, grey_view
 from digitrec.runtime import resolve_precision
 from digitrec.train.calibrate import calibration_report
-from digitrec.train.engine import TrainConfig, fit
+from digitrec.train.engine import TrainConfig, epoch_rank, fit
 from digitrec.train.lines import Batch, fit_ctc, fit_line_temperature, pack_lines, render_training_line
 
 __all__ = [
@@ -345,10 +345,10 @@ def _finetune_digits(base: ModelFile, labelled: LabelledData, train_idx: np.ndar
 
     result = fit(recipe, tx, ty, device=device, val_images=vx, val_labels=vy, callback=_Report(),
                  init_state=base.model.state_dict())
-    # Ranked as the training loop ranks epochs (accuracy, then lower loss; the first of equals).
-    scores = [(r.val_accuracy or 0.0, -(r.val_loss or 0.0)) for r in result.history]
-    top = max(range(len(scores)), key=scores.__getitem__) if scores else -1
-    best_epoch = top + 1 if top >= 0 and scores[top][0] > before else 0  # 0: none beat the start
+    # Ranked as the training loop ranks epochs (the first of equals), whether or not it kept the best.
+    ranks = [epoch_rank(r) or (0.0, 0.0) for r in result.history]
+    top = max(range(len(ranks)), key=ranks.__getitem__) if ranks else -1
+    best_epoch = top + 1 if top >= 0 and ranks[top][0] > before else 0  # 0: none beat the start
     # "best": the start is kept unless an epoch beat it; "last": unless the last epoch reads worse.
     if config.keep == "best":
         model, kept_epoch = (result.model, best_epoch) if best_epoch else (base.model, 0)
